@@ -1,0 +1,88 @@
+/**
+ * WebCrypto helpers used by every verifier. Engine-neutral: only `globalThis.crypto.subtle`.
+ * Intel and AMD sign with raw r||s ECDSA, which is exactly WebCrypto's ECDSA signature format.
+ */
+import { concatBytes } from './bytes.js';
+import { evidenceError } from './error-codes.js';
+
+const subtle = (): SubtleCrypto => globalThis.crypto.subtle;
+
+/** Copies into a fresh ArrayBuffer-backed array, as WebCrypto's types require. */
+function buf(b: Uint8Array): Uint8Array<ArrayBuffer> {
+  return b.buffer instanceof ArrayBuffer ? (b as Uint8Array<ArrayBuffer>) : new Uint8Array(b);
+}
+
+export async function sha256(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await subtle().digest('SHA-256', buf(data)));
+}
+export async function sha384(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await subtle().digest('SHA-384', buf(data)));
+}
+export async function sha512(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await subtle().digest('SHA-512', buf(data)));
+}
+
+export type EcCurve = 'P-256' | 'P-384';
+const HASH_OF: Record<EcCurve, string> = { 'P-256': 'SHA-256', 'P-384': 'SHA-384' };
+const COORD_LEN: Record<EcCurve, number> = { 'P-256': 32, 'P-384': 48 };
+
+/** Imports an uncompressed EC public key given as x||y (no 0x04 prefix), as Intel quotes carry it. */
+export async function importEcRawXY(
+  curve: EcCurve,
+  xy: Uint8Array,
+  field: string,
+): Promise<CryptoKey> {
+  if (xy.length !== 2 * COORD_LEN[curve]) {
+    throw evidenceError('EVIDENCE_BAD_FIELD', `${field}: expected ${2 * COORD_LEN[curve]} bytes`, {
+      details: { field },
+    });
+  }
+  try {
+    return await subtle().importKey(
+      'raw',
+      buf(concatBytes(Uint8Array.of(4), xy)),
+      { name: 'ECDSA', namedCurve: curve },
+      false,
+      ['verify'],
+    );
+  } catch (cause) {
+    // Not a point on the curve: an attacker-chosen key cannot be imported, so this is malformed input.
+    throw evidenceError('EVIDENCE_BAD_FIELD', `${field}: not a valid ${curve} public key`, {
+      cause,
+      details: { field },
+    });
+  }
+}
+
+/** Imports a SubjectPublicKeyInfo (DER) ECDSA key. */
+export async function importEcSpki(
+  curve: EcCurve,
+  spki: Uint8Array,
+  field: string,
+): Promise<CryptoKey> {
+  try {
+    return await subtle().importKey(
+      'spki',
+      buf(spki),
+      { name: 'ECDSA', namedCurve: curve },
+      false,
+      ['verify'],
+    );
+  } catch (cause) {
+    throw evidenceError('EVIDENCE_BAD_FIELD', `${field}: not a valid ${curve} public key`, {
+      cause,
+      details: { field },
+    });
+  }
+}
+
+/** Verifies a raw r||s ECDSA signature; the hash is the curve's (SHA-256 for P-256, SHA-384 for P-384). */
+export async function ecdsaVerify(
+  curve: EcCurve,
+  key: CryptoKey,
+  signature: Uint8Array,
+  data: Uint8Array,
+): Promise<boolean> {
+  if (signature.length !== 2 * COORD_LEN[curve]) return false;
+  return subtle().verify({ name: 'ECDSA', hash: HASH_OF[curve] }, key, buf(signature), buf(data));
+}

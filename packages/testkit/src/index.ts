@@ -1,0 +1,7 @@
+export {
+  vectorsDir,
+  requireVectors,
+  readVector,
+  readVectorText,
+  MISSING_VECTORS,
+} from './vectors.js';
