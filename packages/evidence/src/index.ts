@@ -12,3 +12,21 @@ export {
   checkCrl,
 } from './pki/chain.js';
 export type { Certificate, Crl, TrustAnchor, ChainOptions, VerifiedChain } from './pki/chain.js';
+export type {
+  Claims,
+  SgxClaims,
+  TdxClaims,
+  SnpClaims,
+  SimClaims,
+  SnpTcb,
+  SnpProduct,
+  IntelTcbStatus,
+  TeeType,
+} from './claims.js';
+export type {
+  IntelCollateralJson,
+  SnpCollateral,
+  IntelCollateralQuery,
+  SnpCollateralQuery,
+  CollateralSource,
+} from './collateral/types.js';
