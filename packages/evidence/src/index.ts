@@ -30,3 +30,20 @@ export type {
   SnpCollateralQuery,
   CollateralSource,
 } from './collateral/types.js';
+export { appraise, assertAffirmed } from './appraisal/appraise.js';
+export type { Appraisal, AppraisalCheck, VerifiedEvidence } from './appraisal/appraise.js';
+export type {
+  ReferenceValues,
+  SgxReferenceValues,
+  TdxReferenceValues,
+  SnpReferenceValues,
+  SimReferenceValues,
+} from './appraisal/reference-values.js';
+export { earResult, statusOf, tierOf, TRUST_CLAIMS, AR4SI } from './appraisal/ear.js';
+export type {
+  EarAppraisal,
+  EarResult,
+  EarStatus,
+  TrustClaim,
+  TrustVector,
+} from './appraisal/ear.js';
