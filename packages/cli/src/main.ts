@@ -6,6 +6,8 @@
 import { Command } from 'commander';
 import { EXIT_CODES } from '@cloister/errors';
 import type { ExitCode } from '@cloister/errors';
+import { registerEvidence } from './commands/evidence.js';
+import { registerSim } from './commands/sim.js';
 import { processIo, reportError } from './output.js';
 import type { Io } from './output.js';
 
@@ -18,7 +20,7 @@ export interface CommandContext {
 
 export type RegisterCommands = (program: Command, ctx: CommandContext) => void;
 
-const groups: RegisterCommands[] = [];
+const groups: RegisterCommands[] = [registerEvidence, registerSim];
 
 export function buildProgram(ctx: CommandContext): Command {
   const program = new Command('cloister')

@@ -47,3 +47,92 @@ export type {
   TrustClaim,
   TrustVector,
 } from './appraisal/ear.js';
+export {
+  parseSnpReport,
+  decodeSnpTcb,
+  snpProductFromCpuid,
+  SNP_REPORT_SIZE,
+  SNP_SIGNED_END,
+} from './snp/report.js';
+export type {
+  SnpReport,
+  SnpSigningKey,
+  SnpCpuid,
+  SnpFirmwareVersion,
+  ParseSnpOptions,
+} from './snp/report.js';
+export { verifySnpReport } from './snp/verify.js';
+export type { VerifySnpOptions, SnpVerification } from './snp/verify.js';
+export { SNP_ROOTS, snpProductRoots } from './snp/products.js';
+export type { SnpProductRoots, SnpRootSet } from './snp/products.js';
+export { readAmdKeyCert } from './snp/vcek-cert.js';
+export type { AmdKeyCertInfo } from './snp/vcek-cert.js';
+export { offlineCollateral } from './collateral/offline.js';
+export type { OfflineBundle, OfflineSnpEntry } from './collateral/offline.js';
+export {
+  cachingFetcher,
+  INTEL_PCS_URL,
+  INTEL_ROOT_CA_CRL_URL,
+  AMD_KDS_URL,
+} from './collateral/fetcher.js';
+export type { CachingFetcherOptions } from './collateral/fetcher.js';
+export { parseDcapQuote } from './dcap/quote.js';
+export type {
+  DcapQuote,
+  DcapQuoteHeader,
+  SgxReportBody,
+  TdReportBody,
+  PckChainData,
+} from './dcap/quote.js';
+export { parsePckExtension, SGX_EXTENSION_OID } from './dcap/pck-extension.js';
+export type { PckExtension, SgxType } from './dcap/pck-extension.js';
+export { parseIntelCollateral, intelCollateralFromPcs } from './dcap/collateral.js';
+export type {
+  ParsedIntelCollateral,
+  IntelPcsResponses,
+  TcbInfo,
+  QeIdentity,
+  PlatformTcbLevel,
+  IsvTcbLevel,
+  TdxModuleIdentity,
+  TcbLevelStatus,
+} from './dcap/collateral.js';
+export { verifyDcapQuote } from './dcap/verify.js';
+export type {
+  DcapVerifyOptions,
+  DcapVerifiedQuote,
+  DcapSgxResult,
+  DcapTdxResult,
+  DcapPckInfo,
+  DcapQeInfo,
+} from './dcap/verify.js';
+export {
+  INTEL_SGX_ROOT_CA,
+  INTEL_SGX_ROOT_CA_DER,
+  INTEL_SGX_ROOT_CA_SHA256,
+} from './dcap/intel-root.js';
+export { verifyEvidence, EVIDENCE_TYPES } from './verify.js';
+export type { EvidenceType, EvidenceVerdict, VerifyEvidenceOptions } from './verify.js';
+export {
+  parseSimReport,
+  createSimReport,
+  verifySimReport,
+  simMeasurement,
+  simPlatformId,
+  generateSimHardware,
+  exportSimHardware,
+  importSimHardware,
+  simRootAnchor,
+  simReportFrom,
+  SIM_HARDWARE_FILES,
+  SIM_MAGIC,
+  SIM_REPORT_VERSION,
+  SIM_MEASURE_LABEL,
+} from './sim/index.js';
+export type {
+  SimReport,
+  CreateSimReportInput,
+  VerifySimOptions,
+  SimHardware,
+  SimHardwareFiles,
+} from './sim/index.js';

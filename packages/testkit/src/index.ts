@@ -5,3 +5,13 @@ export {
   readVectorText,
   MISSING_VECTORS,
 } from './vectors.js';
+export { startFakeVendorServices } from './fake-vendor-services.js';
+export type {
+  FakeVendorConfig,
+  FakeVendorServices,
+  FakeIntelEntry,
+  FakeVcekEntry,
+  FakeKdsChain,
+  RecordedRequest,
+  ScriptedResponse,
+} from './fake-vendor-services.js';

@@ -11,6 +11,7 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { bytesEqual, toHex } from '../bytes.js';
+import { isCloisterError } from '@cloister/errors';
 import { evidenceError } from '../error-codes.js';
 
 x509.cryptoProvider.set(globalThis.crypto);
@@ -103,7 +104,9 @@ const verifiedSignatures = new Set<string>();
 const MAX_MEMO = 10_000;
 
 async function signedBy(child: Certificate, issuer: Certificate): Promise<boolean> {
-  const key = `${toHex(new Uint8Array(child.signature))}:${toHex(new Uint8Array(issuer.publicKey.rawData))}`;
+  // Keyed by the whole signed certificate and the issuer key: a certificate edited after a
+  // genuine copy was checked keeps the old signature, so the signature alone is not a key.
+  const key = `${toHex(new Uint8Array(child.rawData))}:${toHex(new Uint8Array(issuer.publicKey.rawData))}`;
   if (verifiedSignatures.has(key)) return true;
   let ok = false;
   try {
@@ -200,6 +203,22 @@ export async function checkCrl(
  * Throws a CHAIN error naming the failing certificate.
  */
 export async function verifyChain(
+  chain: readonly Certificate[],
+  opts: ChainOptions,
+): Promise<VerifiedChain> {
+  try {
+    return await walkChain(chain, opts);
+  } catch (e) {
+    // The X.509 library parses keys and extensions lazily: a malformed certificate can surface
+    // as a library exception deep in the walk. It is still malformed input, never a crash.
+    if (isCloisterError(e)) throw e;
+    throw evidenceError('CERT_MALFORMED', `${opts.label}: a certificate cannot be parsed`, {
+      cause: e,
+    });
+  }
+}
+
+async function walkChain(
   chain: readonly Certificate[],
   opts: ChainOptions,
 ): Promise<VerifiedChain> {

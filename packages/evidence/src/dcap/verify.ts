@@ -1,0 +1,396 @@
+/**
+ * Intel DCAP quote verification (SGX quote v3/v4/v5, TDX quote v4/v5), in the order of Intel's
+ * Quote Verification Library (`QuoteVerifier.cpp`) and dcap-qvl `verify_impl`:
+ *   1. root CA CRL current and signed by the pinned Intel SGX Root CA;
+ *   2. TCB Info: issuer chain, window, signature over the exact text;
+ *   3. QE Identity: the same;
+ *   4. PCK chain from the quote to the pinned root, validity, PCK CRL of the issuing CA;
+ *   5. QE report signature by the PCK key;
+ *   6. QE report data = SHA-256(attestation key || QE auth data) || 32 zero bytes;
+ *   7. QE identity (MRSIGNER, ISVPRODID, masked MISCSELECT / ATTRIBUTES, QE TCB level);
+ *   8. quote signature by the attestation key over the signed region;
+ *   9. FMSPC / PCE-ID of the PCK equal the TCB Info's; platform TCB level (+ TDX module), merged
+ *      with the QE status; advisory IDs.
+ * Revoked and "no matching level" are refused; every other status is returned for policy. Debug
+ * is a claim, judged by policy, not here.
+ *
+ * Speed: checks that depend only on bytes repeated across quotes (collateral signatures, the PCK
+ * chain's signatures and extension, the QE report signature) are memoised by those exact bytes
+ * (successes only). Checks that depend on the quote itself or on the time (quote signature,
+ * binding, TCB matching, validity windows, revocation, root pinning) run on every call.
+ */
+import { bytesEqual, concatBytes, isAllZero, toHex } from '../bytes.js';
+import type { IntelTcbStatus, SgxClaims, TdxClaims } from '../claims.js';
+import type { IntelCollateralJson } from '../collateral/types.js';
+import { ecdsaVerify, importEcRawXY, importEcSpki, sha256 } from '../crypto.js';
+import { evidenceError } from '../error-codes.js';
+import type { TrustAnchor } from '../pki/chain.js';
+import { BoundedMemo, bytesKey, extensionValue, rawCert, type CertInfo } from './cert-cache.js';
+import {
+  anchorRawCert,
+  buildSignedPath,
+  checkNotRevoked,
+  checkPinned,
+  checkValidity,
+  type SignedPath,
+} from './cert-path.js';
+import {
+  checkCollateral,
+  parseIntelCollateral,
+  verifyCollateralSignatures,
+  type ParsedIntelCollateral,
+} from './collateral.js';
+import { INTEL_SGX_ROOT_CA } from './intel-root.js';
+import { parsePckExtension, SGX_EXTENSION_OID, type PckExtension } from './pck-extension.js';
+import {
+  decodePckChainData,
+  parseDcapQuoteLayout,
+  type SgxReportBody,
+  type TdReportBody,
+} from './quote.js';
+import { evaluateTcb, matchQeIdentity } from './tcb.js';
+
+export type { ParsedIntelCollateral };
+
+/** Options of {@link verifyDcapQuote}. */
+export interface DcapVerifyOptions {
+  /** Intel collateral for the quote's FMSPC and TEE type; without it the result is COLLATERAL_MISSING. */
+  readonly collateral?: IntelCollateralJson | ParsedIntelCollateral | undefined;
+  /** The verification time (certificates, CRLs and collateral must be valid then). */
+  readonly now: Date;
+  /** Pinned roots (by key). Default: the production Intel SGX Root CA. */
+  readonly roots?: readonly TrustAnchor[];
+}
+
+/** What the PCK certificate says about the platform. */
+export interface DcapPckInfo extends PckExtension {
+  /** Which Intel CA issued the PCK certificate (selects the PCK CRL). */
+  readonly ca: 'processor' | 'platform';
+  readonly subject: string;
+  readonly issuer: string;
+}
+
+/** The quoting enclave that signed the attestation key. */
+export interface DcapQeInfo {
+  readonly mrEnclave: string;
+  readonly mrSigner: string;
+  readonly isvProdId: number;
+  readonly isvSvn: number;
+  /** The QE's own TCB level status. */
+  readonly tcbStatus: IntelTcbStatus;
+}
+
+interface DcapResultBase {
+  readonly version: 3 | 4 | 5;
+  readonly tcbStatus: IntelTcbStatus;
+  readonly advisoryIds: readonly string[];
+  /** tcbDate of the matched platform TCB level. */
+  readonly tcbDate: string;
+  readonly pck: DcapPckInfo;
+  readonly qe: DcapQeInfo;
+  /** The instant range in which every certificate, CRL and collateral item used is valid. */
+  readonly collateralWindow: { readonly notBefore: Date; readonly notAfter: Date };
+}
+
+export interface DcapSgxResult extends DcapResultBase {
+  readonly tee: 'sgx';
+  readonly claims: SgxClaims;
+}
+
+export interface DcapTdxResult extends DcapResultBase {
+  readonly tee: 'tdx';
+  readonly claims: TdxClaims;
+  /** The TDX module identity used ("TDX_01"...), absent when the base module identity applied. */
+  readonly tdxModule: { readonly id?: string; readonly tcbStatus?: IntelTcbStatus };
+}
+
+/** A verified DCAP quote. */
+export type DcapVerifiedQuote = DcapSgxResult | DcapTdxResult;
+
+/** What the PCK part of a quote established; memoised by the exact certification bytes. */
+interface PckEntry {
+  readonly path: SignedPath;
+  readonly leaf: CertInfo;
+  readonly pck: DcapPckInfo;
+}
+
+const pckMemo = new BoundedMemo<PckEntry>(1024);
+const qeSigMemo = new BoundedMemo<true>(1024);
+const keyMemo = new BoundedMemo<CryptoKey>(1024);
+
+const CA_PROCESSOR = 'Intel SGX PCK Processor CA';
+const CA_PLATFORM = 'Intel SGX PCK Platform CA';
+
+async function pckEntry(
+  region: Uint8Array,
+  chainRaw: Uint8Array,
+  anchors: readonly TrustAnchor[],
+): Promise<PckEntry> {
+  const der = decodePckChainData(chainRaw).certificates;
+  const raws = der.map((d, i) => rawCert(d, `pck_chain[${i}]`));
+  // The leaf is the one certificate that issued none of the others (Intel's samples carry the
+  // chain root first, real quotes leaf first).
+  const leaves = raws.filter((c) => !raws.some((o) => o !== c && o.issuerKey === c.subjectKey));
+  const leafRaw = leaves[0];
+  if (leafRaw === undefined || leaves.length !== 1) {
+    throw evidenceError('CHAIN_INCOMPLETE', 'PCK chain has no single leaf certificate', {
+      details: { leaves: leaves.length },
+    });
+  }
+  const path = await buildSignedPath(
+    leafRaw,
+    raws.filter((c) => c !== leafRaw),
+    anchors.map(anchorRawCert),
+    'PCK chain',
+  );
+  const leaf = path.certs[0] as CertInfo;
+  if (extensionValue(leaf, SGX_EXTENSION_OID) === undefined) {
+    throw evidenceError('CHAIN_BAD_EXTENSION', 'PCK certificate has no SGX extension');
+  }
+  const issuerCn = /(?:^|,\s*)CN=([^,]+)/.exec(leaf.issuer)?.[1]?.trim();
+  const ca =
+    issuerCn === CA_PROCESSOR ? 'processor' : issuerCn === CA_PLATFORM ? 'platform' : undefined;
+  if (ca === undefined) {
+    throw evidenceError(
+      'CHAIN_BAD_EXTENSION',
+      `PCK certificate issued by an unknown CA "${leaf.issuer}"`,
+      {
+        details: { issuer: leaf.issuer },
+      },
+    );
+  }
+  const ext = parsePckExtension(extensionValue(leaf, SGX_EXTENSION_OID) as Uint8Array);
+  const entry: PckEntry = {
+    path,
+    leaf,
+    pck: { ...ext, ca, subject: leaf.subject, issuer: leaf.issuer },
+  };
+  return pckMemo.set(bytesKey(region), entry);
+}
+
+async function verifyQeReportSignature(
+  leaf: CertInfo,
+  qeReport: Uint8Array,
+  sig: Uint8Array,
+): Promise<void> {
+  const k = `${leaf.spkiKey}\u0001${bytesKey(qeReport)}\u0001${bytesKey(sig)}`;
+  if (qeSigMemo.get(k) === true) return;
+  const key =
+    keyMemo.get(leaf.spkiKey) ??
+    keyMemo.set(
+      leaf.spkiKey,
+      await importEcSpki('P-256', new Uint8Array(leaf.cert.publicKey.rawData), 'PCK public key'),
+    );
+  // Stops a QE report (and so an attestation key) that no genuine, certified platform produced.
+  if (!(await ecdsaVerify('P-256', key, sig, qeReport))) {
+    throw evidenceError(
+      'SIGNATURE_INVALID',
+      'QE report signature does not verify with the PCK key',
+      {
+        details: { signature: 'qe_report' },
+      },
+    );
+  }
+  qeSigMemo.set(k, true);
+}
+
+async function attestationKey(xy: Uint8Array): Promise<CryptoKey> {
+  const k = bytesKey(xy);
+  return keyMemo.get(k) ?? keyMemo.set(k, await importEcRawXY('P-256', xy, 'attestation_key'));
+}
+
+function sgxClaims(b: SgxReportBody): SgxClaims {
+  return {
+    tee: 'sgx',
+    reportData: toHex(b.reportData),
+    debug: ((b.attributes[0] as number) & 0x02) !== 0,
+    mrEnclave: toHex(b.mrEnclave),
+    mrSigner: toHex(b.mrSigner),
+    isvProdId: b.isvProdId,
+    isvSvn: b.isvSvn,
+    attributes: toHex(b.attributes),
+    miscSelect: toHex(b.miscSelect),
+    cpuSvn: toHex(b.cpuSvn),
+    configId: toHex(b.configId),
+    configSvn: b.configSvn,
+    isvExtProdId: toHex(b.isvExtProdId),
+    isvFamilyId: toHex(b.isvFamilyId),
+  };
+}
+
+function tdxClaims(b: TdReportBody): TdxClaims {
+  const base: TdxClaims = {
+    tee: 'tdx',
+    reportData: toHex(b.reportData),
+    debug: ((b.tdAttributes[0] as number) & 0x01) !== 0,
+    mrTd: toHex(b.mrTd),
+    rtmrs: [toHex(b.rtmrs[0]), toHex(b.rtmrs[1]), toHex(b.rtmrs[2]), toHex(b.rtmrs[3])],
+    mrSeam: toHex(b.mrSeam),
+    mrSignerSeam: toHex(b.mrSignerSeam),
+    mrConfigId: toHex(b.mrConfigId),
+    mrOwner: toHex(b.mrOwner),
+    mrOwnerConfig: toHex(b.mrOwnerConfig),
+    teeTcbSvn: toHex(b.teeTcbSvn),
+    tdAttributes: toHex(b.tdAttributes),
+    seamAttributes: toHex(b.seamAttributes),
+    xfam: toHex(b.xfam),
+  };
+  if (b.teeTcbSvn2 === undefined || b.mrServiceTd === undefined) return base;
+  return { ...base, teeTcbSvn2: toHex(b.teeTcbSvn2), mrServiceTd: toHex(b.mrServiceTd) };
+}
+
+/**
+ * Verifies a DCAP quote against Intel collateral at `now`, with the Intel SGX Root CA (or the
+ * given roots) pinned by key. Throws a `VerificationError` naming the layer that rejected it.
+ */
+export async function verifyDcapQuote(
+  bytes: Uint8Array,
+  opts: DcapVerifyOptions,
+): Promise<DcapVerifiedQuote> {
+  const now = opts.now instanceof Date ? opts.now.getTime() : NaN;
+  if (!Number.isFinite(now))
+    throw evidenceError('POLICY_INVALID', 'verification time is not a valid Date');
+  const roots = opts.roots ?? [INTEL_SGX_ROOT_CA];
+  const q = parseDcapQuoteLayout(bytes);
+  const tee = q.header.teeType;
+
+  // 1-3: collateral (signatures memoised; pinning and windows checked now).
+  let coll: ParsedIntelCollateral | undefined;
+  let window: { notBefore: number; notAfter: number } | undefined;
+  let pckCrlIssuerKey: string | undefined;
+  if (opts.collateral !== undefined) {
+    coll = 'kind' in opts.collateral ? opts.collateral : parseIntelCollateral(opts.collateral);
+    const signed = await verifyCollateralSignatures(coll);
+    window = checkCollateral(coll, signed, roots, now);
+    pckCrlIssuerKey = (signed.pckCrlPath.certs[0] as CertInfo).spkiKey;
+    // Stops verifying a TDX quote against SGX rules (or the reverse) with collateral of another kind.
+    const wantQe = tee === 'tdx' ? 'TD_QE' : 'QE';
+    if (coll.tcbInfo.id !== (tee === 'tdx' ? 'TDX' : 'SGX') || coll.qeIdentity.id !== wantQe) {
+      throw evidenceError(
+        'COLLATERAL_MISMATCH',
+        `collateral is for ${coll.tcbInfo.id}/${coll.qeIdentity.id}, the quote is ${tee}`,
+        {
+          details: { tee, tcbInfoId: coll.tcbInfo.id, qeIdentityId: coll.qeIdentity.id },
+        },
+      );
+    }
+  }
+
+  // 4: PCK chain (signatures and extension memoised by the exact bytes) to a pinned root.
+  const entry =
+    pckMemo.get(bytesKey(q.qeCertificationRegion)) ??
+    (await pckEntry(q.qeCertificationRegion, q.pckChainRaw, roots));
+  checkPinned(entry.path, roots, 'PCK chain');
+  checkValidity(entry.path, now, 'PCK chain');
+  const pckCa = entry.path.certs[1] as CertInfo;
+  if (coll !== undefined) {
+    // The PCK CRL must come from the CA that issued this PCK (Processor vs Platform CA): a CRL
+    // of the other CA would never list this certificate.
+    if (pckCrlIssuerKey !== pckCa.spkiKey) {
+      throw evidenceError(
+        'COLLATERAL_MISMATCH',
+        `PCK CRL is not from the PCK issuer "${entry.leaf.issuer}"`,
+        {
+          details: { ca: entry.pck.ca, crlIssuer: coll.parts.pckCrl.issuer },
+        },
+      );
+    }
+    checkNotRevoked(coll.parts.pckCrl, entry.leaf, now, 'PCK chain');
+    for (const c of entry.path.certs.slice(1)) {
+      if (c !== entry.path.top) checkNotRevoked(coll.parts.rootCaCrl, c, now, 'PCK chain');
+    }
+  }
+
+  // 5: QE report signed by the PCK key.
+  await verifyQeReportSignature(entry.leaf, q.qeReport.raw, q.qeReportSignature);
+
+  // 6 and 8 run concurrently (both on every call); results are judged in order.
+  const attKey = await attestationKey(q.attestationKey);
+  const [digest, quoteSigOk] = await Promise.all([
+    sha256(concatBytes(q.attestationKey, q.qeAuthData)),
+    ecdsaVerify('P-256', attKey, q.signature, q.signedRegion),
+  ]);
+  // Stops an attestation key the QE never certified: its hash must be in the signed QE report.
+  if (
+    !bytesEqual(digest, q.qeReport.reportData.subarray(0, 32)) ||
+    !isAllZero(q.qeReport.reportData.subarray(32))
+  ) {
+    throw evidenceError('BINDING_MISMATCH', 'QE report data does not bind the attestation key', {
+      details: { binding: 'qe_report_data' },
+    });
+  }
+  const tdBody = q.body.kind === 'sgx' ? undefined : q.body;
+
+  // 7: the QE's identity and TCB level.
+  const qeLevel = coll === undefined ? undefined : matchQeIdentity(coll.qeIdentity, q.qeReport);
+  // 8: the quote itself. Stops any change to the header or report body.
+  if (!quoteSigOk) {
+    throw evidenceError(
+      'SIGNATURE_INVALID',
+      'quote signature does not verify with the attestation key',
+      {
+        details: { signature: 'quote' },
+      },
+    );
+  }
+  if (coll === undefined || qeLevel === undefined || window === undefined) {
+    throw evidenceError(
+      'COLLATERAL_MISSING',
+      `no Intel collateral for ${tee} FMSPC ${entry.pck.fmspc}`,
+      {
+        details: { tee, fmspc: entry.pck.fmspc, ca: entry.pck.ca, signaturesValid: true },
+      },
+    );
+  }
+  // 9: the collateral must describe this platform. Stops judging a platform by another's TCB levels.
+  if (coll.tcbInfo.fmspc !== entry.pck.fmspc || coll.tcbInfo.pceId !== entry.pck.pceId) {
+    throw evidenceError('COLLATERAL_MISMATCH', 'TCB Info is for another FMSPC or PCE ID', {
+      details: {
+        fmspc: entry.pck.fmspc,
+        pceId: entry.pck.pceId,
+        tcbInfoFmspc: coll.tcbInfo.fmspc,
+        tcbInfoPceId: coll.tcbInfo.pceId,
+      },
+    });
+  }
+  const verdict = evaluateTcb(coll.tcbInfo, qeLevel, entry.pck, tdBody);
+  if (verdict.status === 'Revoked') {
+    throw evidenceError('TCB_REVOKED', 'the TCB level is revoked', {
+      details: { fmspc: entry.pck.fmspc },
+    });
+  }
+  let notBefore = window.notBefore;
+  let notAfter = window.notAfter;
+  for (const c of entry.path.certs) {
+    notBefore = Math.max(notBefore, c.notBefore);
+    notAfter = Math.min(notAfter, c.notAfter);
+  }
+  const base = {
+    version: q.header.version,
+    tcbStatus: verdict.status,
+    advisoryIds: verdict.advisoryIds,
+    tcbDate: verdict.platformLevel.tcbDate,
+    pck: entry.pck,
+    qe: {
+      mrEnclave: toHex(q.qeReport.mrEnclave),
+      mrSigner: toHex(q.qeReport.mrSigner),
+      isvProdId: q.qeReport.isvProdId,
+      isvSvn: q.qeReport.isvSvn,
+      tcbStatus: verdict.qeLevel.tcbStatus,
+    },
+    collateralWindow: { notBefore: new Date(notBefore), notAfter: new Date(notAfter) },
+  };
+  if (tdBody === undefined) {
+    return { ...base, tee: 'sgx', claims: sgxClaims(q.body as SgxReportBody) };
+  }
+  const m = verdict.module;
+  return {
+    ...base,
+    tee: 'tdx',
+    claims: tdxClaims(tdBody),
+    tdxModule: {
+      ...(m?.id === undefined ? {} : { id: m.id }),
+      ...(m?.level === undefined ? {} : { tcbStatus: m.level.tcbStatus }),
+    },
+  };
+}

@@ -1,0 +1,351 @@
+/**
+ * SEV-SNP report verification: AMD SEV-SNP ABI spec 56860 section 7.3 (report and signature)
+ * and AMD spec 57230 (VCEK/VLEK certificates; chains ARK -> ASK -> VCEK and ARK -> ASVK ->
+ * VLEK). Order: parse -> product -> chain to the pinned ARK (validity at `now`, CRL) -> the
+ * report's signing-key flag matches the certificate type -> VCEK/VLEK extensions match the
+ * report (product, hwID, SPLs) -> report signature (ECDSA P-384 / SHA-384).
+ *
+ * Debug mode and VMPL are returned as claims: whether they are acceptable is policy, decided
+ * by appraisal, not here.
+ *
+ * Chain verification depends only on the certificate bytes and the roots, so it is memoised by
+ * exact bytes (with the imported VCEK key); only the validity-at-`now` checks, CRL checks,
+ * extension comparisons and the report signature run on every call.
+ */
+import { bytesEqual, toHex } from '../bytes.js';
+import { ecdsaVerify, importEcSpki } from '../crypto.js';
+import { evidenceError } from '../error-codes.js';
+import type { SnpClaims, SnpProduct } from '../claims.js';
+import type { CollateralSource, SnpCollateral } from '../collateral/types.js';
+import {
+  checkCrl,
+  parseCertificate,
+  parseCertificates,
+  parseCrl,
+  verifyChain,
+} from '../pki/chain.js';
+import type { Certificate, Crl, VerifiedChain } from '../pki/chain.js';
+import { SNP_ROOTS } from './products.js';
+import type { SnpProductRoots } from './products.js';
+import { checkSnpProductLayout, decodeSnpTcb, parseSnpReport } from './report.js';
+import type { SnpReport, SnpSigningKey } from './report.js';
+import { readAmdKeyCert } from './vcek-cert.js';
+import type { AmdKeyCertInfo } from './vcek-cert.js';
+
+export interface VerifySnpOptions {
+  /** The verification time: certificates and CRLs must be valid at this instant. */
+  readonly now: Date;
+  /**
+   * The VCEK or VLEK certificate, DER or PEM. PEM may also carry the ASK/ASVK and ARK (as in a
+   * KDS bundle or an Azure VCEK chain); the ARK is still only trusted if it is pinned.
+   */
+  readonly vcek?: Uint8Array;
+  /** VCEK/VLEK, extra intermediates and the ARK-signed CRL, for example from a CollateralSource. */
+  readonly collateral?: SnpCollateral;
+  /**
+   * Asked for the VCEK/VLEK collateral when neither `vcek` nor `collateral.endorsementKeyCert`
+   * is given (an offline bundle, or a caching fetcher the caller configured). A version 2 report
+   * needs `product` for this lookup.
+   */
+  readonly source?: CollateralSource;
+  /** Roots per product; AMD's production roots (`SNP_ROOTS`) by default. */
+  readonly roots?: Partial<Readonly<Record<SnpProduct, SnpProductRoots>>>;
+  /**
+   * The expected product. Required knowledge for version 2 reports when the certificate does not
+   * say it; for v3+ a different CPUID product is rejected.
+   */
+  readonly product?: SnpProduct;
+}
+
+export interface SnpVerification {
+  readonly claims: SnpClaims;
+  readonly report: SnpReport;
+  readonly product: SnpProduct;
+  readonly signingKey: SnpSigningKey;
+  /** Leaf (VCEK/VLEK) first, pinned ARK last. */
+  readonly chain: VerifiedChain;
+}
+
+/** One distinct set of certificate bytes: parsed once, key imported once, chains memoised. */
+interface CertEntry {
+  readonly ders: readonly Uint8Array[];
+  readonly leaf: Certificate;
+  readonly extra: readonly Certificate[];
+  readonly info: AmdKeyCertInfo;
+  readonly key: CryptoKey;
+  /** Verified chains, per roots object and key type. */
+  readonly chains: WeakMap<SnpProductRoots, Map<SnpSigningKey, VerifiedChain>>;
+}
+
+const MAX_ENTRIES = 1024;
+const entries = new Map<number, CertEntry[]>();
+let entryCount = 0;
+
+/** FNV-1a over the certificate bytes: a bucket index, confirmed by a full byte comparison. */
+function fnv(parts: readonly Uint8Array[]): number {
+  let h = 0x811c9dc5;
+  for (const p of parts) {
+    for (let i = 0; i < p.length; i++) h = Math.imul(h ^ (p[i] as number), 0x01000193);
+    h = Math.imul(h ^ 0xff, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+function sameDers(a: readonly Uint8Array[], b: readonly Uint8Array[]): boolean {
+  return a.length === b.length && a.every((x, i) => bytesEqual(x, b[i] as Uint8Array));
+}
+
+function commonName(c: Certificate): string | undefined {
+  const cn = c.subjectName.getField('CN');
+  return cn.length === 1 ? cn[0] : undefined;
+}
+
+async function certEntry(ders: readonly Uint8Array[]): Promise<CertEntry> {
+  const h = fnv(ders);
+  const bucket = entries.get(h);
+  const hit = bucket?.find((e) => sameDers(e.ders, ders));
+  if (hit !== undefined) return hit;
+
+  const [first, ...rest] = ders;
+  if (first === undefined) throw evidenceError('CHAIN_INCOMPLETE', 'SNP: no VCEK/VLEK given');
+  const certs = [...parseCertificates(first, 'VCEK/VLEK'), ...rest.map((d) => parseCertificate(d))];
+  // The leaf is the endorsement key certificate, wherever the bundle put it.
+  const leafIndex = certs.findIndex((c) => {
+    const cn = commonName(c);
+    return cn === 'SEV-VCEK' || cn === 'SEV-VLEK';
+  });
+  const leaf = certs[leafIndex === -1 ? 0 : leafIndex] as Certificate;
+  const extra = certs.filter((_, i) => i !== (leafIndex === -1 ? 0 : leafIndex));
+  const info = readAmdKeyCert(leaf);
+  let key: CryptoKey;
+  try {
+    key = await importEcSpki('P-384', new Uint8Array(leaf.publicKey.rawData), 'VCEK public key');
+  } catch (cause) {
+    throw evidenceError('CHAIN_BAD_EXTENSION', 'SNP: the VCEK/VLEK key is not ECDSA P-384', {
+      cause,
+      details: { subject: leaf.subject },
+    });
+  }
+  const entry: CertEntry = {
+    ders: ders.map((d) => new Uint8Array(d)),
+    leaf,
+    extra,
+    info,
+    key,
+    chains: new WeakMap(),
+  };
+  if (entryCount >= MAX_ENTRIES) {
+    entries.clear();
+    entryCount = 0;
+  }
+  entries.set(h, [...(bucket ?? []), entry]);
+  entryCount++;
+  return entry;
+}
+
+const crlCache = new Map<string, Crl>();
+function crlOf(der: Uint8Array): Crl {
+  const k = toHex(der);
+  let crl = crlCache.get(k);
+  if (crl === undefined) {
+    crl = parseCrl(der, 'AMD CRL');
+    if (crlCache.size >= 64) crlCache.clear();
+    crlCache.set(k, crl);
+  }
+  return crl;
+}
+
+function checkValidity(path: readonly Certificate[], now: Date): void {
+  for (const c of path) {
+    if (now < c.notBefore || now > c.notAfter) {
+      throw evidenceError(
+        'CHAIN_EXPIRED',
+        `SNP chain: certificate "${c.subject}" is not valid at ${now.toISOString()}`,
+        {
+          details: {
+            subject: c.subject,
+            notBefore: c.notBefore.toISOString(),
+            notAfter: c.notAfter.toISOString(),
+            now: now.toISOString(),
+          },
+        },
+      );
+    }
+  }
+}
+
+function extMismatch(field: string, expected: unknown, actual: unknown): never {
+  throw evidenceError(
+    'CHAIN_BAD_EXTENSION',
+    `SNP: certificate ${field} does not match the report`,
+    { details: { field, certificate: expected, report: actual } },
+  );
+}
+
+function claimsOf(r: SnpReport, product: SnpProduct): SnpClaims {
+  return {
+    tee: 'sev-snp',
+    reportData: toHex(r.reportData),
+    debug: r.debug,
+    version: r.version,
+    product,
+    measurement: toHex(r.measurement),
+    hostData: toHex(r.hostData),
+    chipId: toHex(product === 'Turin' ? r.chipId.subarray(0, 8) : r.chipId),
+    reportedTcb: decodeSnpTcb(r.rawTcb.reported, product, 'reported_tcb'),
+    currentTcb: decodeSnpTcb(r.rawTcb.current, product, 'current_tcb'),
+    committedTcb: decodeSnpTcb(r.rawTcb.committed, product, 'committed_tcb'),
+    launchTcb: decodeSnpTcb(r.rawTcb.launch, product, 'launch_tcb'),
+    policy: `0x${r.policy.toString(16)}`,
+    vmpl: r.vmpl,
+    guestSvn: r.guestSvn,
+    familyId: toHex(r.familyId),
+    imageId: toHex(r.imageId),
+    idKeyDigest: toHex(r.idKeyDigest),
+    authorKeyDigest: toHex(r.authorKeyDigest),
+    reportId: toHex(r.reportId),
+    platformInfo: `0x${r.platformInfo.toString(16)}`,
+    signingKey: r.signingKey,
+    firmware: { ...r.currentVersion },
+  };
+}
+
+/**
+ * Verifies a SEV-SNP attestation report and returns its claims. Throws a VerificationError whose
+ * layer names the failing step: PARSE, CHAIN (untrusted root, bad signature, expired, revoked,
+ * wrong product, extension mismatch), SIGNATURE (report signature).
+ */
+export async function verifySnpReport(
+  bytes: Uint8Array,
+  opts: VerifySnpOptions,
+): Promise<SnpVerification> {
+  if (!(opts.now instanceof Date) || Number.isNaN(opts.now.getTime())) {
+    throw evidenceError('POLICY_INVALID', 'SNP: `now` must be a valid Date');
+  }
+  const report = parseSnpReport(bytes, opts.product === undefined ? {} : { product: opts.product });
+
+  let collateral = opts.collateral;
+  if (opts.vcek === undefined && collateral?.endorsementKeyCert === undefined && opts.source) {
+    if (report.product === undefined) {
+      throw evidenceError(
+        'CHAIN_INCOMPLETE',
+        'SNP: a version 2 report needs `product` to look up its VCEK',
+        { details: { version: report.version } },
+      );
+    }
+    const fetched = await opts.source.snp({
+      product: report.product,
+      signingKey: report.signingKey,
+      hwid: toHex(report.chipId),
+      reportedTcb: decodeSnpTcb(report.rawTcb.reported, report.product, 'reported_tcb'),
+    });
+    collateral = {
+      ...fetched,
+      ...(opts.collateral?.crl === undefined ? {} : { crl: opts.collateral.crl }),
+    };
+  }
+  const leafDer = opts.vcek ?? collateral?.endorsementKeyCert;
+  if (leafDer === undefined) {
+    throw evidenceError('CHAIN_INCOMPLETE', 'SNP: no VCEK or VLEK certificate was supplied', {
+      details: { signingKey: report.signingKey },
+    });
+  }
+  const entry = await certEntry([leafDer, ...(collateral?.chain ?? [])]);
+  const { info } = entry;
+
+  // Product: CPUID (v3+) or the caller, else the certificate (v2). A certificate for another
+  // product line must not vouch for this report (stops cross-product key confusion).
+  const product = report.product ?? info.product;
+  if (report.product === undefined) checkSnpProductLayout(report, product);
+  const productRoots = (opts.roots ?? SNP_ROOTS)[product];
+  if (productRoots === undefined) {
+    throw evidenceError('CHAIN_UNTRUSTED_ROOT', `SNP: no pinned roots for ${product}`, {
+      details: { product },
+    });
+  }
+
+  // Chain: ARK (pinned by key, self-signed) -> ASK (VCEK) or ASVK (VLEK) -> leaf. Of the pinned
+  // intermediates only the one for the key type the report names is offered, and the leaf's own
+  // type is checked against the report's flag below, so a VLEK cannot pass as a VCEK or the
+  // reverse.
+  let byKind = entry.chains.get(productRoots);
+  let chain = byKind?.get(report.signingKey);
+  if (chain === undefined) {
+    const intermediate = report.signingKey === 'vcek' ? productRoots.ask : productRoots.asvk;
+    chain = await verifyChain([entry.leaf, intermediate, ...entry.extra], {
+      roots: [productRoots.ark],
+      now: opts.now,
+      label: `SNP ${report.signingKey.toUpperCase()} chain (${product})`,
+    });
+    if (byKind === undefined) {
+      byKind = new Map();
+      entry.chains.set(productRoots, byKind);
+    }
+    byKind.set(report.signingKey, chain);
+  }
+  checkValidity(chain.path, opts.now);
+
+  // Revocation: the ARK-signed KDS CRL lists revoked ASKs/ASVKs (stops a leaked intermediate).
+  if (collateral?.crl !== undefined) {
+    const crl = crlOf(collateral.crl);
+    let matched = false;
+    for (let i = 0; i + 1 < chain.path.length; i++) {
+      const issuer = chain.path[i + 1] as Certificate;
+      if (crl.issuer === issuer.subject) {
+        matched = true;
+        await checkCrl(crl, issuer, chain.path[i] as Certificate, opts.now, 'SNP chain');
+      }
+    }
+    // A CRL from another product's ARK is the wrong collateral, not a clean bill of health.
+    if (!matched) {
+      throw evidenceError('COLLATERAL_MISMATCH', 'SNP: the CRL is not issued by this chain', {
+        details: { crlIssuer: crl.issuer, product },
+      });
+    }
+  }
+
+  // Key type: the report says which key signed it; the certificate must be that kind.
+  if (info.kind !== report.signingKey) extMismatch('key type', info.kind, report.signingKey);
+  if (info.product !== product) extMismatch('productName1', info.productName, product);
+
+  // hwID binds a VCEK to one chip: stops a VCEK of another chip vouching for this report.
+  if (info.kind === 'vcek') {
+    const chip = product === 'Turin' ? report.chipId.subarray(0, 8) : report.chipId;
+    if (info.hwId === undefined || !bytesEqual(info.hwId, chip)) {
+      extMismatch('hwID', info.hwId === undefined ? null : toHex(info.hwId), toHex(chip));
+    }
+  }
+  // SPLs: the key was derived for exactly this reported TCB; stops a rolled-back TCB posing as
+  // a newer one under an old key, or the reverse.
+  const tcb = decodeSnpTcb(report.rawTcb.reported, product, 'reported_tcb');
+  const spl = info.spl;
+  if (
+    spl.bootloader !== tcb.bootloader ||
+    spl.tee !== tcb.tee ||
+    spl.snp !== tcb.snp ||
+    spl.microcode !== tcb.microcode ||
+    spl.fmc !== tcb.fmc
+  ) {
+    extMismatch('SPLs', spl, tcb);
+  }
+
+  // The report signature: the only check that depends on the report bytes themselves.
+  const ok = await ecdsaVerify('P-384', entry.key, report.signature, report.signedRegion);
+  if (!ok) {
+    throw evidenceError(
+      'SIGNATURE_INVALID',
+      'SNP: the report signature does not verify with the VCEK/VLEK',
+      {
+        details: { signingKey: report.signingKey, product },
+      },
+    );
+  }
+
+  return {
+    claims: claimsOf(report, product),
+    report,
+    product,
+    signingKey: report.signingKey,
+    chain,
+  };
+}

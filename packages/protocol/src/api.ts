@@ -1,0 +1,332 @@
+/**
+ * Coordinator HTTP API (DESIGN §3): one TypeBox schema per request and response body, usable
+ * as Fastify route schemas and as client-side validators (`checkBody`). Binary values travel as
+ * unpadded base64url (RFC 4648 §5); certificates and public keys of people as PEM; times as
+ * RFC 3339 strings.
+ *
+ *   POST /v1/activate/challenge      -> ChallengeResponse
+ *   POST /v1/activate                ActivateRequest -> ActivateResponse
+ *   POST /v1/attest                  AttestRequest -> AttestResponse
+ *   GET  /v1/manifest                -> ManifestResponse
+ *   PUT  /v1/manifest                SetManifestRequest -> SetManifestResponse
+ *   GET  /v1/manifest/history        -> HistoryResponse
+ *   PUT  /v1/secrets/{name}          SetSecretRequest -> SetSecretResponse
+ *   GET  /v1/status                  -> StatusResponse
+ * Errors: application/problem+json (RFC 9457), see problem.ts.
+ */
+import { Type } from '@sinclair/typebox';
+import type { Static, TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { protocolError } from './error-codes.js';
+import { ClosedRecord, ManifestSchema, Name } from './manifest/schema.js';
+
+/** Unpadded base64url. */
+export const Base64Url = (options: { maxLength?: number; description?: string } = {}) =>
+  Type.String({
+    pattern: '^[A-Za-z0-9_-]*$',
+    maxLength: options.maxLength ?? 1_000_000,
+    ...(options.description === undefined ? {} : { description: options.description }),
+  });
+export const HexHash = Type.String({
+  pattern: '^[0-9a-f]{64}$',
+  description: '32 bytes, lowercase hex',
+});
+export const Timestamp = Type.String({
+  pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2})$',
+  description: 'RFC 3339 time',
+});
+export const PemText = (label: string, maxLength = 65_536) =>
+  Type.String({ pattern: `-----BEGIN ${label}-----`, maxLength });
+export const NonceB64 = Type.String({
+  pattern: '^[A-Za-z0-9_-]{43}$',
+  description: '32 random bytes, base64url',
+});
+
+export const EvidenceTypeSchema = Type.Union([
+  Type.Literal('sgx'),
+  Type.Literal('tdx'),
+  Type.Literal('sev-snp'),
+  Type.Literal('tpm'),
+  Type.Literal('azure-cvm'),
+  Type.Literal('sim'),
+]);
+export type EvidenceType = Static<typeof EvidenceTypeSchema>;
+
+/** Evidence as sent on the wire: the raw quote/report, and certificates the TEE supplied. */
+export const EvidenceSchema = Type.Object(
+  {
+    type: EvidenceTypeSchema,
+    data: Base64Url({ maxLength: 262_144, description: 'quote / report bytes' }),
+    certs: Type.Optional(
+      Type.Array(Base64Url({ maxLength: 65_536, description: 'DER' }), { maxItems: 16 }),
+    ),
+    aux: Type.Optional(Base64Url({ maxLength: 262_144, description: 'configfs-tsm auxblob' })),
+  },
+  { additionalProperties: false },
+);
+export type WireEvidence = Static<typeof EvidenceSchema>;
+
+export const ChallengeResponseSchema = Type.Object(
+  { nonce: NonceB64, expiresAt: Timestamp },
+  { additionalProperties: false },
+);
+export type ChallengeResponse = Static<typeof ChallengeResponseSchema>;
+
+/**
+ * Activation: exactly one of `csr` (PEM PKCS#10) or `publicKey` (SPKI DER, base64url) names the
+ * agent's fresh P-256 key; its SPKI is what `activationReportData` hashes.
+ */
+export const ActivateRequestSchema = Type.Union([
+  Type.Object(
+    {
+      workload: Name,
+      nonce: NonceB64,
+      evidence: EvidenceSchema,
+      csr: PemText('CERTIFICATE REQUEST'),
+      instanceId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' })),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      workload: Name,
+      nonce: NonceB64,
+      evidence: EvidenceSchema,
+      publicKey: Base64Url({ maxLength: 1024 }),
+      instanceId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' })),
+    },
+    { additionalProperties: false },
+  ),
+]);
+export type ActivateRequest = Static<typeof ActivateRequestSchema>;
+
+export const ActivateResponseSchema = Type.Object(
+  {
+    /** Compact JWE (ECDH-ES, A256GCM) to the agent key; plaintext is an ActivationBundle. */
+    bundle: Type.String({
+      pattern:
+        '^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$',
+    }),
+    /** PEM: the mesh leaf, then the intermediate CA. */
+    certificate: PemText('CERTIFICATE'),
+    expiresAt: Timestamp,
+    /** Identifies this instance for per-instance secrets and renewal. */
+    instanceId: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
+  },
+  { additionalProperties: false },
+);
+export type ActivateResponse = Static<typeof ActivateResponseSchema>;
+
+/** The decrypted activation bundle. */
+export const ActivationBundleSchema = Type.Object(
+  {
+    /** Absolute path to content (base64url). */
+    files: ClosedRecord(
+      Type.String({ pattern: '^(/[^/\\u0000]+)+$' }),
+      Base64Url({ maxLength: 16_000_000 }),
+    ),
+    env: ClosedRecord(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }), Type.String()),
+    args: Type.Array(Type.String()),
+    mesh: Type.Object(
+      {
+        cert: PemText('CERTIFICATE'),
+        /** Present only when the coordinator generated the mesh key (templates use .mesh.key). */
+        key: Type.Optional(PemText('PRIVATE KEY')),
+        rootCa: PemText('CERTIFICATE'),
+        intermediateCa: PemText('CERTIFICATE'),
+      },
+      { additionalProperties: false },
+    ),
+    /** When the agent should re-attest for a new certificate. */
+    renewAfter: Timestamp,
+  },
+  { additionalProperties: false },
+);
+export type ActivationBundle = Static<typeof ActivationBundleSchema>;
+
+export const AttestRequestSchema = Type.Object(
+  { nonce: NonceB64 },
+  { additionalProperties: false },
+);
+export type AttestRequest = Static<typeof AttestRequestSchema>;
+
+/** History entry as on the wire (see history.ts). */
+export const OwnerSignatureSchema = Type.Object(
+  {
+    owner: Name,
+    alg: Type.Union([Type.Literal('ES256'), Type.Literal('ES384'), Type.Literal('EdDSA')]),
+    signature: Base64Url({ maxLength: 256 }),
+  },
+  { additionalProperties: false },
+);
+export const HistoryEntrySchema = Type.Object(
+  {
+    seq: Type.Integer({ minimum: 0 }),
+    prevHash: HexHash,
+    manifestHash: HexHash,
+    kind: Type.Union([Type.Literal('set'), Type.Literal('update'), Type.Literal('package-update')]),
+    signatures: Type.Array(OwnerSignatureSchema, { maxItems: 256 }),
+    at: Timestamp,
+  },
+  { additionalProperties: false },
+);
+
+export const AttestResponseSchema = Type.Object(
+  {
+    /** report_data = coordinatorReportData(nonce, rootCa DER, history head, tlsSpki). */
+    evidence: EvidenceSchema,
+    rootCa: PemText('CERTIFICATE'),
+    /** The current manifest, or null before the first set. */
+    manifest: Type.Union([ManifestSchema, Type.Null()]),
+    history: Type.Array(HistoryEntrySchema),
+    /** SPKI DER of the coordinator's TLS key, base64url. */
+    tlsSpki: Base64Url({ maxLength: 2048 }),
+  },
+  { additionalProperties: false },
+);
+export type AttestResponse = Static<typeof AttestResponseSchema>;
+
+export const ManifestResponseSchema = Type.Object(
+  { manifest: ManifestSchema, manifestHash: HexHash, seq: Type.Integer({ minimum: 0 }) },
+  { additionalProperties: false },
+);
+export type ManifestResponse = Static<typeof ManifestResponseSchema>;
+
+/**
+ * PUT /v1/manifest. `signatures` are detached owner signatures over the hash of the transition
+ * this set creates (`transitionSignedBytes(transitionHash({seq, prevHash, manifestHash, kind}))`).
+ */
+export const SetManifestRequestSchema = Type.Object(
+  {
+    manifest: Type.Unknown({
+      description: 'validated with validateManifest for path-precise errors',
+    }),
+    kind: Type.Optional(
+      Type.Union([Type.Literal('set'), Type.Literal('update'), Type.Literal('package-update')]),
+    ),
+    signatures: Type.Array(OwnerSignatureSchema, { maxItems: 256 }),
+  },
+  { additionalProperties: false },
+);
+export type SetManifestRequest = Static<typeof SetManifestRequestSchema>;
+
+export const SetManifestResponseSchema = Type.Object(
+  { manifestHash: HexHash, seq: Type.Integer({ minimum: 0 }), transitionHash: HexHash },
+  { additionalProperties: false },
+);
+export type SetManifestResponse = Static<typeof SetManifestResponseSchema>;
+
+export const HistoryResponseSchema = Type.Object(
+  {
+    entries: Type.Array(HistoryEntrySchema),
+    /** Every manifest of the history, keyed by its manifest hash (for verifyHistory). */
+    manifests: Type.Optional(ClosedRecord(HexHash, ManifestSchema)),
+  },
+  { additionalProperties: false },
+);
+export type HistoryResponse = Static<typeof HistoryResponseSchema>;
+
+/**
+ * PUT /v1/secrets/{name}: the signature is over `ownerSignedBytes('secret', secretDigest({
+ * rootCaDer, name, version, value }))`; `version` must be the current version + 1 (0 first).
+ */
+export const SetSecretRequestSchema = Type.Object(
+  {
+    value: Base64Url({ maxLength: 1_400_000 }),
+    version: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+    signature: OwnerSignatureSchema,
+  },
+  { additionalProperties: false },
+);
+export type SetSecretRequest = Static<typeof SetSecretRequestSchema>;
+export const SetSecretResponseSchema = Type.Object(
+  { name: Name, version: Type.Integer({ minimum: 0 }) },
+  { additionalProperties: false },
+);
+export type SetSecretResponse = Static<typeof SetSecretResponseSchema>;
+
+export const CoordinatorStateSchema = Type.Union([
+  Type.Literal('uninitialized'),
+  Type.Literal('accepting-manifest'),
+  Type.Literal('ready'),
+  Type.Literal('recovery'),
+]);
+export type CoordinatorState = Static<typeof CoordinatorStateSchema>;
+export const StatusResponseSchema = Type.Object(
+  {
+    state: CoordinatorStateSchema,
+    version: Type.String(),
+    tee: EvidenceTypeSchema,
+    manifestHash: Type.Union([HexHash, Type.Null()]),
+    historyHead: HexHash,
+    /** Only when state is recovery: which recovery owners have uploaded a share. */
+    recovery: Type.Optional(
+      Type.Object(
+        { threshold: Type.Integer({ minimum: 1 }), received: Type.Array(Name) },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type StatusResponse = Static<typeof StatusResponseSchema>;
+
+/** Route table: method, URL and body/response schemas, ready for Fastify. */
+export const ROUTES = {
+  activateChallenge: {
+    method: 'POST',
+    url: '/v1/activate/challenge',
+    response: ChallengeResponseSchema,
+  },
+  activate: {
+    method: 'POST',
+    url: '/v1/activate',
+    body: ActivateRequestSchema,
+    response: ActivateResponseSchema,
+  },
+  attest: {
+    method: 'POST',
+    url: '/v1/attest',
+    body: AttestRequestSchema,
+    response: AttestResponseSchema,
+  },
+  getManifest: { method: 'GET', url: '/v1/manifest', response: ManifestResponseSchema },
+  setManifest: {
+    method: 'PUT',
+    url: '/v1/manifest',
+    body: SetManifestRequestSchema,
+    response: SetManifestResponseSchema,
+  },
+  history: { method: 'GET', url: '/v1/manifest/history', response: HistoryResponseSchema },
+  setSecret: {
+    method: 'PUT',
+    url: '/v1/secrets/:name',
+    body: SetSecretRequestSchema,
+    response: SetSecretResponseSchema,
+  },
+  status: { method: 'GET', url: '/v1/status', response: StatusResponseSchema },
+} as const satisfies Record<
+  string,
+  { method: string; url: string; body?: TSchema; response: TSchema }
+>;
+
+/**
+ * Validates a body against a schema and returns it typed; throws REQUEST_INVALID whose
+ * `details.problems` lists each failing field (JSON Pointer + message).
+ */
+export function checkBody<T extends TSchema>(schema: T, body: unknown, what = 'body'): Static<T> {
+  if (Value.Check(schema, body)) return body;
+  const problems: { path: string; message: string }[] = [];
+  for (const e of Value.Errors(schema, body)) {
+    problems.push({ path: e.path, message: e.message });
+    if (problems.length >= 50) break;
+  }
+  throw protocolError(
+    'REQUEST_INVALID',
+    `${what}: ${problems
+      .slice(0, 3)
+      .map((p) => `${p.path || '/'}: ${p.message}`)
+      .join('; ')}`,
+    { details: { problems } },
+  );
+}

@@ -1,0 +1,96 @@
+/**
+ * Report-data binding (DESIGN §3). The 64 bytes a TEE puts in its evidence commit to a verifier
+ * nonce and to the key or state the evidence vouches for. Byte layouts (all fields fixed-length,
+ * so the concatenation is unambiguous; labels are ASCII without a terminator):
+ *
+ *   activation:  SHA-512( "cloister/activate/v1"       (20 bytes)
+ *                       || nonce                       (32 bytes)
+ *                       || SHA-256(agent SPKI DER)     (32 bytes) )
+ *
+ *   coordinator: SHA-512( "cloister/coordinator/v1"    (23 bytes)
+ *                       || nonce                       (32 bytes)
+ *                       || SHA-256(root CA cert DER)   (32 bytes)
+ *                       || history head                (32 bytes: the last transition hash,
+ *                                                       32 zero bytes before the first manifest)
+ *                       || SHA-256(TLS SPKI DER)       (32 bytes) )
+ *
+ * The nonce stops replay of old evidence; the SPKI hash stops a relay from pairing someone
+ * else's evidence with its own key; the root CA, history head and TLS key make one piece of
+ * evidence vouch for exactly the state and channel a client then trusts.
+ */
+import { concatBytes, fromBase64Url, sha256, sha512, toBase64Url, utf8 } from './bytes.js';
+import { protocolError } from './error-codes.js';
+
+/** A verifier nonce: exactly 32 bytes, built only by the functions below. */
+export type Nonce = Uint8Array & { readonly __brand: 'cloister.Nonce' };
+
+export const NONCE_BYTES = 32;
+export const ACTIVATION_LABEL = 'cloister/activate/v1';
+export const COORDINATOR_LABEL = 'cloister/coordinator/v1';
+/** The history head before any manifest is set. */
+export const EMPTY_HISTORY_HEAD = new Uint8Array(32);
+
+/** 32 fresh random bytes from the platform CSPRNG. */
+export function newNonce(): Nonce {
+  return globalThis.crypto.getRandomValues(new Uint8Array(NONCE_BYTES)) as Nonce;
+}
+
+/** Checks the length; throws NONCE_INVALID. */
+export function nonceFromBytes(b: Uint8Array): Nonce {
+  if (!(b instanceof Uint8Array) || b.length !== NONCE_BYTES) {
+    throw protocolError('NONCE_INVALID', `a nonce is ${NONCE_BYTES} bytes`, {
+      details: { length: b instanceof Uint8Array ? b.length : null },
+    });
+  }
+  return new Uint8Array(b) as Nonce;
+}
+
+/** Decodes the wire form (43 base64url characters). */
+export function nonceFromBase64Url(s: string): Nonce {
+  if (typeof s !== 'string' || s.length !== 43) {
+    throw protocolError('NONCE_INVALID', 'a nonce is 43 base64url characters');
+  }
+  try {
+    return nonceFromBytes(fromBase64Url(s, 'nonce'));
+  } catch (cause) {
+    throw protocolError('NONCE_INVALID', 'a nonce is 43 base64url characters', { cause });
+  }
+}
+
+export function nonceToBase64Url(n: Nonce): string {
+  return toBase64Url(n);
+}
+
+function need32(b: Uint8Array, field: string): void {
+  if (!(b instanceof Uint8Array) || b.length !== 32) {
+    throw protocolError('PROTOCOL_BAD_ENCODING', `${field} must be 32 bytes`, {
+      details: { field },
+    });
+  }
+}
+
+/** report_data for workload activation (64 bytes). */
+export async function activationReportData(nonce: Nonce, spkiDer: Uint8Array): Promise<Uint8Array> {
+  need32(nonce, 'nonce');
+  return sha512(concatBytes(utf8(ACTIVATION_LABEL), nonce, await sha256(spkiDer)));
+}
+
+/** report_data for coordinator attestation (64 bytes). */
+export async function coordinatorReportData(
+  nonce: Nonce,
+  rootCaDer: Uint8Array,
+  historyHead: Uint8Array,
+  tlsSpkiDer: Uint8Array,
+): Promise<Uint8Array> {
+  need32(nonce, 'nonce');
+  need32(historyHead, 'historyHead');
+  return sha512(
+    concatBytes(
+      utf8(COORDINATOR_LABEL),
+      nonce,
+      await sha256(rootCaDer),
+      historyHead,
+      await sha256(tlsSpkiDer),
+    ),
+  );
+}
