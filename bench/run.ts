@@ -5,6 +5,9 @@
  */
 const suites: Record<string, () => Promise<void>> = {
   evidence: async () => (await import('./evidence.js')).benchEvidence(),
+  image: async () => {
+    await (await import('./image.js')).benchImage();
+  },
 };
 
 const wanted = process.argv.slice(2);

@@ -7,6 +7,8 @@ import { Command } from 'commander';
 import { EXIT_CODES } from '@cloister/errors';
 import type { ExitCode } from '@cloister/errors';
 import { registerEvidence } from './commands/evidence.js';
+import { registerImage } from './commands/image.js';
+import { registerKeyprovider } from './commands/keyprovider.js';
 import { registerSim } from './commands/sim.js';
 import { processIo, reportError } from './output.js';
 import type { Io } from './output.js';
@@ -20,7 +22,12 @@ export interface CommandContext {
 
 export type RegisterCommands = (program: Command, ctx: CommandContext) => void;
 
-const groups: RegisterCommands[] = [registerEvidence, registerSim];
+const groups: RegisterCommands[] = [
+  registerEvidence,
+  registerSim,
+  registerImage,
+  registerKeyprovider,
+];
 
 export function buildProgram(ctx: CommandContext): Command {
   const program = new Command('cloister')

@@ -1,0 +1,258 @@
+/**
+ * `cloister image convert|inspect|decrypt`: encrypt an image for the coordinator (ocicrypt
+ * format, readable by skopeo / containerd imgcrypt / CoCo), print its reference values and
+ * the manifest snippet, inspect an image, or decrypt one with a private key.
+ */
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import {
+  copyImage,
+  loadPrivateKey,
+  loadPublicKey,
+  openDestination,
+  openSource,
+  parseImageReference,
+  pinnedReference,
+  resolveImage,
+  referenceValues,
+  type ProgressEvent,
+  type ReferenceValues,
+  type WrapRecipient,
+} from '@cloister/image';
+import type { CommandContext } from '../main.js';
+import { cliError } from '../error-codes.js';
+import { printJson } from '../output.js';
+
+function readKeyFile(path: string): Uint8Array {
+  try {
+    return new Uint8Array(readFileSync(path));
+  } catch (cause) {
+    throw cliError('CLI_FILE_NOT_FOUND', `cannot read ${path}`, { cause, details: { file: path } });
+  }
+}
+
+function parseRecipient(spec: string): WrapRecipient {
+  if (!spec.startsWith('jwe:'))
+    throw cliError('CLI_USAGE', `--recipient ${spec}: only jwe:KEYFILE is supported`, {
+      details: { recipient: spec },
+    });
+  const file = spec.slice(4);
+  return loadPublicKey(readKeyFile(file), file);
+}
+
+/** A progress bar on stderr when it is a TTY; silent otherwise. */
+function progressBar(enabled: boolean): (e: ProgressEvent) => void {
+  if (!enabled || !process.stderr.isTTY) return () => undefined;
+  let lastLine = '';
+  return (e) => {
+    let line = '';
+    if (e.phase === 'layer' && e.total !== undefined && e.layers !== undefined) {
+      const frac = e.total > 0 ? Math.min(1, (e.bytes ?? 0) / e.total) : 1;
+      const width = 30;
+      const filled = Math.round(frac * width);
+      line = `layer ${(e.layer ?? 0) + 1}/${e.layers} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(
+        (e.bytes ?? 0) / 1048576
+      ).toFixed(1)}/${(e.total / 1048576).toFixed(1)} MiB`;
+    } else if (e.phase === 'done') line = '';
+    else line = `${e.phase}...`;
+    if (line === lastLine) return;
+    lastLine = line;
+    process.stderr.write(`\r\x1b[K${line}`);
+  };
+}
+
+/** The snippet a user pastes into manifest.json under `workloads.<name>.image`. */
+export function manifestSnippet(
+  name: string,
+  reference: string,
+  rv: ReferenceValues,
+  keyScheme: string,
+): unknown {
+  return {
+    workloads: {
+      [name]: {
+        image: {
+          reference,
+          manifestDigest: rv.manifestDigest,
+          configDigest: rv.configDigest,
+          diffIds: rv.diffIds,
+          encryptedLayers: rv.encryptedLayers,
+          keyScheme,
+        },
+      },
+    },
+  };
+}
+
+function printReference(ctx: CommandContext, rv: ReferenceValues): void {
+  ctx.io.out(`manifest  ${rv.manifestDigest} (${rv.manifestMediaType})`);
+  ctx.io.out(`config    ${rv.configDigest}`);
+  ctx.io.out(`platform  ${rv.platform.os}/${rv.platform.architecture}`);
+  for (const [i, l] of rv.layers.entries())
+    ctx.io.out(
+      `layer ${i}   ${l.digest} ${l.encrypted ? `encrypted [${l.keySchemes.join(', ')}]` : 'plain'} diff_id ${rv.diffIds[i] ?? '?'}`,
+    );
+}
+
+/** Registers `cloister image ...`. */
+export function registerImage(program: Command, ctx: CommandContext): void {
+  const image = program.command('image').description('Convert, inspect and decrypt OCI images');
+
+  image
+    .command('convert')
+    .description('Encrypt an image (ocicrypt format) and print its reference values')
+    .argument('<src>', 'oci:DIR[:TAG] | docker-archive:FILE | docker://REGISTRY/REPO:TAG')
+    .argument('<dst>', 'oci:DIR[:TAG] | docker://REGISTRY/REPO:TAG')
+    .option(
+      '--recipient <jwe:KEYFILE>',
+      'wrap layer keys to this public key (repeatable)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option(
+      '--coordinator-key <FILE>',
+      'wrap layer keys to the coordinator key (provider.cloister)',
+    )
+    .option('--workload <NAME>', 'workload name used in the manifest snippet', 'app')
+    .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
+    .option('--insecure-http', 'allow plain HTTP to a non-loopback registry')
+    .option('--json', 'print JSON')
+    .action(
+      async (
+        srcArg: string,
+        dstArg: string,
+        o: {
+          recipient: string[];
+          coordinatorKey?: string;
+          workload: string;
+          platform: string;
+          insecureHttp?: boolean;
+          json?: boolean;
+        },
+      ) => {
+        const recipients = o.recipient.map(parseRecipient);
+        const coordinatorKey =
+          o.coordinatorKey === undefined
+            ? undefined
+            : loadPublicKey(readKeyFile(o.coordinatorKey), o.coordinatorKey);
+        if (recipients.length === 0 && coordinatorKey === undefined)
+          throw cliError(
+            'CLI_USAGE',
+            'give --coordinator-key FILE and/or --recipient jwe:KEYFILE',
+            {},
+          );
+        const [os = '', architecture = '', variant] = o.platform.split('/');
+        const reg = o.insecureHttp === true ? { allowInsecureHttp: true } : {};
+        const srcRef = parseImageReference(srcArg);
+        const dstRef = parseImageReference(dstArg);
+        const src = openSource(srcRef, reg);
+        try {
+          const rv = await copyImage(src, openDestination(dstRef, reg), {
+            recipients,
+            ...(coordinatorKey === undefined ? {} : { coordinatorKey }),
+            platform: { os, architecture, ...(variant === undefined ? {} : { variant }) },
+            onProgress: progressBar(o.json !== true),
+          });
+          const keyScheme = coordinatorKey !== undefined ? 'provider.cloister' : 'jwe';
+          const snippet = manifestSnippet(
+            o.workload,
+            pinnedReference(dstRef, rv.manifestDigest),
+            rv,
+            keyScheme,
+          );
+          if (o.json === true) printJson(ctx.io, { referenceValues: rv, manifestSnippet: snippet });
+          else {
+            if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+            printReference(ctx, rv);
+            ctx.io.out('\nmanifest.json snippet:');
+            ctx.io.out(JSON.stringify(snippet, null, 2));
+          }
+        } finally {
+          await src.close();
+        }
+      },
+    );
+
+  image
+    .command('inspect')
+    .description('Show an image: digests, diff_ids, layers and their encryption')
+    .argument('<src>', 'oci:DIR[:TAG] | docker-archive:FILE | docker://REGISTRY/REPO:TAG')
+    .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
+    .option('--insecure-http', 'allow plain HTTP to a non-loopback registry')
+    .option('--json', 'print JSON')
+    .action(
+      async (srcArg: string, o: { platform: string; insecureHttp?: boolean; json?: boolean }) => {
+        const [os = '', architecture = '', variant] = o.platform.split('/');
+        const src = openSource(
+          parseImageReference(srcArg),
+          o.insecureHttp === true ? { allowInsecureHttp: true } : {},
+        );
+        try {
+          const r = await resolveImage(src, {
+            os,
+            architecture,
+            ...(variant === undefined ? {} : { variant }),
+          });
+          const rv = referenceValues(r.manifestBlob, r.manifest, r.config);
+          const runtime = {
+            entrypoint: r.config.entrypoint ?? null,
+            cmd: r.config.cmd ?? null,
+            env: r.config.env ?? [],
+            workingDir: r.config.workingDir ?? null,
+            user: r.config.user ?? null,
+          };
+          if (o.json === true)
+            printJson(ctx.io, { referenceValues: rv, indexDigest: r.top.digest, config: runtime });
+          else {
+            printReference(ctx, rv);
+            ctx.io.out(
+              `entrypoint ${JSON.stringify(runtime.entrypoint)} cmd ${JSON.stringify(runtime.cmd)}`,
+            );
+          }
+        } finally {
+          await src.close();
+        }
+      },
+    );
+
+  image
+    .command('decrypt')
+    .description('Decrypt an image with a private key (every layer authenticated before use)')
+    .argument('<src>', 'encrypted image reference')
+    .argument('<dst>', 'destination reference')
+    .requiredOption(
+      '--key <PRIVATE-KEY>',
+      'private key file (repeatable)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
+    .option('--insecure-http', 'allow plain HTTP to a non-loopback registry')
+    .option('--json', 'print JSON')
+    .action(
+      async (
+        srcArg: string,
+        dstArg: string,
+        o: { key: string[]; platform: string; insecureHttp?: boolean; json?: boolean },
+      ) => {
+        const keys = o.key.map((f) => loadPrivateKey(readKeyFile(f), f));
+        const [os = '', architecture = '', variant] = o.platform.split('/');
+        const reg = o.insecureHttp === true ? { allowInsecureHttp: true } : {};
+        const src = openSource(parseImageReference(srcArg), reg);
+        try {
+          const rv = await copyImage(src, openDestination(parseImageReference(dstArg), reg), {
+            decryptKeys: keys,
+            platform: { os, architecture, ...(variant === undefined ? {} : { variant }) },
+            onProgress: progressBar(o.json !== true),
+          });
+          if (o.json === true) printJson(ctx.io, { referenceValues: rv });
+          else {
+            if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+            printReference(ctx, rv);
+          }
+        } finally {
+          await src.close();
+        }
+      },
+    );
+}

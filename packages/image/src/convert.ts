@@ -1,0 +1,367 @@
+/**
+ * The copy pipeline behind `cloister image convert|decrypt` and guest pull: read a verified
+ * image, encrypt or decrypt its layers in the ocicrypt format, write it, and report the
+ * reference values (manifest digest, config digest, diff_ids, encrypted layer digests) a
+ * Cloister manifest pins.
+ */
+import type { KeyObject } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { sha256Digest, type Digest } from './digest.js';
+import { imageError } from './error-codes.js';
+import { MAX_METADATA_BYTES, utf8 } from './json.js';
+import type { WrapRecipient } from './keys.js';
+import {
+  DEFAULT_PLATFORM,
+  MEDIA_TYPES,
+  descriptorJson,
+  layerType,
+  ociLayerMediaType,
+  parseConfig,
+  parseManifestOrIndex,
+  selectPlatform,
+  type Descriptor,
+  type ImageConfig,
+  type ImageManifest,
+  type Platform,
+} from './manifest.js';
+import {
+  DiffIdStream,
+  JWE_KEYS_ANNOTATION,
+  LayerEncryptStream,
+  PROVIDER_KEYS_ANNOTATION,
+  PUBOPTS_ANNOTATION,
+  decryptLayerToFile,
+  decryptedDescriptor,
+  keyUnwrapper,
+  newPrivateOptions,
+  serializePrivateOptions,
+  serializePublicOptions,
+  wrapJwe,
+  type LayerKeyUnwrapper,
+} from './ocicrypt.js';
+import { RegistryDestination, RegistrySource } from './registry.js';
+import type { ImageDestination, ImageSource, ManifestBlob } from './transport.js';
+
+/** Progress of a long copy, for progress bars. */
+export interface ProgressEvent {
+  readonly phase: 'manifest' | 'layer' | 'config' | 'done';
+  readonly layer?: number;
+  readonly layers?: number;
+  readonly bytes?: number;
+  readonly total?: number;
+}
+
+export interface CopyOptions {
+  /** `jwe:` recipients: the layer key is wrapped to each (annotation `enc.keys.jwe`). */
+  readonly recipients?: readonly WrapRecipient[];
+  /** Coordinator key: the layer key is wrapped to it under `enc.keys.provider.cloister`. */
+  readonly coordinatorKey?: WrapRecipient;
+  /** Decrypt encrypted layers with these private keys (or `unwrap`). */
+  readonly decryptKeys?: readonly KeyObject[];
+  readonly unwrap?: LayerKeyUnwrapper;
+  readonly platform?: Platform;
+  readonly onProgress?: (e: ProgressEvent) => void;
+  /** Where decrypted layers are staged before they are verified (default: a temp dir). */
+  readonly stagingDir?: string;
+}
+
+/** What a Cloister manifest pins for an image. */
+export interface ReferenceValues {
+  readonly manifestDigest: Digest;
+  readonly manifestMediaType: string;
+  readonly manifestSize: number;
+  readonly configDigest: Digest;
+  readonly diffIds: readonly Digest[];
+  readonly platform: Platform;
+  readonly layers: readonly {
+    readonly digest: Digest;
+    readonly size: number;
+    readonly mediaType: string;
+    readonly encrypted: boolean;
+    readonly keySchemes: readonly string[];
+  }[];
+  /** Digests of the encrypted layers (the ones a coordinator may release keys for). */
+  readonly encryptedLayers: readonly Digest[];
+}
+
+class ProgressTap extends Transform {
+  #bytes = 0;
+  #last = 0;
+  readonly report: (bytes: number) => void;
+  constructor(report: (bytes: number) => void) {
+    super();
+    this.report = report;
+  }
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    this.#bytes += chunk.length;
+    const now = Date.now();
+    if (now - this.#last > 100) {
+      this.#last = now;
+      this.report(this.#bytes);
+    }
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.report(this.#bytes);
+    cb();
+  }
+}
+
+async function readAll(stream: Readable, max: number, what: string): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const c of stream as AsyncIterable<Buffer>) {
+    total += c.length;
+    if (total > max) {
+      stream.destroy();
+      throw imageError('IMAGE_TOO_LARGE', `${what} is larger than ${max} bytes`, {
+        details: { what, limit: max },
+      });
+    }
+    chunks.push(c);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+/** Resolves the source's manifest (choosing a platform from an index) and its config. */
+export async function resolveImage(
+  src: ImageSource,
+  platform: Platform = DEFAULT_PLATFORM,
+): Promise<{
+  top: ManifestBlob;
+  manifestBlob: ManifestBlob;
+  manifest: ImageManifest;
+  configBytes: Uint8Array;
+  config: ImageConfig;
+}> {
+  const top = await src.getManifest();
+  let manifestBlob = top;
+  let parsed = parseManifestOrIndex(top.bytes, top.mediaType);
+  if (parsed.kind === 'index') {
+    const d = selectPlatform(parsed, platform);
+    manifestBlob = await src.getManifestByDescriptor(d);
+    parsed = parseManifestOrIndex(manifestBlob.bytes, d.mediaType);
+    if (parsed.kind !== 'manifest')
+      throw imageError('IMAGE_MALFORMED', 'an index entry is not an image manifest', {});
+  }
+  const manifest = parsed;
+  if (manifest.config.size > MAX_METADATA_BYTES)
+    throw imageError('IMAGE_TOO_LARGE', 'image config is too large', {
+      details: { size: manifest.config.size, limit: MAX_METADATA_BYTES },
+    });
+  const configBytes = await readAll(
+    await src.getBlob(manifest.config),
+    MAX_METADATA_BYTES,
+    'config',
+  );
+  const config = parseConfig(configBytes);
+  if (config.diffIds.length !== manifest.layers.length)
+    throw imageError('IMAGE_MALFORMED', 'config diff_ids and manifest layers differ in number', {
+      details: { diffIds: config.diffIds.length, layers: manifest.layers.length },
+    });
+  return { top, manifestBlob, manifest, configBytes, config };
+}
+
+function keySchemes(d: Descriptor): string[] {
+  const prefix = 'org.opencontainers.image.enc.keys.';
+  return Object.keys(d.annotations ?? {})
+    .filter((k) => k.startsWith(prefix))
+    .map((k) => k.slice(prefix.length))
+    .sort();
+}
+
+/** Reference values of an image as stored (no copy). */
+export function referenceValues(
+  manifestBlob: ManifestBlob,
+  manifest: ImageManifest,
+  config: ImageConfig,
+): ReferenceValues {
+  const layers = manifest.layers.map((l) => ({
+    digest: l.digest,
+    size: l.size,
+    mediaType: l.mediaType,
+    encrypted: l.mediaType.endsWith('+encrypted'),
+    keySchemes: keySchemes(l),
+  }));
+  return {
+    manifestDigest: manifestBlob.digest,
+    manifestMediaType: manifest.mediaType,
+    manifestSize: manifestBlob.bytes.length,
+    configDigest: manifest.config.digest,
+    diffIds: config.diffIds,
+    platform: {
+      os: config.os,
+      architecture: config.architecture,
+      ...(config.variant === undefined ? {} : { variant: config.variant }),
+    },
+    layers,
+    encryptedLayers: layers.filter((l) => l.encrypted).map((l) => l.digest),
+  };
+}
+
+async function copyBlobThrough(
+  src: ImageSource,
+  dst: ImageDestination,
+  d: Descriptor,
+): Promise<void> {
+  if (await dst.hasBlob(d)) return;
+  if (dst.tryMount !== undefined && (await dst.tryMount(d))) return;
+  await dst.putBlob(await src.getBlob(d), d);
+}
+
+/**
+ * Copies one image from `src` to `dst`, encrypting (recipients/coordinatorKey), decrypting
+ * (decryptKeys/unwrap) or passing layers through. The destination is committed only after
+ * every blob was verified and written; on failure it is aborted.
+ */
+export async function copyImage(
+  src: ImageSource,
+  dst: ImageDestination,
+  opts: CopyOptions = {},
+): Promise<ReferenceValues> {
+  const encrypt = (opts.recipients?.length ?? 0) > 0 || opts.coordinatorKey !== undefined;
+  const unwrap =
+    opts.unwrap ?? (opts.decryptKeys !== undefined ? keyUnwrapper(opts.decryptKeys) : undefined);
+  if (encrypt && unwrap !== undefined)
+    throw imageError('IMAGE_ALREADY_ENCRYPTED', 'cannot decrypt and encrypt in one copy', {});
+  if (encrypt && !dst.supportsEncryption)
+    throw imageError('IMAGE_UNSUPPORTED', `${dst.description} cannot hold encrypted layers`, {});
+  if (src instanceof RegistrySource && dst instanceof RegistryDestination)
+    if (src.ref.registry === dst.ref.registry) dst.mountFrom = src.ref.repository;
+
+  const progress = opts.onProgress ?? (() => undefined);
+  progress({ phase: 'manifest' });
+  const { manifestBlob, manifest, configBytes, config } = await resolveImage(src, opts.platform);
+  const anyEncrypted = manifest.layers.some((l) => layerType(l.mediaType).encrypted);
+  if (encrypt && anyEncrypted)
+    throw imageError(
+      'IMAGE_ALREADY_ENCRYPTED',
+      'the source image already has encrypted layers',
+      {},
+    );
+  if (anyEncrypted && unwrap === undefined && !dst.supportsEncryption)
+    throw imageError('IMAGE_UNSUPPORTED', `${dst.description} cannot hold encrypted layers`, {});
+
+  let staging: string | undefined;
+  const stagingRoot = async (): Promise<string> =>
+    (staging ??= await mkdtemp(join(opts.stagingDir ?? tmpdir(), 'cloister-layers-')));
+  const toOci = encrypt && manifest.mediaType === MEDIA_TYPES.dockerManifest;
+  const newLayers: Descriptor[] = [];
+  let changed = toOci;
+  try {
+    for (const [i, layer] of manifest.layers.entries()) {
+      const lt = layerType(layer.mediaType);
+      const report = (bytes: number): void =>
+        progress({
+          phase: 'layer',
+          layer: i,
+          layers: manifest.layers.length,
+          bytes,
+          total: layer.size,
+        });
+      const diffId = config.diffIds[i] as Digest;
+      if (encrypt) {
+        const priv = newPrivateOptions(layer.digest);
+        const privBytes = serializePrivateOptions(priv);
+        const annotations: Record<string, string> = { ...(layer.annotations ?? {}) };
+        if ((opts.recipients?.length ?? 0) > 0)
+          annotations[JWE_KEYS_ANNOTATION] = Buffer.from(
+            await wrapJwe(privBytes, opts.recipients ?? []),
+          ).toString('base64');
+        if (opts.coordinatorKey !== undefined)
+          annotations[PROVIDER_KEYS_ANNOTATION] = Buffer.from(
+            await wrapJwe(privBytes, [opts.coordinatorKey]),
+          ).toString('base64');
+        // Hash the plaintext's decompressed form on the way: we refuse to encrypt (and print
+        // reference values for) a layer that does not match the config's diff_id.
+        const diff = new DiffIdStream(lt.compression);
+        const enc = new LayerEncryptStream(priv);
+        const body = await src.getBlob(layer);
+        const out = new ProgressTap(report);
+        const put = dst.putBlob(out);
+        put.catch((e: unknown) => out.destroy(e as Error));
+        const [, stored] = await Promise.all([pipeline(body, diff, enc, out), put]);
+        if (diff.digest !== diffId)
+          throw imageError(
+            'IMAGE_DIFF_ID_MISMATCH',
+            `source layer ${i} does not match its diff_id`,
+            {
+              details: { layer: i, expected: diffId, actual: diff.digest },
+            },
+          );
+        const r = enc.result;
+        annotations[PUBOPTS_ANNOTATION] = serializePublicOptions(r.hmac);
+        newLayers.push({
+          mediaType: `${ociLayerMediaType(layer.mediaType)}+encrypted`.replace(
+            /\+encrypted\+encrypted$/,
+            '+encrypted',
+          ),
+          digest: stored.digest,
+          size: stored.size,
+          annotations,
+        });
+        changed = true;
+      } else if (lt.encrypted && unwrap !== undefined) {
+        const priv = await unwrap({
+          layerDigest: layer.digest,
+          annotations: layer.annotations ?? {},
+        });
+        const path = join(await stagingRoot(), `layer-${i}`);
+        const dec = await decryptLayerToFile({
+          ciphertext: (await src.getBlob(layer)).pipe(new ProgressTap(report)),
+          descriptor: layer,
+          options: priv,
+          stagingPath: path,
+          expectedDiffId: diffId,
+        });
+        const plain = decryptedDescriptor(layer, { digest: dec.plaintextDigest, size: dec.size });
+        if (dst.adoptBlobFile !== undefined) await dst.adoptBlobFile(path, plain);
+        else await dst.putBlob(createReadStream(path, { highWaterMark: 1024 * 1024 }), plain);
+        await rm(path, { force: true });
+        newLayers.push(plain);
+        changed = true;
+      } else {
+        await copyBlobThrough(src, dst, layer);
+        report(layer.size);
+        newLayers.push(toOci ? { ...layer, mediaType: ociLayerMediaType(layer.mediaType) } : layer);
+      }
+    }
+    progress({ phase: 'config' });
+    const configDesc: Descriptor = toOci
+      ? { ...manifest.config, mediaType: MEDIA_TYPES.ociConfig }
+      : manifest.config;
+    if (!(await dst.hasBlob(configDesc)))
+      await dst.putBlob(Readable.from([Buffer.from(configBytes)]), configDesc);
+
+    let out: ManifestBlob = manifestBlob;
+    if (changed) {
+      const raw: Record<string, unknown> = {
+        ...manifest.raw,
+        ...(toOci ? { mediaType: MEDIA_TYPES.ociManifest } : {}),
+        config: descriptorJson(configDesc),
+        layers: newLayers.map(descriptorJson),
+      };
+      const bytes = utf8(JSON.stringify(raw));
+      out = {
+        bytes,
+        mediaType: toOci ? MEDIA_TYPES.ociManifest : manifest.mediaType,
+        digest: sha256Digest(bytes),
+      };
+    }
+    await dst.putManifest(out.bytes, out.mediaType);
+    await dst.commit(out);
+    progress({ phase: 'done' });
+    const final = parseManifestOrIndex(out.bytes, out.mediaType) as ImageManifest;
+    return referenceValues(out, final, config);
+  } catch (e) {
+    await dst.abort().catch(() => undefined);
+    throw e;
+  } finally {
+    if (staging !== undefined) await rm(staging, { recursive: true, force: true });
+  }
+}
