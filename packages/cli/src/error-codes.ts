@@ -17,3 +17,6 @@ export const CLI_ERRORS = defineErrorCodes({
 });
 
 export const cliError = errorFactory(CLI_ERRORS);
+
+export { CLIENT_ERRORS, clientError } from './client/error-codes.js';
+export type { ClientErrorCode } from './client/error-codes.js';

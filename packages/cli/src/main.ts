@@ -6,10 +6,18 @@
 import { Command } from 'commander';
 import { EXIT_CODES } from '@cloister/errors';
 import type { ExitCode } from '@cloister/errors';
+import { registerAgent } from './commands/agent.js';
+import { registerCoordinator } from './commands/coordinator.js';
 import { registerEvidence } from './commands/evidence.js';
 import { registerImage } from './commands/image.js';
+import { registerKeygen } from './commands/keygen.js';
 import { registerKeyprovider } from './commands/keyprovider.js';
+import { registerManifest } from './commands/manifest.js';
+import { registerSecret } from './commands/secret.js';
 import { registerSim } from './commands/sim.js';
+import { registerStatus } from './commands/status.js';
+import { registerUp } from './commands/up.js';
+import { registerVerify } from './commands/verify.js';
 import { processIo, reportError } from './output.js';
 import type { Io } from './output.js';
 
@@ -23,8 +31,16 @@ export interface CommandContext {
 export type RegisterCommands = (program: Command, ctx: CommandContext) => void;
 
 const groups: RegisterCommands[] = [
-  registerEvidence,
+  registerUp,
+  registerVerify,
+  registerKeygen,
+  registerManifest,
+  registerSecret,
+  registerStatus,
+  registerCoordinator,
+  registerAgent,
   registerSim,
+  registerEvidence,
   registerImage,
   registerKeyprovider,
 ];

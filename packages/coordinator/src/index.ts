@@ -1,1 +1,34 @@
-export {};
+// Public surface of @cloister/coordinator.
+export {
+  createCoordinator,
+  createLogger,
+  coordinatorSimMeasurement,
+  parseListen,
+  COORDINATOR_VERSION,
+} from './coordinator.js';
+export type { CoordinatorOptions, RunningCoordinator } from './coordinator.js';
+export { COORDINATOR_ERRORS, coordinatorError } from './error-codes.js';
+export type { CoordinatorErrorCode } from './error-codes.js';
+export { CoordinatorService } from './service.js';
+export type { CoordinatorAttester, ServiceOptions, InstanceRecord } from './service.js';
+export { dispatchingVerifier } from './evidence-verifier.js';
+export type { EvidenceVerifier, EvidenceInput, TypeVerifier } from './evidence-verifier.js';
+export { buildServer, DEFAULT_BODY_LIMIT } from './http/server.js';
+export type { ServerOptions } from './http/server.js';
+export { Store } from './store/store.js';
+export type { TableName, PutOptions } from './store/store.js';
+export { DerivedKeySealer } from './store/sealer.js';
+export type { Sealer } from './store/sealer.js';
+export { NonceStore } from './nonces.js';
+export {
+  createRootCa,
+  createIntermediateCa,
+  issueLeaf,
+  issueServerCert,
+  loadCa,
+  spiffeId,
+  spkiFromCsr,
+} from './mesh-ca.js';
+export type { StoredCa, LoadedCa, IssuedCert } from './mesh-ca.js';
+export { createMetrics } from './metrics.js';
+export type { CoordinatorMetrics } from './metrics.js';

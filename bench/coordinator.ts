@@ -1,0 +1,258 @@
+/**
+ * Coordinator activation throughput (DESIGN §3 "Activate a workload", §7 speed): 50 concurrent
+ * agents activate over TLS with sim evidence against a coordinator running in its own process
+ * (so its CPU time and memory are its own). Prints activations per second and p50/p99 latency
+ * (median of 3 runs), activations per coordinator CPU-second, the coordinator's RSS with 10,000
+ * active instances, and, side by side, the ceiling `openssl speed` gives for the public-key
+ * operations the coordinator must do for one activation:
+ *
+ *   - verify the sim report signature             ECDSA P-384 verify
+ *   - verify the sim platform certificate          ECDSA P-384 verify (unless the chain is cached)
+ *   - verify the CSR signature                     ECDSA P-256 verify
+ *   - sign the mesh leaf certificate               ECDSA P-256 sign
+ *   - encrypt the bundle (JWE ECDH-ES)              P-256 ECDH (+ an ephemeral key generation)
+ *   - two TLS handshakes (challenge, activate)      2 x (P-256 sign + X25519/P-256 ECDH)
+ *
+ * The agents (load generator) run in this process and need a P-384 signature per activation
+ * too, on the same 2 cores: the wall-clock rate is therefore a lower bound of what the
+ * coordinator alone can do; the per-CPU-second rate is the coordinator's own cost.
+ *
+ * Run as a script with `--serve DIR` it is the coordinator child process.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { activate, CoordinatorClient, simProvider } from '@cloister/agent';
+import { createCoordinator } from '@cloister/coordinator';
+import type { CoordinatorOptions } from '@cloister/coordinator';
+import { generateSimHardware, simMeasurement, toHex } from '@cloister/evidence';
+import { CoordinatorApi } from '../packages/cli/src/client/api.js';
+import { generateOwnerKey, loadOwnerKey } from '../packages/cli/src/client/local.js';
+import { signAndSetManifest } from '../packages/cli/src/client/ops.js';
+import { writeSimHardware } from '../packages/cli/src/sim-hardware.js';
+import { fmt, median, opensslEcdsaVerify } from './measure.js';
+
+const CONCURRENCY = 50;
+const RUN_SECONDS = Number(process.env['BENCH_SECONDS'] ?? 6);
+const RUNS = 3;
+const TARGET_INSTANCES = 10_000;
+const AGENT_EXE = new TextEncoder().encode('cloister bench agent');
+
+function quietLogger(): NonNullable<CoordinatorOptions['logger']> {
+  const noop = (): void => undefined;
+  const l = {
+    level: 'silent',
+    info: noop,
+    debug: noop,
+    trace: noop,
+    silent: noop,
+    warn: noop,
+    error: noop,
+    fatal: noop,
+    child: () => l,
+  };
+  return l;
+}
+
+/** Child mode: start a coordinator and print its URL and root CA as one JSON line. */
+async function serve(dir: string): Promise<void> {
+  const coord = await createCoordinator({
+    dataDir: join(dir, 'data'),
+    listen: '127.0.0.1:0',
+    ownerKeyPem: await readFile(join(dir, 'owner.pub.pem'), 'utf8'),
+    simulation: { rootDir: join(dir, 'sim') },
+    logger: quietLogger(),
+  });
+  process.stdout.write(`${JSON.stringify({ url: coord.url, rootCaPem: coord.rootCaPem })}\n`);
+  process.on('SIGTERM', () => void coord.close().then(() => process.exit(0)));
+}
+
+/** `openssl speed` sign/s (ECDSA) or op/s (ECDH) for one curve, median of `runs`. */
+function opensslOps(
+  alg: 'ecdsap256' | 'ecdsap384' | 'ecdhp256',
+  column: 'sign' | 'op',
+  runs = 3,
+): number {
+  const xs: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const out = execFileSync('openssl', ['speed', '-seconds', '1', alg], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const line = out.split('\n').find((l) => /bits ec(dsa|dh) \(nistp/.test(l)) ?? '';
+    const cols = line.trim().split(/\s+/);
+    // "256 bits ecdsa (nistp256) 0.0000s 0.0001s 29170.3 10206.4" / "256 bits ecdh (nistp256) 0.0001s 15241.7"
+    const v = Number(column === 'sign' ? cols.at(-2) : cols.at(-1));
+    if (!Number.isFinite(v)) throw new Error(`cannot parse openssl speed ${alg}`);
+    xs.push(v);
+  }
+  return median(xs);
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+async function rssMiB(pid: number): Promise<number> {
+  const s = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(s)?.[1]);
+  return kb / 1024;
+}
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
+}
+
+export async function benchCoordinator(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'cloister-bench-coord-'));
+  let child: ChildProcess | undefined;
+  try {
+    await writeSimHardware(join(dir, 'sim'), await generateSimHardware());
+    const owner = await generateOwnerKey('owner', dir);
+    child = spawn(
+      process.execPath,
+      [
+        // BENCH_CPU_PROF=DIR writes a V8 CPU profile of the coordinator (open it in DevTools).
+        ...(process.env['BENCH_CPU_PROF'] === undefined
+          ? []
+          : ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_CPU_PROF']}`]),
+        '--conditions=source',
+        '--import',
+        'tsx',
+        fileURLToPath(import.meta.url),
+        '--serve',
+        dir,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    const first = await new Promise<string>((resolve, reject) => {
+      const rl = createInterface({ input: child?.stdout as NodeJS.ReadableStream });
+      rl.once('line', resolve);
+      child?.once('exit', (c) => reject(new Error(`coordinator exited with ${String(c)}`)));
+    });
+    const { url, rootCaPem } = JSON.parse(first) as { url: string; rootCaPem: string };
+    const pid = child.pid as number;
+
+    const api = new CoordinatorApi({ url, rootCaPem });
+    await signAndSetManifest(
+      api,
+      {
+        version: 1,
+        trustDomain: 'bench.local',
+        packages: {
+          agent: { tee: 'sim', measurement: toHex(await simMeasurement(AGENT_EXE, [])) },
+        },
+        workloads: { bench: { package: 'agent', env: { MODE: 'bench' } } },
+        owners: { owner: { publicKey: owner.publicKeyPem, roles: ['update'] } },
+        policy: { allowSimulation: true },
+      },
+      await loadOwnerKey(owner.privateKeyPath),
+    );
+    await api.close();
+
+    const provider = simProvider({ dir: join(dir, 'sim'), executable: AGENT_EXE, args: [] });
+    const client = new CoordinatorClient({ url, rootCa: rootCaPem });
+    let total = 0;
+    const one = async (lat: number[]): Promise<void> => {
+      const t0 = performance.now();
+      await activate({ client, workload: 'bench', provider });
+      lat.push(performance.now() - t0);
+      total++;
+    };
+    // Warm-up (JIT, caches, connection setup paths).
+    await Promise.all(Array.from({ length: CONCURRENCY }, () => one([])));
+
+    const runs: { rate: number; p50: number; p99: number; perCpu: number }[] = [];
+    for (let r = 0; r < RUNS; r++) {
+      const lat: number[] = [];
+      const c0 = await cpuSeconds(pid);
+      const t0 = performance.now();
+      const end = t0 + RUN_SECONDS * 1000;
+      await Promise.all(
+        Array.from({ length: CONCURRENCY }, async () => {
+          while (performance.now() < end) await one(lat);
+        }),
+      );
+      const dt = (performance.now() - t0) / 1000;
+      const dc = (await cpuSeconds(pid)) - c0;
+      runs.push({
+        rate: lat.length / dt,
+        p50: percentile(lat, 50),
+        p99: percentile(lat, 99),
+        perCpu: lat.length / dc,
+      });
+      const x = runs.at(-1) as (typeof runs)[number];
+      console.log(
+        `  run ${r + 1}: ${fmt(x.rate)} /s, ${fmt(x.perCpu)} per coordinator CPU-s, p50 ${fmt(x.p50, 1)} ms, p99 ${fmt(x.p99, 1)} ms`,
+      );
+    }
+    // Top up to the instance count at which memory is measured.
+    const instances = Number(process.env['BENCH_INSTANCES'] ?? TARGET_INSTANCES);
+    let shown = Date.now();
+    while (total < instances) {
+      if (Date.now() - shown > 10_000) {
+        shown = Date.now();
+        console.log(`  ${fmt(total)} active instances, RSS ${fmt(await rssMiB(pid), 1)} MiB`);
+      }
+      const n = Math.min(CONCURRENCY, instances - total);
+      await Promise.all(Array.from({ length: n }, () => one([])));
+    }
+    const rss = await rssMiB(pid);
+
+    const v384 = opensslEcdsaVerify('p384');
+    const v256 = opensslEcdsaVerify('p256');
+    const s256 = opensslOps('ecdsap256', 'sign');
+    const dh256 = opensslOps('ecdhp256', 'op');
+    // Seconds of one core per activation for the public-key work alone.
+    const perActivation = 2 / v384 + 1 / v256 + 1 / s256 + 2 / dh256 + 2 * (1 / s256 + 1 / dh256);
+    const limitPerCore = 1 / perActivation;
+
+    const rate = median(runs.map((x) => x.rate));
+    const perCpu = median(runs.map((x) => x.perCpu));
+    console.log(
+      `activations, ${CONCURRENCY} concurrent agents over TLS, sim evidence (median of ${RUNS} x ${RUN_SECONDS} s):`,
+    );
+    console.log(
+      `  throughput        ${fmt(rate)} /s wall clock (agents and coordinator share the 2 cores)`,
+    );
+    console.log(`  coordinator cost  ${fmt(perCpu)} activations per coordinator CPU-second`);
+    console.log(
+      `  latency           p50 ${fmt(median(runs.map((x) => x.p50)), 1)} ms, p99 ${fmt(median(runs.map((x) => x.p99)), 1)} ms`,
+    );
+    console.log(
+      `  openssl ceiling   ${fmt(limitPerCore)} /s per core for the coordinator's public-key work`,
+    );
+    console.log(
+      `                    (2 x P-384 verify ${fmt(v384)}/s, P-256 verify ${fmt(v256)}/s, 3 x P-256 sign ${fmt(s256)}/s, 4 x P-256 ECDH ${fmt(dh256)}/s)`,
+    );
+    console.log(
+      `  ratio             ${fmt((perCpu / limitPerCore) * 100, 1)} % of the per-core ceiling`,
+    );
+    console.log(`  memory            ${fmt(rss, 1)} MiB RSS with ${fmt(total)} active instances`);
+  } finally {
+    child?.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+if (
+  process.argv[2] === '--serve' &&
+  process.argv[3] !== undefined &&
+  process.argv[1] === fileURLToPath(import.meta.url)
+) {
+  await serve(process.argv[3]);
+} else if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  await benchCoordinator();
+}

@@ -1,0 +1,166 @@
+/**
+ * The activation client (DESIGN §3 "Activate a workload", steps 1-3, agent side):
+ * 1. a fresh P-256 key for this activation (never reused: a key that outlived an activation
+ *    could be replayed with old evidence);
+ * 2. a one-time nonce from `POST /v1/activate/challenge`;
+ * 3. evidence over `activationReportData(nonce, SPKI)`, which binds both, so the coordinator
+ *    knows the key it encrypts to was made inside this TEE for this request;
+ * 4. `POST /v1/activate` with the evidence and a CSR for the key;
+ * 5. the bundle decrypted with the private key, then checked (schema, certificate for our key
+ *    and workload, coordinator TLS identity against the bundle's root) before it is used.
+ */
+import 'reflect-metadata';
+import { createPrivateKey, generateKeyPairSync, webcrypto } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import {
+  ActivateResponseSchema,
+  ChallengeResponseSchema,
+  activationReportData,
+  checkBody,
+  decryptBundle,
+  nonceFromBase64Url,
+  toBase64Url,
+} from '@cloister/protocol';
+import type { ActivateRequest, ActivationBundle, WireEvidence } from '@cloister/protocol';
+import { isCloisterError } from '@cloister/errors';
+import { agentError } from './error-codes.js';
+import { checkBundleCertificate } from './bundle.js';
+import type { MeshIdentity } from './bundle.js';
+import type { CoordinatorClient } from './coordinator-client.js';
+import type { AgentEvidence, EvidenceProvider } from './providers/types.js';
+
+x509.cryptoProvider.set(globalThis.crypto);
+
+/** One activation's key: node KeyObject for TLS/PEM, WebCrypto keys for CSR and JWE. */
+export interface ActivationKey {
+  readonly privateKey: KeyObject;
+  readonly keyPem: string;
+  readonly spkiDer: Uint8Array;
+}
+
+/** Makes a fresh P-256 key. */
+export function newActivationKey(): ActivationKey {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return {
+    privateKey,
+    keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    spkiDer: new Uint8Array(publicKey.export({ type: 'spki', format: 'der' })),
+  };
+}
+
+async function webKey(key: ActivationKey, alg: 'ECDSA' | 'ECDH'): Promise<webcrypto.CryptoKey> {
+  const der = createPrivateKey(key.keyPem).export({ type: 'pkcs8', format: 'der' });
+  return webcrypto.subtle.importKey(
+    'pkcs8',
+    der,
+    { name: alg, namedCurve: 'P-256' },
+    false,
+    alg === 'ECDSA' ? ['sign'] : ['deriveBits', 'deriveKey'],
+  );
+}
+
+/** A PKCS#10 request (PEM) for the key, subject CN = workload (the coordinator sets the SAN). */
+export async function buildCsr(key: ActivationKey, workload: string): Promise<string> {
+  const publicKey = await webcrypto.subtle.importKey(
+    'spki',
+    key.spkiDer,
+    { name: 'ECDSA', namedCurve: 'P-256' },
+    true,
+    ['verify'],
+  );
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${workload}`,
+    keys: { privateKey: await webKey(key, 'ECDSA'), publicKey },
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
+  return csr.toString('pem');
+}
+
+/** Evidence as the API carries it (base64url; SNP certificates leaf first, plus the raw table). */
+export function wireEvidence(ev: AgentEvidence): WireEvidence {
+  const aux = ev.aux;
+  const c = ev.certs;
+  const certs =
+    c === undefined ? [] : [c.vcek ?? c.vlek, c.ask, c.ark].filter((x) => x !== undefined);
+  return {
+    type: ev.type,
+    data: toBase64Url(ev.data),
+    ...(certs.length > 0 ? { certs: certs.map((x) => toBase64Url(x)) } : {}),
+    ...(aux === undefined ? {} : { aux: toBase64Url(aux) }),
+  };
+}
+
+export interface ActivateOptions {
+  readonly client: CoordinatorClient;
+  readonly workload: string;
+  readonly provider: EvidenceProvider;
+  /** Set when renewing: keeps the instance (and its per-instance secrets). */
+  readonly instanceId?: string;
+  readonly now?: () => Date;
+}
+
+export interface Activation {
+  readonly instanceId: string;
+  readonly bundle: ActivationBundle;
+  readonly mesh: MeshIdentity;
+  readonly renewAfter: Date;
+  readonly key: ActivationKey;
+}
+
+/** Runs one activation (or renewal) end to end; throws a CloisterError on any refusal. */
+export async function activate(o: ActivateOptions): Promise<Activation> {
+  const now = o.now ?? (() => new Date());
+  const challenge = checkResponse(
+    ChallengeResponseSchema,
+    await o.client.postJson('/v1/activate/challenge', {}),
+    'challenge',
+  );
+  const nonce = nonceFromBase64Url(challenge.nonce);
+  const key = newActivationKey();
+  const reportData = await activationReportData(nonce, key.spkiDer);
+  const evidence = await o.provider.getEvidence(reportData);
+  const body: ActivateRequest = {
+    workload: o.workload,
+    nonce: challenge.nonce,
+    evidence: wireEvidence(evidence),
+    csr: await buildCsr(key, o.workload),
+    ...(o.instanceId === undefined ? {} : { instanceId: o.instanceId }),
+  };
+  const res = checkResponse(
+    ActivateResponseSchema,
+    await o.client.postJson('/v1/activate', body),
+    'activate',
+  );
+  const bundle = await decryptBundle(res.bundle, await webKey(key, 'ECDH'));
+  // Nothing from the bundle is used before the coordinator's TLS identity is settled.
+  if (o.client.pinned) {
+    o.client.assertSameRoot(bundle.mesh.rootCa);
+  } else {
+    o.client.assertPeersChainTo(bundle.mesh.rootCa, now());
+  }
+  const mesh = checkBundleCertificate(bundle, key, o.workload, now());
+  o.client.pin(mesh.rootCaPem);
+  const renewAfter = new Date(Date.parse(bundle.renewAfter));
+  return { instanceId: res.instanceId, bundle, mesh, renewAfter, key };
+}
+
+function checkResponse<T extends Parameters<typeof checkBody>[0]>(
+  schema: T,
+  value: unknown,
+  what: string,
+): ReturnType<typeof checkBody<T>> {
+  try {
+    return checkBody(schema, value, what);
+  } catch (cause) {
+    if (!isCloisterError(cause)) throw cause;
+    throw agentError(
+      'AGENT_COORDINATOR_BAD_RESPONSE',
+      `the coordinator's ${what} answer does not match the API`,
+      {
+        cause,
+        details: { problems: cause.details?.['problems'] },
+      },
+    );
+  }
+}

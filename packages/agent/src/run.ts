@@ -1,0 +1,291 @@
+/**
+ * The agent's main flow (DESIGN §3 "Activate a workload", step 4): activate, write the files,
+ * start the mesh proxy, launch the unmodified program, renew the certificate before it expires,
+ * and exit with the program's status. In init mode (`--init DIR`, a Kubernetes init container)
+ * it stops after writing the files.
+ */
+import { rm } from 'node:fs/promises';
+import { ManifestResponseSchema, checkBody } from '@cloister/protocol';
+import type { ActivationBundle, Manifest } from '@cloister/protocol';
+import { isCloisterError } from '@cloister/errors';
+import { activate } from './activate.js';
+import type { Activation } from './activate.js';
+import type { MeshIdentity } from './bundle.js';
+import { CoordinatorClient } from './coordinator-client.js';
+import { agentError } from './error-codes.js';
+import {
+  FILES_ENV,
+  createFilesRoot,
+  expandFilesToken,
+  mapPath,
+  useFilesRoot,
+  writeFileAtomic,
+  writeFiles,
+} from './files.js';
+import { launch } from './launch.js';
+import { startMeshProxy } from './mesh/proxy.js';
+import type { MeshCredentials, MeshEvent, MeshProxy } from './mesh/proxy.js';
+import { meshRoutes } from './mesh/routes.js';
+import type { PeerMap } from './mesh/routes.js';
+import type { EvidenceProvider } from './providers/types.js';
+
+/** Where the agent writes the mesh identity, as manifest paths (under the files root). */
+export const MESH_FILES = {
+  key: '/run/cloister/mesh/key.pem',
+  chain: '/run/cloister/mesh/cert.pem',
+  rootCa: '/run/cloister/mesh/root-ca.pem',
+  intermediateCa: '/run/cloister/mesh/intermediate-ca.pem',
+  /** Key and chain in one file: always a matching pair, even while a renewal is written. */
+  combined: '/run/cloister/mesh/bundle.pem',
+} as const;
+
+/** Environment variables that change how the program is loaded: never inherited from the host. */
+const HOST_ENV_DENY =
+  /^(LD_|DYLD_|NODE_OPTIONS$|PYTHONPATH$|PYTHONSTARTUP$|PERL5OPT$|RUBYOPT$|CLOISTER_)/;
+
+export interface AgentLog {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface RunAgentOptions {
+  readonly coordinator: string;
+  readonly workload: string;
+  readonly provider: EvidenceProvider;
+  readonly rootCa?: string;
+  /** Files root given by the user (used as is); default: a fresh dir under /dev/shm. */
+  readonly filesDir?: string;
+  /** Init mode: write files to this directory and return 0. */
+  readonly init?: string;
+  /** The program: resolved executable path and its command-line arguments (without argv0). */
+  readonly program?: {
+    readonly executable: string;
+    readonly argv0: string;
+    readonly args: readonly string[];
+  };
+  readonly peers?: PeerMap;
+  /** Bind address of ingress listeners (default 0.0.0.0). */
+  readonly meshBind?: string;
+  /** Keep retrying an unreachable coordinator this long at startup (default 0). */
+  readonly retryForMs?: number;
+  readonly log?: AgentLog;
+  readonly onMeshEvent?: (e: MeshEvent) => void;
+  /** Base of the default files root (tests); default /dev/shm. */
+  readonly shmDir?: string;
+  /** Inherited environment (default process.env). */
+  readonly env?: NodeJS.ProcessEnv;
+  /** Called once the program runs (tests use it to send signals). */
+  readonly onLaunched?: (info: { pid: number; filesRoot: string }) => void;
+  /**
+   * Shortest wait between two renewals (default 1 s): a coordinator (or a skewed clock) that
+   * answers with a `renewAfter` in the past cannot make the agent re-attest in a tight loop.
+   */
+  readonly minRenewIntervalMs?: number;
+  /** Called after each successful renewal (tests). */
+  readonly onRenewed?: (mesh: MeshIdentity) => void;
+}
+
+const silent: AgentLog = { info: () => undefined, warn: () => undefined };
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function activateWithRetry(
+  o: RunAgentOptions,
+  client: CoordinatorClient,
+  log: AgentLog,
+): Promise<Activation> {
+  const deadline = Date.now() + (o.retryForMs ?? 0);
+  for (let delay = 500; ; delay = Math.min(delay * 2, 5000)) {
+    try {
+      return await activate({ client, workload: o.workload, provider: o.provider });
+    } catch (e) {
+      const transient = isCloisterError(e) && e.code === 'AGENT_COORDINATOR_UNREACHABLE';
+      if (!transient || Date.now() + delay > deadline) throw e;
+      log.warn('coordinator not reachable yet; retrying', { code: e.code, inMs: delay });
+      await sleep(delay);
+    }
+  }
+}
+
+function meshCredentials(m: MeshIdentity): MeshCredentials {
+  return { key: m.keyPem, cert: m.chainPem, ca: m.rootCaPem };
+}
+
+/** Writes the bundle's files and the mesh identity files (all checked before the first write). */
+export async function writeBundleFiles(
+  root: string,
+  bundle: ActivationBundle,
+  mesh: MeshIdentity,
+): Promise<void> {
+  const files: Record<string, Uint8Array | string> = {};
+  for (const [p, v] of Object.entries(bundle.files))
+    files[p] = new Uint8Array(Buffer.from(v, 'base64url'));
+  for (const p of Object.values(MESH_FILES)) mapPath(root, p);
+  await writeFiles(root, files);
+  await writeMeshFiles(root, mesh);
+}
+
+async function writeMeshFiles(root: string, mesh: MeshIdentity): Promise<void> {
+  const put = (p: string, data: string) => writeFileAtomic(mapPath(root, p), data);
+  try {
+    await put(MESH_FILES.combined, `${mesh.keyPem.trim()}\n${mesh.chainPem}`);
+    await put(MESH_FILES.key, mesh.keyPem);
+    await put(MESH_FILES.chain, mesh.chainPem);
+    await put(MESH_FILES.rootCa, mesh.rootCaPem);
+    await put(MESH_FILES.intermediateCa, mesh.intermediateCaPem);
+  } catch (cause) {
+    throw agentError('AGENT_FILES_WRITE_FAILED', 'cannot write the mesh identity files', { cause });
+  }
+}
+
+/** The program's environment: the host's (minus loader variables), then the bundle's. */
+export function programEnv(
+  inherited: NodeJS.ProcessEnv,
+  bundleEnv: Readonly<Record<string, string>>,
+  root: string,
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(inherited)) {
+    // The host controls the container's environment: a variable like LD_PRELOAD would load
+    // code of its choosing into the attested program.
+    if (v !== undefined && !HOST_ENV_DENY.test(k)) env[k] = v;
+  }
+  for (const [k, v] of Object.entries(bundleEnv)) env[k] = expandFilesToken(v, root);
+  env[FILES_ENV] = root;
+  return env;
+}
+
+async function fetchManifest(client: CoordinatorClient): Promise<Manifest> {
+  const body = await client.getJson('/v1/manifest');
+  try {
+    return checkBody(ManifestResponseSchema, body, 'manifest').manifest;
+  } catch (cause) {
+    throw agentError(
+      'AGENT_COORDINATOR_BAD_RESPONSE',
+      'the manifest answer does not match the API',
+      {
+        cause,
+      },
+    );
+  }
+}
+
+/** Runs the agent; resolves with the exit status the process should end with. */
+export async function runAgent(o: RunAgentOptions): Promise<number> {
+  const log = o.log ?? silent;
+  if (o.init === undefined && o.program === undefined) {
+    throw agentError('AGENT_USAGE', 'give the program to run after --, or --init DIR');
+  }
+  const client = new CoordinatorClient({
+    url: o.coordinator,
+    ...(o.rootCa === undefined ? {} : { rootCa: o.rootCa }),
+  });
+  let current = await activateWithRetry(o, client, log);
+  log.info('activated', {
+    workload: o.workload,
+    instanceId: current.instanceId,
+    spiffeId: current.mesh.spiffeId,
+    notAfter: current.mesh.notAfter.toISOString(),
+  });
+
+  const ownRoot = o.init === undefined && o.filesDir === undefined;
+  const root =
+    o.init !== undefined
+      ? await useFilesRoot(o.init)
+      : o.filesDir !== undefined
+        ? await useFilesRoot(o.filesDir)
+        : await createFilesRoot(o.shmDir);
+  try {
+    await writeBundleFiles(root, current.bundle, current.mesh);
+  } catch (e) {
+    if (ownRoot) await rm(root, { recursive: true, force: true });
+    throw e;
+  }
+  log.info('files written', { root, files: Object.keys(current.bundle.files).length });
+  if (o.init !== undefined) return 0;
+  const program = o.program as NonNullable<RunAgentOptions['program']>;
+
+  let proxy: MeshProxy | undefined;
+  let renewTimer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  // The renewal in flight, awaited before the files root is removed (else it could recreate it).
+  let renewing: Promise<void> | undefined;
+  try {
+    const manifest = await fetchManifest(client);
+    const routes = meshRoutes(manifest, o.workload, o.peers ?? {}, o.meshBind);
+    if (routes.ingress.length > 0 || routes.egress.length > 0) {
+      proxy = await startMeshProxy({
+        trustDomain: current.mesh.trustDomain,
+        ingress: routes.ingress,
+        egress: routes.egress,
+        credentials: meshCredentials(current.mesh),
+        ...(o.onMeshEvent === undefined ? {} : { onEvent: o.onMeshEvent }),
+      });
+      log.info('mesh proxy listening', {
+        ingress: proxy.ingress.map((a) => a.port),
+        egress: proxy.egress.map((a) => `${a.address}:${a.port}`),
+      });
+    }
+
+    // Manifest args replace the command line's; the executable stays the one that was
+    // measured (argv[0] is only what the program sees as its name).
+    const args = current.bundle.args.map((a) => expandFilesToken(a, root));
+    const [argv0, ...rest] = args.length > 0 ? args : [program.argv0, ...program.args];
+    const launched = await launch({
+      executable: program.executable,
+      argv0: argv0 ?? program.argv0,
+      args: rest,
+      env: programEnv(o.env ?? process.env, current.bundle.env, root),
+    });
+    o.onLaunched?.({ pid: launched.child.pid ?? -1, filesRoot: root });
+
+    const scheduleRenewal = (at: Date): void => {
+      if (stopped) return;
+      const floor = o.minRenewIntervalMs ?? 1000;
+      const ms = Math.max(floor, Math.min(at.getTime() - Date.now(), 2 ** 31 - 1));
+      renewTimer = setTimeout(() => {
+        renewing = renew();
+      }, ms);
+      renewTimer.unref();
+    };
+    const renew = async (): Promise<void> => {
+      try {
+        const next = await activate({
+          client,
+          workload: o.workload,
+          provider: o.provider,
+          instanceId: current.instanceId,
+        });
+        if (stopped) return;
+        await writeBundleFiles(root, next.bundle, next.mesh);
+        proxy?.updateCredentials(meshCredentials(next.mesh));
+        current = next;
+        log.info('certificate renewed', { notAfter: next.mesh.notAfter.toISOString() });
+        o.onRenewed?.(next.mesh);
+        scheduleRenewal(next.renewAfter);
+      } catch (e) {
+        const err = agentError('AGENT_RENEWAL_FAILED', 'certificate renewal failed; retrying', {
+          cause: e,
+          details: { code: isCloisterError(e) ? e.code : 'INTERNAL' },
+        });
+        // Retry at a tenth of the remaining lifetime (at least 1 s), until the certificate expires.
+        const left = current.mesh.notAfter.getTime() - Date.now();
+        log.warn(err.message, { code: err.code, cause: err.details?.['code'], leftMs: left });
+        scheduleRenewal(new Date(Date.now() + Math.max(1000, left / 10)));
+      }
+    };
+    scheduleRenewal(current.renewAfter);
+
+    const status = await launched.exited;
+    log.info('program exited', { status });
+    return status;
+  } finally {
+    stopped = true;
+    if (renewTimer !== undefined) clearTimeout(renewTimer);
+    await renewing;
+    await proxy?.close();
+    if (ownRoot) await rm(root, { recursive: true, force: true });
+  }
+}

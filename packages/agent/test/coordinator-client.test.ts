@@ -1,0 +1,105 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:https';
+import type { Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import { CoordinatorClient } from '../src/coordinator-client.js';
+import { createRoot, issueLeaf } from './test-pki.js';
+import type { Issued } from './test-pki.js';
+
+let root: Issued;
+let server: Server;
+let url: string;
+
+before(async () => {
+  root = await createRoot();
+  const leaf = await issueLeaf(root, [], { dns: ['localhost'], ips: ['127.0.0.1'] });
+  server = createServer({ key: leaf.keyPem, cert: leaf.certPem }, (req, res) => {
+    switch (req.url ?? '') {
+      case '/ok':
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"a":1}');
+        return;
+      case '/text':
+        res.writeHead(200).end('<html>');
+        return;
+      case '/big':
+        res.writeHead(200);
+        res.end(Buffer.alloc(17 * 1024 * 1024, 0x20));
+        return;
+      case '/busy':
+        res.writeHead(503, { 'content-type': 'application/problem+json' });
+        res.end('{"code":"COORDINATOR_NO_MANIFEST","status":503}');
+        return;
+      default:
+        res.writeHead(403, { 'content-type': 'application/problem+json' });
+        res.end('{"code":"X_REFUSED","detail":"no","details":{"rule":"r"}}');
+    }
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+after(() => {
+  server.closeAllConnections();
+  server.close();
+});
+
+test('answers are mapped to typed errors', async () => {
+  const c = new CoordinatorClient({ url, rootCa: root.certPem });
+  assert.deepEqual(await c.getJson('/ok'), { a: 1 });
+  await assert.rejects(c.getJson('/text'), { code: 'AGENT_COORDINATOR_BAD_RESPONSE' });
+  await assert.rejects(c.getJson('/big'), { code: 'AGENT_COORDINATOR_BAD_RESPONSE' });
+  await assert.rejects(c.getJson('/busy'), { code: 'AGENT_COORDINATOR_UNREACHABLE' });
+  await assert.rejects(
+    c.postJson('/refuse', {}),
+    (e: Error & { code?: string; details?: Record<string, unknown> }) => {
+      assert.equal(e.code, 'AGENT_COORDINATOR_REFUSED');
+      assert.deepEqual(e.details?.['problem'], {
+        status: 403,
+        code: 'X_REFUSED',
+        detail: 'no',
+        details: { rule: 'r' },
+      });
+      return true;
+    },
+  );
+  assert.throws(() => new CoordinatorClient({ url: 'http://127.0.0.1:1' }), {
+    code: 'AGENT_USAGE',
+  });
+  assert.throws(() => new CoordinatorClient({ url: 'not a url' }), { code: 'AGENT_USAGE' });
+});
+
+test('first contact records the certificate and checks it against the root later', async () => {
+  const c = new CoordinatorClient({ url });
+  assert.equal(c.pinned, false);
+  await c.getJson('/ok');
+  c.assertPeersChainTo(root.certPem);
+  const other = await createRoot('Other');
+  assert.throws(() => c.assertPeersChainTo(other.certPem), {
+    code: 'AGENT_COORDINATOR_IDENTITY_MISMATCH',
+  });
+  assert.throws(() => c.assertPeersChainTo('garbage'), { code: 'AGENT_BUNDLE_INVALID' });
+  // The certificate must also name the host the agent dialled.
+  const misnamed = await issueLeaf(root, [], { dns: ['other.example'] });
+  const s2 = createServer({ key: misnamed.keyPem, cert: misnamed.certPem }, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+  });
+  s2.listen(0, '127.0.0.1');
+  await once(s2, 'listening');
+  const wrongHost = new CoordinatorClient({
+    url: `https://127.0.0.1:${(s2.address() as AddressInfo).port}`,
+  });
+  await wrongHost.getJson('/');
+  assert.throws(() => wrongHost.assertPeersChainTo(root.certPem), {
+    code: 'AGENT_COORDINATOR_IDENTITY_MISMATCH',
+  });
+  s2.closeAllConnections();
+  s2.close();
+  c.pin(root.certPem);
+  assert.equal(c.pinned, true);
+  c.assertSameRoot(root.certPem);
+  assert.throws(() => c.assertSameRoot(other.certPem), {
+    code: 'AGENT_COORDINATOR_IDENTITY_MISMATCH',
+  });
+});

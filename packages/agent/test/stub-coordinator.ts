@@ -1,0 +1,180 @@
+/**
+ * A small HTTPS coordinator for agent tests: challenge, activate (verifying the sim evidence,
+ * its binding to the nonce and the CSR key, and the measurement), GET manifest. Bundles are
+ * real JWEs made with the protocol package's encryptBundle.
+ */
+import 'reflect-metadata';
+import { createServer } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomBytes, webcrypto } from 'node:crypto';
+import { once } from 'node:events';
+import * as x509 from '@peculiar/x509';
+import {
+  activationReportData,
+  encryptBundle,
+  fromBase64Url,
+  manifestHash,
+  nonceFromBase64Url,
+  toBase64Url,
+} from '@cloister/protocol';
+import type { ActivateRequest, ActivationBundle, Manifest } from '@cloister/protocol';
+import { simRootAnchor, verifySimReport, toHex } from '@cloister/evidence';
+import type { SimHardware } from '@cloister/evidence';
+import { issueLeaf, newKeys } from './test-pki.js';
+import type { Issued } from './test-pki.js';
+
+export interface StubOptions {
+  readonly manifest: Manifest;
+  readonly workload: string;
+  /** The mesh CA (intermediate) and the root put in bundles. */
+  readonly meshCa: Issued;
+  readonly root: Issued;
+  /** Root whose certificate the TLS listener presents (default: `root`; a MITM uses another). */
+  readonly tlsRoot?: Issued;
+  readonly sim: SimHardware;
+  /** The measurement evidence must carry. */
+  readonly measurement: Uint8Array;
+  readonly files?: Record<string, Uint8Array>;
+  readonly env?: Record<string, string>;
+  readonly args?: string[];
+  readonly renewAfterMs?: number;
+  /** Listen on this port (default: any free port). */
+  readonly port?: number;
+  /** Issue the mesh certificate for this workload instead of the requested one. */
+  readonly certWorkload?: string;
+  /** Answer activations with this problem instead. */
+  readonly refuse?: { status: number; code: string };
+}
+
+export interface Stub {
+  readonly url: string;
+  readonly requests: ActivateRequest[];
+  readonly serials: string[];
+  /** Change the bundle for later activations. */
+  bundleOverride?: (b: ActivationBundle) => ActivationBundle;
+  close(): Promise<void>;
+}
+
+function send(res: ServerResponse, status: number, body: unknown, type = 'application/json') {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const t = Buffer.concat(chunks).toString();
+  return t.length === 0 ? undefined : JSON.parse(t);
+}
+
+export async function startStub(o: StubOptions): Promise<Stub> {
+  const td = o.manifest.trustDomain;
+  const tlsRoot = o.tlsRoot ?? o.root;
+  const tlsLeaf = await issueLeaf(tlsRoot, [], { ips: ['127.0.0.1'], dns: ['localhost'] });
+  const nonces = new Set<string>();
+  const requests: ActivateRequest[] = [];
+  const serials: string[] = [];
+  const hash = await manifestHash(o.manifest);
+  let seq = 0;
+  const stub: Stub = {
+    url: '',
+    requests,
+    serials,
+    close: async () => {
+      server.closeAllConnections();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+  const problem = (res: ServerResponse, status: number, code: string) =>
+    send(
+      res,
+      status,
+      { type: 'about:blank', title: code, status, code },
+      'application/problem+json',
+    );
+
+  const activate = async (body: ActivateRequest, res: ServerResponse) => {
+    requests.push(body);
+    if (o.refuse !== undefined) return problem(res, o.refuse.status, o.refuse.code);
+    if (!nonces.delete(body.nonce)) return problem(res, 403, 'NONCE_UNKNOWN');
+    if (!('csr' in body)) return problem(res, 400, 'NO_CSR');
+    const csr = new x509.Pkcs10CertificateRequest(body.csr);
+    if (!(await csr.verify())) return problem(res, 400, 'CSR_SIGNATURE');
+    const spki = new Uint8Array(csr.publicKey.rawData);
+    if (body.evidence.type !== 'sim') return problem(res, 403, 'TEE');
+    const claims = await verifySimReport(fromBase64Url(body.evidence.data), {
+      now: new Date(),
+      roots: [simRootAnchor(o.sim)],
+      allowSimulation: true,
+    });
+    const expected = await activationReportData(nonceFromBase64Url(body.nonce), spki);
+    if (claims.reportData !== toHex(expected)) return problem(res, 403, 'BINDING');
+    if (claims.measurement !== toHex(o.measurement)) return problem(res, 403, 'MEASUREMENT');
+    const publicKey = await webcrypto.subtle.importKey(
+      'spki',
+      spki,
+      { name: 'ECDSA', namedCurve: 'P-256' },
+      true,
+      ['verify'],
+    );
+    const leaf = await issueLeaf(o.meshCa, [`spiffe://${td}/${o.certWorkload ?? body.workload}`], {
+      publicKey,
+    });
+    serials.push(leaf.cert.serialNumber);
+    let bundle: ActivationBundle = {
+      files: Object.fromEntries(Object.entries(o.files ?? {}).map(([k, v]) => [k, toBase64Url(v)])),
+      env: o.env ?? {},
+      args: o.args ?? [],
+      mesh: { cert: leaf.certPem, rootCa: o.root.certPem, intermediateCa: o.meshCa.certPem },
+      renewAfter: new Date(Date.now() + (o.renewAfterMs ?? 3_600_000)).toISOString(),
+    };
+    if (stub.bundleOverride !== undefined) bundle = stub.bundleOverride(bundle);
+    const ecdh = await webcrypto.subtle.importKey(
+      'spki',
+      spki,
+      { name: 'ECDH', namedCurve: 'P-256' },
+      true,
+      [],
+    );
+    send(res, 200, {
+      bundle: await encryptBundle(bundle, ecdh),
+      certificate: `${leaf.certPem}\n${o.meshCa.certPem}`,
+      expiresAt: leaf.cert.notAfter.toISOString(),
+      instanceId: body.instanceId ?? randomBytes(8).toString('hex'),
+    });
+  };
+
+  const server = createServer(
+    { key: tlsLeaf.keyPem, cert: `${tlsLeaf.certPem}\n${tlsRoot.certPem}` },
+    (req, res) => {
+      const route = `${req.method ?? ''} ${req.url ?? ''}`;
+      readJson(req)
+        .then(async (body) => {
+          if (route === 'POST /v1/activate/challenge') {
+            const nonce = toBase64Url(new Uint8Array(randomBytes(32)));
+            nonces.add(nonce);
+            return send(res, 200, {
+              nonce,
+              expiresAt: new Date(Date.now() + 60_000).toISOString(),
+            });
+          }
+          if (route === 'POST /v1/activate') return activate(body as ActivateRequest, res);
+          if (route === 'GET /v1/manifest') {
+            return send(res, 200, { manifest: o.manifest, manifestHash: hash, seq: seq++ * 0 });
+          }
+          return problem(res, 404, 'NOT_FOUND');
+        })
+        .catch((e: unknown) => {
+          send(res, 500, { code: 'STUB_ERROR', detail: String(e) });
+        });
+    },
+  );
+  server.listen(o.port ?? 0, '127.0.0.1');
+  await once(server, 'listening');
+  (stub as { url: string }).url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  void newKeys;
+  return stub;
+}

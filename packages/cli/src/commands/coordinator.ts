@@ -1,0 +1,85 @@
+/**
+ * `cloister coordinator`: runs the coordinator (docs/coordinator.md).
+ *
+ *   cloister coordinator --data DIR --listen HOST:PORT --owner-key PEM
+ *                        [--simulation --sim-root DIR] [--json]
+ *
+ * Prints where it listens and the root CA clients pin (one JSON document with --json), logs
+ * to stderr, and runs until SIGINT or SIGTERM, then closes cleanly (exit 0).
+ */
+import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import type { Command } from 'commander';
+import { coordinatorError, createCoordinator, createLogger } from '@cloister/coordinator';
+import type { CommandContext } from '../main.js';
+import { printJson } from '../output.js';
+
+interface CoordinatorFlags {
+  data: string;
+  listen: string;
+  ownerKey: string;
+  simulation?: boolean;
+  simRoot?: string;
+  json?: boolean;
+}
+
+/** Registers `cloister coordinator`. */
+export function registerCoordinator(program: Command, ctx: CommandContext): void {
+  program
+    .command('coordinator')
+    .description(
+      'Run the coordinator: attestation-gated activation, secrets, mesh CA, manifest history',
+    )
+    .requiredOption('--data <dir>', 'directory of the sealed state (created if missing)')
+    .option('--listen <host:port>', 'address of the TLS API', '0.0.0.0:4433')
+    .requiredOption('--owner-key <pem>', 'PEM public key that must sign the first manifest')
+    .option('--simulation', 'run on the simulation TEE (development only; needs --sim-root)')
+    .option('--sim-root <dir>', 'simulation TEE hardware directory (from `cloister sim init`)')
+    .option('--json', 'print one JSON document when listening')
+    .action(async (flags: CoordinatorFlags) => {
+      if ((flags.simulation === true) !== (flags.simRoot !== undefined)) {
+        throw coordinatorError('COORDINATOR_BAD_CONFIG', '--simulation and --sim-root go together');
+      }
+      let ownerKeyPem: string;
+      try {
+        ownerKeyPem = await readFile(flags.ownerKey, 'utf8');
+      } catch (cause) {
+        throw coordinatorError(
+          'COORDINATOR_BAD_CONFIG',
+          `cannot read --owner-key ${flags.ownerKey}`,
+          { cause },
+        );
+      }
+      const logger = createLogger(process.env.CLOISTER_LOG_LEVEL ?? 'info', 2);
+      const coord = await createCoordinator({
+        dataDir: flags.data,
+        listen: flags.listen,
+        ownerKeyPem,
+        ...(flags.simRoot === undefined ? {} : { simulation: { rootDir: flags.simRoot } }),
+        logger,
+      });
+      const der = Buffer.from(coord.rootCaPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+      const info = {
+        url: coord.url,
+        rootCa: coord.rootCaPem,
+        rootCaSha256: createHash('sha256').update(der).digest('hex'),
+        simulation: flags.simulation === true,
+      };
+      if (flags.json === true) printJson(ctx.io, info);
+      else {
+        ctx.io.out(
+          `coordinator listening on ${info.url}${info.simulation ? ' (SIMULATION: not for production)' : ''}`,
+        );
+        ctx.io.out(`root CA SHA-256: ${info.rootCaSha256}`);
+      }
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          void coord.close().then(resolve, resolve);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+    });
+}

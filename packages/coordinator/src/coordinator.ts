@@ -1,0 +1,322 @@
+/**
+ * Start-up of a coordinator: open (or create) the sealed store, load (or create) the root CA,
+ * issue the TLS certificate of its own listener from that root, check the stored manifest
+ * history, and serve the API over TLS.
+ *
+ * TEE integration. A coordinator needs a sealer (for its data key) and an attester (for
+ * `/v1/attest`). On TEE hardware those come from the platform (injected through `tee`); with
+ * `simulation: { rootDir }` they come from the simulation TEE (docs/coordinator.md):
+ * - the measurement is `coordinatorSimMeasurement()`: simMeasurement(bytes of the Node.js
+ *   executable, ["@cloister/coordinator", <package version>]), which `cloister verify` can
+ *   recompute on the same machine;
+ * - the data key is sealed with HKDF-SHA256(the sim platform's private scalar, salt
+ *   "cloister/seal/sim/v1", info = that measurement).
+ * Without either, start-up fails closed (COORDINATOR_NO_TEE): nothing silently runs unsealed.
+ */
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import {
+  importSimHardware,
+  simMeasurement,
+  simReportFrom,
+  simRootAnchor,
+  verifyEvidence,
+  verifySimReport,
+} from '@cloister/evidence';
+import type {
+  CollateralSource,
+  SnpProductRoots,
+  SnpProduct,
+  TrustAnchor,
+} from '@cloister/evidence';
+import { toPem } from '@cloister/protocol';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { destination, pino } from 'pino';
+import { coordinatorError } from './error-codes.js';
+import { dispatchingVerifier } from './evidence-verifier.js';
+import type { EvidenceVerifier, TypeVerifier } from './evidence-verifier.js';
+import { buildServer } from './http/server.js';
+import {
+  createRootCa,
+  generateP256,
+  issueServerCert,
+  loadCa,
+  privateKeyPem,
+  spkiDer,
+} from './mesh-ca.js';
+import type { StoredCa } from './mesh-ca.js';
+import { createMetrics } from './metrics.js';
+import { NonceStore } from './nonces.js';
+import { CoordinatorService } from './service.js';
+import type { CoordinatorAttester } from './service.js';
+import { DerivedKeySealer } from './store/sealer.js';
+import type { Sealer } from './store/sealer.js';
+import { Store } from './store/store.js';
+
+/** The coordinator package version (reported by /v1/status, part of the sim measurement). */
+export const COORDINATOR_VERSION = '0.1.0';
+
+export interface CoordinatorOptions {
+  /** Directory of the sealed state (created if missing). */
+  readonly dataDir: string;
+  /** `HOST:PORT` (`[::1]:PORT` for IPv6); port 0 picks a free port. */
+  readonly listen: string;
+  /** PEM SPKI of the owner key that must sign the first manifest. */
+  readonly ownerKeyPem: string;
+  /** Run on the simulation TEE whose hardware files are in `rootDir` (development only). */
+  readonly simulation?: { readonly rootDir: string };
+  /** Sealer and attester of real TEE hardware. */
+  readonly tee?: { readonly sealer: Sealer; readonly attester: CoordinatorAttester };
+  /** Collateral and roots for hardware evidence verification (production roots by default). */
+  readonly verification?: {
+    readonly collateralSource?: CollateralSource;
+    readonly intelRoots?: readonly TrustAnchor[];
+    readonly snpRoots?: Partial<Readonly<Record<SnpProduct, SnpProductRoots>>>;
+  };
+  readonly logger?: FastifyBaseLogger;
+  /** Lifetime of workload mesh certificates (default 24 h). */
+  readonly leafValidityMs?: number;
+  /** Lifetime of activation nonces (default 60 s). */
+  readonly nonceTtlMs?: number;
+  /** Request body limit in bytes (default 1 MiB). */
+  readonly bodyLimit?: number;
+  /** Clock (tests). */
+  readonly now?: () => Date;
+}
+
+export interface RunningCoordinator {
+  /** `https://host:port` */
+  readonly url: string;
+  /** PEM of the root CA clients pin. */
+  readonly rootCaPem: string;
+  /** The Fastify instance (for `inject` in tests). */
+  readonly server: FastifyInstance;
+  readonly service: CoordinatorService;
+  close(): Promise<void>;
+}
+
+/** A pino logger writing JSON lines to a file descriptor (2: stderr), as Fastify wants it. */
+export function createLogger(level = 'info', fd = 2): FastifyBaseLogger {
+  return pino({ level }, destination(fd));
+}
+
+let measurementCache: Promise<Uint8Array> | undefined;
+
+/**
+ * The simulation measurement of this coordinator: simMeasurement(Node.js executable bytes,
+ * ["@cloister/coordinator", version]). Memoised per process (the executable is ~100 MB).
+ */
+export function coordinatorSimMeasurement(
+  execPath: string = process.execPath,
+): Promise<Uint8Array> {
+  if (execPath !== process.execPath) {
+    return readFile(execPath).then((b) =>
+      simMeasurement(new Uint8Array(b), ['@cloister/coordinator', COORDINATOR_VERSION]),
+    );
+  }
+  measurementCache ??= readFile(execPath).then((b) =>
+    simMeasurement(new Uint8Array(b), ['@cloister/coordinator', COORDINATOR_VERSION]),
+  );
+  return measurementCache;
+}
+
+/** Splits `HOST:PORT`. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(listen);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || port > 65535) {
+    throw coordinatorError(
+      'COORDINATOR_BAD_CONFIG',
+      `--listen must be HOST:PORT, got ${JSON.stringify(listen)}`,
+    );
+  }
+  return { host: m[1] ?? m[2] ?? '', port };
+}
+
+/** Loads the simulation TEE from its hardware directory. */
+async function simulationTee(rootDir: string): Promise<{
+  sealer: Sealer;
+  attester: CoordinatorAttester;
+  verify: TypeVerifier;
+}> {
+  const read = (f: string): string => {
+    try {
+      return readFileSync(join(rootDir, f), 'utf8');
+    } catch (cause) {
+      throw coordinatorError('COORDINATOR_BAD_CONFIG', `--sim-root: cannot read ${f}`, { cause });
+    }
+  };
+  const keyText = read('platform.key.jwk');
+  const hw = await importSimHardware({
+    'root.crt.pem': read('root.crt.pem'),
+    'platform.crt.pem': read('platform.crt.pem'),
+    'platform.key.jwk': keyText,
+  });
+  let d: unknown;
+  try {
+    d = (JSON.parse(keyText) as { d?: unknown }).d;
+  } catch (cause) {
+    throw coordinatorError('COORDINATOR_BAD_CONFIG', '--sim-root: platform.key.jwk is not JSON', {
+      cause,
+    });
+  }
+  if (typeof d !== 'string')
+    throw coordinatorError(
+      'COORDINATOR_BAD_CONFIG',
+      '--sim-root: platform.key.jwk has no private scalar',
+    );
+  const measurement = await coordinatorSimMeasurement();
+  const anchor = simRootAnchor(hw);
+  return {
+    sealer: new DerivedKeySealer('sim', new Uint8Array(Buffer.from(d, 'base64url')), measurement),
+    attester: {
+      type: 'sim',
+      evidence: async (reportData) => ({
+        type: 'sim',
+        data: await simReportFrom(hw, { measurement, reportData }),
+      }),
+    },
+    // The per-manifest opt-in (policy.allowSimulation) is checked by the service before this.
+    verify: async (ev, now) => ({
+      claims: await verifySimReport(ev.data, { now, roots: [anchor], allowSimulation: true }),
+    }),
+  };
+}
+
+function asPem(der: Uint8Array): Uint8Array {
+  const text = Buffer.from(der).subarray(0, 64).toString('latin1');
+  if (text.includes('-----BEGIN')) return der;
+  return new TextEncoder().encode(toPem('CERTIFICATE', der));
+}
+
+function hardwareVerifiers(
+  o: CoordinatorOptions['verification'],
+): Partial<Record<'sgx' | 'tdx' | 'sev-snp', TypeVerifier>> {
+  const v =
+    (type: 'sgx' | 'tdx' | 'sev-snp'): TypeVerifier =>
+    async (ev, now) => {
+      const r = await verifyEvidence(type, ev.data, {
+        now,
+        // Agents send the certificates the platform handed out as DER; the verifier takes
+        // several only as PEM, so re-encode (a lossless change of container).
+        certs: ev.certs.length <= 1 ? ev.certs : ev.certs.map(asPem),
+        ...(o?.collateralSource === undefined ? {} : { collateralSource: o.collateralSource }),
+        ...(o?.intelRoots === undefined ? {} : { intelRoots: o.intelRoots }),
+        ...(o?.snpRoots === undefined ? {} : { snpRoots: o.snpRoots }),
+      });
+      return {
+        claims: r.claims,
+        ...(r.tcbStatus === undefined ? {} : { tcbStatus: r.tcbStatus }),
+        ...(r.advisoryIds === undefined ? {} : { advisoryIds: r.advisoryIds }),
+      };
+    };
+  return { sgx: v('sgx'), tdx: v('tdx'), 'sev-snp': v('sev-snp') };
+}
+
+/** Starts a coordinator. */
+export async function createCoordinator(o: CoordinatorOptions): Promise<RunningCoordinator> {
+  const logger = o.logger ?? pino({ level: 'info' });
+  const { host, port } = parseListen(o.listen);
+  const now = o.now ?? (() => new Date());
+  if (!/-----BEGIN PUBLIC KEY-----/.test(o.ownerKeyPem)) {
+    throw coordinatorError('COORDINATOR_BAD_CONFIG', '--owner-key must be a PEM public key');
+  }
+
+  let sealer: Sealer;
+  let attester: CoordinatorAttester;
+  const verifiers: Partial<Record<'sim' | 'sgx' | 'tdx' | 'sev-snp', TypeVerifier>> =
+    hardwareVerifiers(o.verification);
+  if (o.simulation !== undefined) {
+    const sim = await simulationTee(o.simulation.rootDir);
+    sealer = o.tee?.sealer ?? sim.sealer;
+    attester = o.tee?.attester ?? sim.attester;
+    verifiers.sim = sim.verify;
+  } else if (o.tee !== undefined) {
+    ({ sealer, attester } = o.tee);
+  } else {
+    throw coordinatorError(
+      'COORDINATOR_NO_TEE',
+      'no TEE sealing or attestation is available on this machine',
+    );
+  }
+  const verifier: EvidenceVerifier = dispatchingVerifier(verifiers);
+
+  const store = await Store.open(o.dataDir, sealer);
+  try {
+    let storedRoot = store.get<StoredCa>('meta', 'rootCa');
+    if (storedRoot === undefined) {
+      const created = (await createRootCa(now())).stored;
+      storedRoot = store.transaction(() => {
+        const again = store.get<StoredCa>('meta', 'rootCa');
+        if (again !== undefined) return again;
+        store.put('meta', 'rootCa', created);
+        return created;
+      });
+    }
+    const root = await loadCa(storedRoot);
+
+    const tlsKeys = await generateP256();
+    const tlsSpki = await spkiDer(tlsKeys.publicKey);
+    const ip = isIP(host) !== 0;
+    const tlsCert = await issueServerCert(root, {
+      publicKey: tlsKeys.publicKey,
+      dnsNames: [...new Set(['localhost', ...(ip ? [] : [host])])],
+      ips: [...new Set(['127.0.0.1', '::1', ...(ip ? [host] : [])])],
+      now: now(),
+      validityMs: 365 * 86_400_000,
+    });
+
+    const metrics = createMetrics();
+    const service = new CoordinatorService({
+      store,
+      nonces: new NonceStore(store, o.nonceTtlMs ?? 60_000),
+      verifier,
+      attester,
+      ownerKeyPem: o.ownerKeyPem,
+      simulation: o.simulation !== undefined,
+      root,
+      tlsSpkiDer: tlsSpki,
+      leafValidityMs: o.leafValidityMs ?? 86_400_000,
+      metrics,
+      logger,
+      now,
+      version: COORDINATOR_VERSION,
+    });
+    // Refuse to serve state whose history does not verify (tampering, or a broken disk).
+    await service.verifyHistory();
+
+    const server = await buildServer(service, {
+      https: { key: await privateKeyPem(tlsKeys.privateKey), cert: tlsCert.pem },
+      logger,
+      metrics,
+      ...(o.bodyLimit === undefined ? {} : { bodyLimit: o.bodyLimit }),
+      version: COORDINATOR_VERSION,
+    });
+    await server.listen({ host, port });
+    const addr = server.server.address();
+    const actualPort = typeof addr === 'object' && addr !== null ? addr.port : port;
+    const urlHost = isIP(host) === 6 ? `[${host}]` : host;
+    logger.info(
+      { url: `https://${urlHost}:${actualPort}`, simulation: o.simulation !== undefined },
+      'coordinator listening',
+    );
+    let closed = false;
+    return {
+      url: `https://${urlHost}:${actualPort}`,
+      rootCaPem: root.cert.toString('pem'),
+      server,
+      service,
+      async close() {
+        if (closed) return;
+        closed = true;
+        await server.close();
+        store.close();
+      },
+    };
+  } catch (e) {
+    store.close();
+    throw e;
+  }
+}

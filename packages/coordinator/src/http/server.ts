@@ -1,0 +1,207 @@
+/**
+ * The coordinator's HTTP API (Fastify 5, TypeBox route schemas). Every route validates its body
+ * against a closed schema, every error leaves as RFC 9457 problem+json with our code, and bad
+ * input never reaches a 500. The routes are thin: all logic is in `CoordinatorService`.
+ */
+import Fastify, { LogController } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { coordinatorError } from '../error-codes.js';
+import type { CoordinatorMetrics } from '../metrics.js';
+import type { CoordinatorService } from '../service.js';
+import { OpenApiCollector } from './openapi.js';
+import { PROBLEM_CONTENT_TYPE, problemFor } from './problem.js';
+import { ROUTES } from '@cloister/protocol';
+import { HealthResponse, SecretParams } from './schemas.js';
+
+/** The default body limit: 1 MiB (a manifest with many literal files stays below it). */
+export const DEFAULT_BODY_LIMIT = 1_048_576;
+
+export interface ServerOptions {
+  readonly https?: { key: string; cert: string };
+  readonly logger: FastifyBaseLogger;
+  readonly bodyLimit?: number;
+  readonly metrics: CoordinatorMetrics;
+  readonly version?: string;
+}
+
+/** Builds (but does not start) the Fastify instance of a coordinator. */
+export async function buildServer(
+  svc: CoordinatorService,
+  opts: ServerOptions,
+): Promise<FastifyInstance> {
+  const base = {
+    loggerInstance: opts.logger,
+    bodyLimit: opts.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    // Per-request access logs would put every client's address and path in the log; the
+    // coordinator logs what it decides instead (activations, transitions, refusals).
+    logController: new LogController({ disableRequestLogging: true }),
+    // Strict validation: no type coercion, no silent removal of unknown fields, no defaults.
+    ajv: {
+      customOptions: {
+        coerceTypes: false,
+        removeAdditional: false,
+        useDefaults: false,
+        allErrors: false,
+      },
+    },
+    // Prototype poisoning in JSON bodies is an error, not something to strip.
+    onProtoPoisoning: 'error' as const,
+    onConstructorPoisoning: 'error' as const,
+    return503OnClosing: true,
+  };
+  const app = (opts.https === undefined
+    ? Fastify(base)
+    : Fastify({
+        ...base,
+        https: { key: opts.https.key, cert: opts.https.cert },
+      })) as unknown as FastifyInstance;
+  const typed = app.withTypeProvider<TypeBoxTypeProvider>();
+  // Responses are serialised with JSON.stringify: the schemas document them (OpenAPI, and the
+  // tests validate every response against them) but must never silently drop a field.
+  typed.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  const openapi = new OpenApiCollector();
+  typed.addHook('onRoute', openapi.onRoute);
+
+  typed.setErrorHandler((err, req, reply) => {
+    const p = problemFor(err);
+    if (p.status >= 500) req.log.error({ err }, 'request failed');
+    else req.log.debug({ code: p.code }, 'request refused');
+    void reply.code(p.status).type(PROBLEM_CONTENT_TYPE).send(p);
+  });
+  typed.setNotFoundHandler((req, reply) => {
+    const p = problemFor(
+      coordinatorError(
+        'COORDINATOR_NOT_FOUND',
+        `no route ${req.method} ${req.url.split('?')[0] ?? ''}`,
+      ),
+    );
+    void reply.code(p.status).type(PROBLEM_CONTENT_TYPE).send(p);
+  });
+  typed.addHook('onResponse', (req, reply, done) => {
+    opts.metrics.httpRequests.inc({
+      method: req.method,
+      route: req.routeOptions.url ?? 'unmatched',
+      status: String(reply.statusCode),
+    });
+    done();
+  });
+
+  typed.post(
+    '/v1/activate/challenge',
+    {
+      config: { summary: 'Get a one-time activation nonce (short TTL).' },
+      schema: { response: { 200: ROUTES.activateChallenge.response } },
+    },
+    async () => {
+      const n = await svc.challenge();
+      return { nonce: n.nonce, expiresAt: n.expiresAt.toISOString() };
+    },
+  );
+
+  typed.post(
+    '/v1/activate',
+    {
+      config: { summary: 'Activate a workload instance with TEE evidence; returns a JWE bundle.' },
+      schema: { body: ROUTES.activate.body, response: { 200: ROUTES.activate.response } },
+    },
+    async (req) => svc.activate(req.body),
+  );
+
+  typed.post(
+    '/v1/attest',
+    {
+      config: {
+        summary:
+          "The coordinator's own evidence, bound to the nonce, root CA, history head and TLS key.",
+      },
+      schema: { body: ROUTES.attest.body, response: { 200: ROUTES.attest.response } },
+    },
+    async (req) => svc.attest(req.body.nonce),
+  );
+
+  typed.get(
+    '/v1/manifest',
+    {
+      config: { summary: 'The current manifest and its canonical hash.' },
+      schema: { response: { 200: ROUTES.getManifest.response } },
+    },
+    () => svc.getManifest(),
+  );
+
+  typed.put(
+    '/v1/manifest',
+    {
+      config: { summary: 'Set or update the manifest (owner-signed transition).' },
+      schema: { body: ROUTES.setManifest.body, response: { 200: ROUTES.setManifest.response } },
+    },
+    async (req) => svc.setManifest(req.body),
+  );
+
+  typed.get(
+    '/v1/manifest/history',
+    {
+      config: { summary: 'Every accepted manifest transition, oldest first (a hash chain).' },
+      schema: { response: { 200: ROUTES.history.response } },
+    },
+    () => svc.history(),
+  );
+
+  typed.put(
+    '/v1/secrets/:name',
+    {
+      config: {
+        summary: 'Upload a user-defined secret (signed by an owner with role secrets:<name>).',
+      },
+      schema: {
+        params: SecretParams,
+        body: ROUTES.setSecret.body,
+        response: { 200: ROUTES.setSecret.response },
+      },
+    },
+    async (req) => svc.putSecret(req.params.name, req.body),
+  );
+
+  typed.get(
+    '/v1/status',
+    {
+      config: { summary: 'State, manifest hash, history head and live instances.' },
+      schema: { response: { 200: ROUTES.status.response } },
+    },
+    () => svc.status(),
+  );
+
+  typed.get(
+    '/healthz',
+    { config: { summary: 'Liveness.' }, schema: { response: { 200: HealthResponse } } },
+    () => ({ ok: true }),
+  );
+
+  typed.get(
+    '/readyz',
+    { config: { summary: 'Ready to activate workloads (a manifest is set).' } },
+    (_req, reply) => {
+      if (!svc.ready()) {
+        const p = problemFor(coordinatorError('COORDINATOR_NOT_READY', 'no manifest set yet'));
+        void reply.code(p.status).type(PROBLEM_CONTENT_TYPE).send(p);
+        return reply;
+      }
+      return { ok: true };
+    },
+  );
+
+  typed.get('/metrics', { config: { summary: 'Prometheus metrics.' } }, async (_req, reply) => {
+    const text = await opts.metrics.registry.metrics();
+    void reply.type(opts.metrics.registry.contentType).send(text);
+    return reply;
+  });
+
+  typed.get(
+    '/v1/openapi.json',
+    { config: { summary: 'This API description (OpenAPI 3.1).' } },
+    () => openapi.document(opts.version ?? '1'),
+  );
+
+  await typed.ready();
+  return app;
+}

@@ -1,0 +1,746 @@
+/**
+ * The coordinator's logic behind the HTTP API: manifest governance and history, secrets,
+ * activation (evidence -> binding -> appraisal -> instance limit -> certificate -> bundle) and
+ * its own attestation. Every state change is one store transaction; nothing async happens inside
+ * a transaction, so concurrent activations verify evidence in parallel and only their final
+ * check-and-insert is serialised.
+ */
+import { randomBytes, webcrypto } from 'node:crypto';
+import { isCloisterError } from '@cloister/errors';
+import { appraise } from '@cloister/evidence';
+import type { VerifiedEvidence } from '@cloister/evidence';
+import {
+  ZERO_HASH,
+  activationReportData,
+  coordinatorReportData,
+  manifestHash,
+  nonceFromBase64Url,
+  ownerSignedBytes,
+  renderWorkload,
+  secretDigest,
+  transitionHash,
+  transitionSignedBytes,
+  validateManifest,
+  verifyHistory,
+  verifyOwnerApprovals,
+  verifyOwnerSignature,
+  verifyTransitionApproval,
+  workloadTemplatePaths,
+  encryptBundle,
+  toPem,
+} from '@cloister/protocol';
+import type {
+  ActivateResponse,
+  AttestResponse,
+  HistoryEntry,
+  HistoryResponse,
+  Manifest,
+  ManifestResponse,
+  SecretValue,
+  SetManifestResponse,
+  SetSecretResponse,
+  StatusResponse,
+  TransitionKind,
+} from '@cloister/protocol';
+import type { FastifyBaseLogger } from 'fastify';
+import { coordinatorError } from './error-codes.js';
+import type { EvidenceInput, EvidenceVerifier } from './evidence-verifier.js';
+import type { ActivateBody, PutSecretBody, SetManifestBody } from './http/schemas.js';
+import {
+  createIntermediateCa,
+  generateP256,
+  issueLeaf,
+  loadCa,
+  spkiDer,
+  spkiFromCsr,
+  importAgentSpki,
+} from './mesh-ca.js';
+import type { LoadedCa, StoredCa } from './mesh-ca.js';
+import type { CoordinatorMetrics } from './metrics.js';
+import type { NonceStore } from './nonces.js';
+import {
+  asCoordinatorError,
+  generateSecret,
+  secretDefinitionKey,
+  secretValueOf,
+} from './manifest.js';
+import type { StoredSecret } from './manifest.js';
+import type { Store } from './store/store.js';
+
+/** Produces the coordinator's own evidence (sim, or a hardware provider). */
+export interface CoordinatorAttester {
+  readonly type: EvidenceInput['type'];
+  evidence(reportData: Uint8Array): Promise<{ type: EvidenceInput['type']; data: Uint8Array }>;
+}
+
+export interface ServiceOptions {
+  readonly store: Store;
+  readonly nonces: NonceStore;
+  readonly verifier: EvidenceVerifier;
+  readonly attester: CoordinatorAttester;
+  /** PEM SPKI of the key that must sign the first manifest. */
+  readonly ownerKeyPem: string;
+  /** True when started with --simulation --sim-root (the second half of the sim opt-in). */
+  readonly simulation: boolean;
+  readonly root: LoadedCa;
+  /** SPKI DER of the TLS listener's key (bound into /v1/attest). */
+  readonly tlsSpkiDer: Uint8Array;
+  readonly leafValidityMs: number;
+  readonly metrics: CoordinatorMetrics;
+  readonly logger: FastifyBaseLogger;
+  readonly now?: () => Date;
+  /** Reported by /v1/status. */
+  readonly version?: string;
+}
+
+interface State {
+  manifestHash: string;
+  head: string;
+  length: number;
+}
+
+/** A recorded workload instance. */
+export interface InstanceRecord {
+  readonly id: string;
+  readonly workload: string;
+  readonly serial: string;
+  readonly notAfter: string;
+  readonly manifestHash: string;
+  readonly activations: number;
+  /** Per-instance secret values (stable across renewals). */
+  readonly perInstance: Record<string, StoredSecret>;
+}
+
+const b64u = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
+const fromB64u = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64url'));
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/** The version the next upload of a user-defined secret must carry: 0 first, then +1. */
+function nextSecretVersion(s: StoredSecret | undefined): number {
+  return s === undefined || s.value === null ? 0 : s.version + 1;
+}
+
+/** Imports an agent SPKI given as base64url (the `publicKey` form of ActivateRequest). */
+async function agentSpki(b64: string): Promise<Uint8Array> {
+  const der = fromB64u(b64);
+  await importAgentSpki(der);
+  return der;
+}
+
+/** Runs `f`, re-raising protocol errors under coordinator codes. */
+async function boundary<T>(f: () => Promise<T> | T): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    return asCoordinatorError(e);
+  }
+}
+
+export class CoordinatorService {
+  readonly #o: ServiceOptions;
+  readonly #now: () => Date;
+  /** Cache of the current manifest and its intermediate CA (reloaded when the head moves). */
+  #current: { hash: string; manifest: Manifest; intermediate: LoadedCa } | undefined;
+
+  constructor(o: ServiceOptions) {
+    this.#o = o;
+    this.#now = o.now ?? (() => new Date());
+  }
+
+  #state(): State | undefined {
+    return this.#o.store.get<State>('meta', 'state');
+  }
+
+  ready(): boolean {
+    return this.#state() !== undefined;
+  }
+
+  async #currentManifest(): Promise<{ hash: string; manifest: Manifest; intermediate: LoadedCa }> {
+    const st = this.#state();
+    if (st === undefined)
+      throw coordinatorError('COORDINATOR_NO_MANIFEST', 'no manifest has been set');
+    if (this.#current?.hash === st.manifestHash) return this.#current;
+    const manifest = this.#o.store.get<Manifest>('manifests', st.manifestHash);
+    const inter = this.#o.store.get<StoredCa>('intermediates', st.manifestHash);
+    if (manifest === undefined || inter === undefined) {
+      throw coordinatorError(
+        'COORDINATOR_STATE_CORRUPT',
+        'the current manifest is missing from the store',
+      );
+    }
+    this.#current = { hash: st.manifestHash, manifest, intermediate: await loadCa(inter) };
+    return this.#current;
+  }
+
+  challenge(): Promise<{ nonce: string; expiresAt: Date }> {
+    return this.#o.nonces.issue(this.#now());
+  }
+
+  // ---------------------------------------------------------------- manifest and history
+
+  #entries(): HistoryEntry[] {
+    return this.#o.store.list<HistoryEntry>('history').map(([, t]) => t);
+  }
+
+  /** Every transition, oldest first, with every manifest they installed (for verifyHistory). */
+  history(): HistoryResponse {
+    const entries = this.#entries();
+    const manifests: Record<string, Manifest> = {};
+    for (const e of entries) {
+      const m = this.#o.store.get<Manifest>('manifests', e.manifestHash);
+      if (m !== undefined) manifests[e.manifestHash] = m;
+    }
+    return { entries: entries as HistoryResponse['entries'], manifests };
+  }
+
+  /**
+   * Re-verifies the stored history: the hash chain, every manifest's canonical hash and every
+   * update's owner approvals, and that the state points at its head. Run at start-up, so state
+   * rewritten behind the coordinator's back is detected before it serves anything.
+   */
+  async verifyHistory(): Promise<string> {
+    const entries = this.#entries();
+    const manifests = Object.fromEntries(this.#o.store.list<Manifest>('manifests'));
+    const v = await boundary(() => verifyHistory(entries, { manifests }));
+    const st = this.#state();
+    if ((st?.head ?? ZERO_HASH) !== v.head || (st?.length ?? 0) !== v.length) {
+      throw coordinatorError(
+        'COORDINATOR_HISTORY_BROKEN',
+        'the history head does not match the state',
+      );
+    }
+    return v.head;
+  }
+
+  getManifest(): ManifestResponse {
+    const st = this.#state();
+    if (st === undefined)
+      throw coordinatorError('COORDINATOR_NO_MANIFEST', 'no manifest has been set');
+    const manifest = this.#o.store.get<Manifest>('manifests', st.manifestHash);
+    if (manifest === undefined)
+      throw coordinatorError('COORDINATOR_STATE_CORRUPT', 'manifest missing');
+    return { manifest, manifestHash: st.manifestHash, seq: st.length - 1 };
+  }
+
+  /**
+   * Sets (first time) or updates the manifest. Authorisation:
+   * - first set (`kind: set`): a signature by the install-time owner key over the genesis
+   *   transition (stops first-come-first-served takeover of a fresh coordinator);
+   * - `update`: distinct owners of the *current* manifest with role `update`, at least
+   *   `updates.threshold` of them; no owners means the manifest is immutable;
+   * - `package-update`: only minimum SVN/TCB raised, approved per package.
+   * Signatures cover the transition hash (seq, previous head, manifest hash, kind), so a
+   * signature for one transition cannot be replayed onto another.
+   */
+  async setManifest(body: SetManifestBody): Promise<SetManifestResponse> {
+    const manifest = await boundary(() => validateManifest(body.manifest));
+    const hash = await boundary(() => manifestHash(manifest));
+    const st = this.#state();
+    const seq = st?.length ?? 0;
+    const prevHash = st?.head ?? ZERO_HASH;
+    const kind: TransitionKind = body.kind ?? (st === undefined ? 'set' : 'update');
+    // Only the first transition is a set: a later "set" would bypass the owners' threshold.
+    if ((kind === 'set') !== (st === undefined)) {
+      throw coordinatorError(
+        'COORDINATOR_TRANSITION_INVALID',
+        st === undefined
+          ? 'the first manifest is a set'
+          : 'a manifest is already set: send an update',
+        {
+          details: {
+            rule: 'kind',
+            expected: st === undefined ? 'set' : 'update | package-update',
+            actual: kind,
+          },
+        },
+      );
+    }
+    const entryBase = { seq, prevHash, manifestHash: hash, kind };
+    const th = await transitionHash(entryBase);
+
+    // The signatures recorded in the history: only those that verified.
+    let accepted: SetManifestBody['signatures'];
+    if (st === undefined) {
+      // First set: one valid signature by the install-time key, whatever owner name it carries.
+      const message = transitionSignedBytes(th);
+      const valid: typeof body.signatures = [];
+      for (const sig of body.signatures) {
+        try {
+          await verifyOwnerSignature(sig, message, this.#o.ownerKeyPem);
+          valid.push(sig);
+        } catch {
+          // counted below
+        }
+      }
+      if (valid.length === 0) {
+        throw coordinatorError(
+          'COORDINATOR_SIGNATURE_INVALID',
+          'the first manifest must be signed by the owner key the coordinator was started with',
+          {
+            details: {
+              rule: 'owner.install',
+              expected: `a signature over transition ${th}`,
+              actual: `${body.signatures.length} signature(s), none valid`,
+            },
+          },
+        );
+      }
+      accepted = valid;
+    } else {
+      const current = this.getManifest().manifest;
+      if (Object.keys(current.owners ?? {}).length === 0) {
+        throw coordinatorError(
+          'COORDINATOR_MANIFEST_IMMUTABLE',
+          'the current manifest has no owners',
+          {
+            details: { rule: 'owners', expected: 'at least one owner', actual: 0 },
+          },
+        );
+      }
+      // Every signature given must verify (a bad one is refused, not ignored), so all of them
+      // are recorded.
+      await boundary(() =>
+        verifyTransitionApproval(current, manifest, { ...entryBase, signatures: body.signatures }),
+      );
+      accepted = body.signatures;
+    }
+
+    // Generate secrets whose definition is new or changed; keep the rest (so an update that
+    // does not touch a secret does not rotate it).
+    const now = this.#now();
+    const existing = new Map(this.#o.store.list<StoredSecret>('secrets'));
+    const nextSecrets = new Map<string, StoredSecret>();
+    for (const [name, def] of Object.entries(manifest.secrets ?? {})) {
+      const prev = existing.get(name);
+      const key = secretDefinitionKey(def);
+      if (prev !== undefined && prev.definition === key) nextSecrets.set(name, prev);
+      else if (def.perInstance === true)
+        nextSecrets.set(name, { definition: key, value: null, version: 0 });
+      else nextSecrets.set(name, await generateSecret(def, this.#o.root, now));
+    }
+    const inter = await createIntermediateCa(this.#o.root, manifest.trustDomain, hash, now);
+
+    const entry: HistoryEntry = {
+      ...entryBase,
+      signatures: accepted,
+      at: now.toISOString(),
+    };
+    this.#o.store.transaction(() => {
+      // Compare-and-swap on the head: of two updates signed against the same head, one wins.
+      const cur = this.#state();
+      if ((cur?.head ?? ZERO_HASH) !== prevHash) {
+        throw coordinatorError(
+          'COORDINATOR_HISTORY_CONFLICT',
+          'the history moved while this update was checked',
+          {
+            details: { rule: 'history.head', expected: prevHash, actual: cur?.head ?? ZERO_HASH },
+          },
+        );
+      }
+      this.#o.store.put('manifests', hash, manifest);
+      this.#o.store.put('intermediates', hash, inter.stored);
+      this.#o.store.put('history', String(seq).padStart(12, '0'), entry);
+      for (const name of existing.keys())
+        if (!nextSecrets.has(name)) this.#o.store.delete('secrets', name);
+      for (const [name, s] of nextSecrets) this.#o.store.put('secrets', name, s);
+      this.#o.store.put('meta', 'state', {
+        manifestHash: hash,
+        head: th,
+        length: seq + 1,
+      } satisfies State);
+    });
+    this.#current = undefined;
+    this.#o.metrics.manifestUpdates.inc();
+    this.#o.logger.info({ manifestHash: hash, seq, kind }, 'manifest transition accepted');
+    return { manifestHash: hash, seq, transitionHash: th };
+  }
+
+  /**
+   * Uploads a user-defined secret. Needs valid signatures of owners holding role
+   * `secrets:<name>` over `secretDigest(root CA, name, version, value)`; `version` must be the
+   * stored version plus one, so a captured upload cannot be replayed to roll the secret back,
+   * and the root CA pins the signature to this deployment.
+   */
+  async putSecret(name: string, body: PutSecretBody): Promise<SetSecretResponse> {
+    const { manifest } = this.getManifest();
+    const def = Object.hasOwn(manifest.secrets ?? {}, name) ? manifest.secrets?.[name] : undefined;
+    if (def === undefined)
+      throw coordinatorError('COORDINATOR_NOT_FOUND', `the manifest declares no secret ${name}`);
+    if (def.userDefined !== true || def.type === 'cert-ecdsa' || def.perInstance === true) {
+      throw coordinatorError(
+        'COORDINATOR_SECRET_NOT_USER_DEFINED',
+        `secret ${name} is not user-defined`,
+        {
+          details: { rule: 'userDefined', expected: true, actual: def.userDefined ?? false },
+        },
+      );
+    }
+    const value = fromB64u(body.value);
+    if (
+      def.type === 'symmetric'
+        ? value.length !== def.bits / 8
+        : value.length === 0 || value.length > (def.maxBytes ?? 1_048_576)
+    ) {
+      throw coordinatorError('COORDINATOR_SECRET_INVALID', `secret ${name} has the wrong size`, {
+        details: {
+          rule: 'secret.size',
+          expected: def.type === 'symmetric' ? def.bits / 8 : `1..${def.maxBytes ?? 1_048_576}`,
+          actual: value.length,
+        },
+      });
+    }
+    const expectedVersion = nextSecretVersion(this.#o.store.get<StoredSecret>('secrets', name));
+    if (body.version !== expectedVersion) {
+      throw coordinatorError(
+        'COORDINATOR_HISTORY_CONFLICT',
+        `the next version of secret ${name} is ${expectedVersion}`,
+        {
+          details: { rule: 'version', expected: expectedVersion, actual: body.version },
+        },
+      );
+    }
+    const digest = await secretDigest({
+      rootCaDer: new Uint8Array(this.#o.root.cert.rawData),
+      name,
+      version: body.version,
+      value,
+    });
+    const role = `secrets:${name}`;
+    await boundary(() =>
+      verifyOwnerApprovals(
+        manifest.owners ?? {},
+        [body.signature],
+        ownerSignedBytes('secret', digest),
+        {
+          threshold: 1,
+          eligible: (roles) => roles.includes(role),
+        },
+      ),
+    );
+    this.#o.store.transaction(() => {
+      const cur = this.#o.store.get<StoredSecret>('secrets', name);
+      if (nextSecretVersion(cur) !== body.version) {
+        throw coordinatorError(
+          'COORDINATOR_HISTORY_CONFLICT',
+          'the secret changed while this upload was checked',
+          {
+            details: { rule: 'version', expected: nextSecretVersion(cur), actual: body.version },
+          },
+        );
+      }
+      this.#o.store.put('secrets', name, {
+        definition: cur?.definition ?? secretDefinitionKey(def),
+        value: { type: 'bytes', value: b64u(value) },
+        version: body.version,
+      } satisfies StoredSecret);
+    });
+    this.#o.logger.info({ secret: name, version: body.version }, 'user-defined secret uploaded');
+    return { name, version: body.version };
+  }
+
+  // ---------------------------------------------------------------- activation
+
+  /**
+   * Activates (or renews) one workload instance. The order matters:
+   * 1. the nonce is consumed first, so each nonce is tried at most once (replay);
+   * 2. sim evidence is refused before verification unless both opt-ins are present;
+   * 3. evidence is verified by its TEE's verifier (signatures, chain, collateral, TCB);
+   * 4. the report data must bind this nonce and this agent key (relay, key substitution);
+   * 5. the claims are appraised against the workload's package (wrong code, debug, old SVN);
+   * 6. the instance limit is enforced in the same transaction that records the instance.
+   */
+  async activate(body: ActivateBody): Promise<ActivateResponse> {
+    const started = process.hrtime.bigint();
+    const now = this.#now();
+    try {
+      const out = await boundary(() => this.#activate(body, now));
+      this.#o.metrics.activations.inc({ workload: body.workload, result: 'ok' });
+      return out;
+    } catch (e) {
+      this.#o.metrics.activations.inc({ workload: body.workload, result: 'refused' });
+      this.#o.metrics.refusals.inc({ code: isCloisterError(e) ? e.code : 'INTERNAL' });
+      throw e;
+    } finally {
+      this.#o.metrics.activationSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  }
+
+  async #activate(body: ActivateBody, now: Date): Promise<ActivateResponse> {
+    const cur = await this.#currentManifest();
+    const nonce = nonceFromBase64Url(body.nonce);
+    await this.#o.nonces.consumeDurably(body.nonce, now);
+
+    const workload = Object.hasOwn(cur.manifest.workloads, body.workload)
+      ? cur.manifest.workloads[body.workload]
+      : undefined;
+    if (workload === undefined) {
+      throw coordinatorError('COORDINATOR_UNKNOWN_WORKLOAD', `no workload ${body.workload}`, {
+        details: {
+          rule: 'workload',
+          expected: Object.keys(cur.manifest.workloads),
+          actual: body.workload,
+        },
+      });
+    }
+    const pkg = cur.manifest.packages[workload.package];
+    if (pkg === undefined)
+      throw coordinatorError('COORDINATOR_STATE_CORRUPT', 'workload package missing');
+    // Simulation evidence is signed by a software key anyone can hold: it is acceptable only
+    // when the manifest owner AND the operator both opted in (a production manifest or a
+    // production coordinator alone never accepts it).
+    const simAllowed = cur.manifest.policy?.allowSimulation === true && this.#o.simulation;
+    if (body.evidence.type === 'sim' && !simAllowed) {
+      throw coordinatorError(
+        'COORDINATOR_SIMULATION_REFUSED',
+        'simulation evidence is not allowed',
+        {
+          details: {
+            rule: 'policy.allowSimulation',
+            expected: 'manifest policy.allowSimulation and coordinator --simulation',
+            actual: {
+              manifest: cur.manifest.policy?.allowSimulation === true,
+              coordinator: this.#o.simulation,
+            },
+          },
+        },
+      );
+    }
+
+    if (body.evidence.type !== pkg.tee) {
+      throw coordinatorError(
+        'COORDINATOR_TEE_MISMATCH',
+        `package ${workload.package} is ${pkg.tee}`,
+        {
+          details: { rule: 'package.tee', expected: pkg.tee, actual: body.evidence.type },
+        },
+      );
+    }
+    const spki = 'csr' in body ? await spkiFromCsr(body.csr) : await agentSpki(body.publicKey);
+    const evidence: EvidenceInput = {
+      type: body.evidence.type,
+      data: fromB64u(body.evidence.data),
+      certs: (body.evidence.certs ?? []).map(fromB64u),
+      ...(body.evidence.aux === undefined ? {} : { aux: fromB64u(body.evidence.aux) }),
+    };
+    const verified: VerifiedEvidence = await this.#o.verifier.verify(evidence, now);
+
+    // Binding: stops replay of evidence made for another nonce and relay of evidence made for
+    // another key (the bundle is encrypted to the key the evidence vouches for).
+    const expected = hex(await activationReportData(nonce, spki));
+    if (verified.claims.reportData.toLowerCase() !== expected) {
+      throw coordinatorError(
+        'COORDINATOR_BINDING_MISMATCH',
+        'report data does not bind the nonce and agent key',
+        {
+          details: { rule: 'reportData', expected, actual: verified.claims.reportData },
+        },
+      );
+    }
+
+    const appraisal = appraise(verified, pkg, `cloister/manifest/${cur.hash}`);
+    const failure = appraisal.failures[0];
+    if (failure !== undefined) {
+      throw coordinatorError(
+        'COORDINATOR_APPRAISAL_FAILED',
+        `${failure.rule} does not match the package`,
+        {
+          details: {
+            rule: failure.rule,
+            expected: failure.expected,
+            actual: failure.actual,
+            failures: appraisal.failures.map(({ rule, expected: e, actual: a }) => ({
+              rule,
+              expected: e,
+              actual: a,
+            })),
+          },
+        },
+      );
+    }
+
+    // Renewal keeps the instance (and its per-instance secrets); anything else is new.
+    let prior: InstanceRecord | undefined;
+    if (body.instanceId !== undefined) {
+      prior = this.#o.store.get<InstanceRecord>('instances', body.instanceId);
+      if (prior === undefined || prior.workload !== body.workload) {
+        throw coordinatorError('COORDINATOR_NOT_FOUND', 'no such instance of this workload', {
+          details: {
+            rule: 'instanceId',
+            expected: 'an instance of this workload',
+            actual: body.instanceId,
+          },
+        });
+      }
+    }
+    const instanceId = prior?.id ?? randomBytes(16).toString('hex');
+    const perInstance: Record<string, StoredSecret> = { ...(prior?.perInstance ?? {}) };
+    for (const [name, def] of Object.entries(cur.manifest.secrets ?? {})) {
+      if (def.perInstance === true && perInstance[name]?.definition !== secretDefinitionKey(def)) {
+        perInstance[name] = await generateSecret(def, this.#o.root, now);
+      }
+    }
+
+    // The mesh key is the agent's attested key, unless a template hands the key itself to the
+    // app (`.mesh.key`): then the coordinator generates it and ships it inside the JWE.
+    const paths = workloadTemplatePaths(cur.manifest, body.workload);
+    let meshKeyPkcs8: Uint8Array | undefined;
+    let meshSpki = spki;
+    if (paths.has('.mesh.key')) {
+      const kp = await generateP256();
+      meshKeyPkcs8 = new Uint8Array(await webcrypto.subtle.exportKey('pkcs8', kp.privateKey));
+      meshSpki = await spkiDer(kp.publicKey);
+    }
+    const leaf = await issueLeaf(cur.intermediate, {
+      spkiDer: meshSpki,
+      trustDomain: cur.manifest.trustDomain,
+      workload: body.workload,
+      instanceId,
+      validityMs: this.#o.leafValidityMs,
+      now,
+    });
+
+    const secrets: Record<string, SecretValue | null> = {};
+    const stored = new Map(this.#o.store.list<StoredSecret>('secrets'));
+    for (const name of Object.keys(cur.manifest.secrets ?? {})) {
+      secrets[name] = secretValueOf(perInstance[name] ?? stored.get(name));
+    }
+    const rootDer = new Uint8Array(this.#o.root.cert.rawData);
+    const interDer = new Uint8Array(cur.intermediate.cert.rawData);
+    const rendered = renderWorkload(cur.manifest, body.workload, {
+      secrets,
+      mesh: {
+        cert: new Uint8Array(leaf.cert.rawData),
+        ...(meshKeyPkcs8 === undefined ? {} : { key: meshKeyPkcs8 }),
+        rootCa: rootDer,
+        intermediateCa: interDer,
+      },
+      workload: { name: body.workload },
+      instance: { id: instanceId },
+    });
+
+    const record: InstanceRecord = {
+      id: instanceId,
+      workload: body.workload,
+      serial: leaf.serial,
+      notAfter: leaf.notAfter.toISOString(),
+      manifestHash: cur.hash,
+      activations: (prior?.activations ?? 0) + 1,
+      perInstance,
+    };
+    await this.#o.store.commit(() => {
+      const state = this.#state();
+      if (state?.manifestHash !== cur.hash) {
+        throw coordinatorError(
+          'COORDINATOR_HISTORY_CONFLICT',
+          'the manifest changed during activation; retry',
+          {
+            details: { rule: 'manifest', expected: cur.hash, actual: state?.manifestHash },
+          },
+        );
+      }
+      const existing =
+        prior === undefined
+          ? undefined
+          : this.#o.store.get<InstanceRecord>('instances', instanceId);
+      const max = workload.maxInstances;
+      // Renewing a still-live instance keeps its slot; anything else takes a new one.
+      const takesSlot = existing === undefined || Date.parse(existing.notAfter) <= now.getTime();
+      const live = this.#o.store.countLive('instances', body.workload, now.getTime());
+      if (max !== undefined && takesSlot && live >= max) {
+        throw coordinatorError(
+          'COORDINATOR_TOO_MANY_INSTANCES',
+          `workload ${body.workload} has ${live} live instances`,
+          {
+            details: { rule: 'maxInstances', expected: `< ${max}`, actual: live },
+          },
+        );
+      }
+      this.#o.store.put('instances', instanceId, record, {
+        grp: body.workload,
+        exp: leaf.notAfter.getTime(),
+      });
+    });
+
+    // Renew at two thirds of the lifetime: early enough to survive a coordinator outage of a
+    // third of the validity, late enough not to re-attest needlessly.
+    const lifetime = leaf.notAfter.getTime() - now.getTime();
+    const bundle = await encryptBundle(
+      {
+        files: Object.fromEntries(Object.entries(rendered.files).map(([k, v]) => [k, b64u(v)])),
+        env: rendered.env,
+        args: rendered.args,
+        mesh: {
+          cert: leaf.pem,
+          ...(meshKeyPkcs8 === undefined ? {} : { key: toPem('PRIVATE KEY', meshKeyPkcs8) }),
+          rootCa: this.#o.root.cert.toString('pem'),
+          intermediateCa: cur.intermediate.cert.toString('pem'),
+        },
+        renewAfter: new Date(now.getTime() + Math.floor((lifetime * 2) / 3)).toISOString(),
+      },
+      await webcrypto.subtle.importKey(
+        'spki',
+        spki,
+        { name: 'ECDH', namedCurve: 'P-256' },
+        true,
+        [],
+      ),
+    );
+    this.#o.logger.info(
+      { workload: body.workload, instanceId, serial: leaf.serial },
+      'instance activated',
+    );
+    return {
+      bundle,
+      certificate: `${leaf.pem}\n${cur.intermediate.cert.toString('pem')}\n`,
+      expiresAt: leaf.notAfter.toISOString(),
+      instanceId,
+    };
+  }
+
+  // ---------------------------------------------------------------- attestation and status
+
+  /** The coordinator's own evidence bound to `nonce`, its root CA, history head and TLS key. */
+  async attest(nonceText: string): Promise<AttestResponse> {
+    const nonce = await boundary(() => nonceFromBase64Url(nonceText));
+    const st = this.#state();
+    const head = st?.head ?? ZERO_HASH;
+    const rootDer = new Uint8Array(this.#o.root.cert.rawData);
+    const rd = await coordinatorReportData(
+      nonce,
+      rootDer,
+      new Uint8Array(Buffer.from(head, 'hex')),
+      this.#o.tlsSpkiDer,
+    );
+    const ev = await this.#o.attester.evidence(rd);
+    return {
+      evidence: { type: ev.type, data: b64u(ev.data) },
+      rootCa: this.#o.root.cert.toString('pem'),
+      manifest: st === undefined ? null : this.getManifest().manifest,
+      history: this.#entries() as AttestResponse['history'],
+      tlsSpki: b64u(this.#o.tlsSpkiDer),
+    };
+  }
+
+  /** Live instances per workload of the current manifest (for metrics and the CLI). */
+  liveInstances(): Record<string, number> {
+    const st = this.#state();
+    const out: Record<string, number> = {};
+    if (st === undefined) return out;
+    const m = this.#o.store.get<Manifest>('manifests', st.manifestHash);
+    const t = this.#now().getTime();
+    for (const w of Object.keys(m?.workloads ?? {}))
+      out[w] = this.#o.store.countLive('instances', w, t);
+    return out;
+  }
+
+  status(): StatusResponse {
+    const st = this.#state();
+    return {
+      state: st === undefined ? 'accepting-manifest' : 'ready',
+      version: this.#o.version ?? '0.1.0',
+      tee: this.#o.attester.type,
+      manifestHash: st?.manifestHash ?? null,
+      historyHead: st?.head ?? ZERO_HASH,
+    };
+  }
+}

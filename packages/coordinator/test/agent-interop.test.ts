@@ -1,0 +1,72 @@
+/**
+ * Interoperability with the real agent client: `activate` from @cloister/agent, with its sim
+ * provider, against a coordinator over TLS, in first-contact mode, then renewing the instance.
+ */
+import { strict as assert } from 'node:assert';
+import { after, before, describe, it } from 'node:test';
+import { activate, CoordinatorClient, simProvider, simProgramMeasurement } from '@cloister/agent';
+import { ZERO_HASH, toHex } from '@cloister/protocol';
+import type { Manifest } from '@cloister/protocol';
+import { signTransition, startFixture } from './helpers.js';
+import type { Fixture } from './helpers.js';
+
+describe('agent interop', () => {
+  let f: Fixture;
+  const program = new TextEncoder().encode('#!/bin/sh\necho hello\n');
+  const args = ['/app/run', '--port', '8080'];
+  before(async () => {
+    f = await startFixture();
+    const m = {
+      version: 1,
+      trustDomain: 'interop.example',
+      packages: {
+        app: { tee: 'sim', measurement: toHex(await simProgramMeasurement(program, args)) },
+      },
+      workloads: {
+        web: {
+          package: 'app',
+          maxInstances: 2,
+          files: { '/run/secrets/key': '{{ hex .secrets.k }}' },
+          env: { INSTANCE: '{{ string .instance.id }}' },
+        },
+      },
+      secrets: { k: { type: 'symmetric', bits: 128, perInstance: true } },
+      policy: { allowSimulation: true },
+    } as Manifest;
+    const sig = await signTransition(m, 0, ZERO_HASH, 'set', f.install);
+    const r = await f.coord.server.inject({
+      method: 'PUT',
+      url: '/v1/manifest',
+      payload: { manifest: m, signatures: [sig] },
+    });
+    assert.equal(r.statusCode, 200, r.body);
+  });
+  after(async () => f.cleanup());
+
+  it('activates and renews with the agent client', async () => {
+    const client = new CoordinatorClient({ url: f.coord.url });
+    const provider = simProvider({ dir: f.simDir, executable: program, args });
+    const first = await activate({ client, workload: 'web', provider });
+    assert.equal(first.bundle.env.INSTANCE, first.instanceId);
+    assert.equal(first.bundle.mesh.rootCa.trim(), f.coord.rootCaPem.trim());
+    const renewed = await activate({
+      client,
+      workload: 'web',
+      provider,
+      instanceId: first.instanceId,
+    });
+    assert.equal(renewed.instanceId, first.instanceId);
+    assert.equal(renewed.bundle.files['/run/secrets/key'], first.bundle.files['/run/secrets/key']);
+    assert.ok(renewed.renewAfter.getTime() > Date.now());
+    // Another program on the same sim platform is refused.
+    const other = simProvider({ dir: f.simDir, executable: program, args: [...args, '--debug'] });
+    await assert.rejects(activate({ client, workload: 'web', provider: other }), (e: unknown) => {
+      const problem = (
+        e as { details?: { problem?: { code?: string; details?: { rule?: string } } } }
+      ).details?.problem;
+      assert.equal(problem?.code, 'COORDINATOR_APPRAISAL_FAILED', JSON.stringify(e));
+      assert.equal(problem.details?.rule, 'measurement');
+      return true;
+    });
+  });
+});

@@ -1,0 +1,214 @@
+/** Shared fixtures of the coordinator tests: sim hardware, owner keys, manifests, a fake agent. */
+import 'reflect-metadata';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { exportSimHardware, generateSimHardware, simReportFrom } from '@cloister/evidence';
+import type { SimHardware } from '@cloister/evidence';
+import {
+  activationReportData,
+  manifestHash,
+  nonceFromBase64Url,
+  signAsOwner,
+  toBase64Url,
+  transitionHash,
+  transitionSignedBytes,
+  ZERO_HASH,
+} from '@cloister/protocol';
+import type { Manifest, OwnerSignature, TransitionKind } from '@cloister/protocol';
+import { pino } from 'pino';
+import type { FastifyBaseLogger } from 'fastify';
+import { createCoordinator } from '../src/coordinator.js';
+import type { CoordinatorOptions, RunningCoordinator } from '../src/coordinator.js';
+
+export const silent = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
+export const MEASUREMENT = 'a1'.repeat(48);
+
+export function tempDir(prefix = 'cloister-coord-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export interface OwnerKey {
+  readonly name: string;
+  readonly keys: CryptoKeyPair;
+  readonly pem: string;
+}
+
+export async function ownerKey(name: string): Promise<OwnerKey> {
+  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+    'sign',
+    'verify',
+  ]);
+  const der = Buffer.from(await webcrypto.subtle.exportKey('spki', keys.publicKey)).toString(
+    'base64',
+  );
+  const pem = `-----BEGIN PUBLIC KEY-----\n${der.match(/.{1,64}/g)?.join('\n') ?? ''}\n-----END PUBLIC KEY-----\n`;
+  return { name, keys, pem };
+}
+
+/** Writes sim hardware files into `dir` and returns the hardware. */
+export async function simHardware(dir: string): Promise<SimHardware> {
+  const hw = await generateSimHardware();
+  const files = await exportSimHardware(hw);
+  mkdirSync(dir, { recursive: true });
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  return hw;
+}
+
+export function baseManifest(
+  over: Partial<Manifest> = {},
+  owners?: Record<string, OwnerKey>,
+): Manifest {
+  return {
+    version: 1,
+    trustDomain: 'shop.example',
+    packages: { dev: { tee: 'sim', measurement: MEASUREMENT } },
+    workloads: {
+      frontend: {
+        package: 'dev',
+        maxInstances: 3,
+        files: {
+          '/run/cloister/tls.crt': '{{ pem .mesh.cert }}',
+          '/etc/app/db.conf': 'password={{ string .secrets.dbPassword }}',
+          '/etc/app/key.bin': '{{ raw .secrets.apiKey }}',
+        },
+        env: {
+          API_KEY: '{{ hex .secrets.apiKey }}',
+          INSTANCE_KEY: '{{ hex .secrets.instanceKey }}',
+        },
+        args: ['/usr/bin/app', '--listen', ':8080'],
+      },
+      backend: { package: 'dev' },
+    },
+    secrets: {
+      apiKey: { type: 'symmetric', bits: 256 },
+      instanceKey: { type: 'symmetric', bits: 128, perInstance: true },
+      apiCert: {
+        type: 'cert-ecdsa',
+        curve: 'P-256',
+        dnsNames: ['api.shop.example'],
+        validDays: 90,
+      },
+      dbPassword: { type: 'plain', userDefined: true },
+    },
+    owners: Object.fromEntries(
+      Object.entries(owners ?? {}).map(([n, k]) => [
+        n,
+        { publicKey: k.pem, roles: ['update', 'secrets:dbPassword'] },
+      ]),
+    ),
+    updates: { threshold: 1 },
+    policy: { allowSimulation: true },
+    ...over,
+  };
+}
+
+/** Signs the transition that installs `manifest` after `prevHash`. */
+export async function signTransition(
+  manifest: Manifest,
+  seq: number,
+  prevHash: string,
+  kind: TransitionKind,
+  signer: OwnerKey,
+): Promise<OwnerSignature> {
+  const th = await transitionHash({
+    seq,
+    prevHash,
+    manifestHash: await manifestHash(manifest),
+    kind,
+  });
+  return signAsOwner(transitionSignedBytes(th), signer.name, signer.keys.privateKey);
+}
+
+export interface Fixture {
+  readonly coord: RunningCoordinator;
+  readonly hw: SimHardware;
+  readonly install: OwnerKey;
+  readonly alice: OwnerKey;
+  readonly dir: string;
+  readonly simDir: string;
+  readonly dataDir: string;
+  cleanup(): Promise<void>;
+}
+
+export async function startFixture(
+  opts: Partial<CoordinatorOptions> & { noSimulation?: boolean } = {},
+): Promise<Fixture> {
+  const { dir, cleanup } = tempDir();
+  const simDir = join(dir, 'sim');
+  const dataDir = join(dir, 'data');
+  const hw = await simHardware(simDir);
+  const install = await ownerKey('install');
+  const alice = await ownerKey('alice');
+  const coord = await createCoordinator({
+    dataDir,
+    listen: '127.0.0.1:0',
+    ownerKeyPem: install.pem,
+    simulation: { rootDir: simDir },
+    logger: silent,
+    ...opts,
+  });
+  return {
+    coord,
+    hw,
+    install,
+    alice,
+    dir,
+    simDir,
+    dataDir,
+    async cleanup() {
+      await coord.close();
+      cleanup();
+    },
+  };
+}
+
+/** A fake agent: a fresh P-256 key and its CSR. */
+export async function agentKey(): Promise<{ keys: CryptoKeyPair; csr: string; spki: Uint8Array }> {
+  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+    'sign',
+    'verify',
+  ]);
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: 'CN=agent',
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
+  const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', keys.publicKey));
+  return { keys, csr: csr.toString('pem'), spki };
+}
+
+/** Sim evidence binding `nonce` and `spki`. */
+export async function simEvidence(
+  hw: SimHardware,
+  nonce: string,
+  spki: Uint8Array,
+  fields: { measurement?: string; debug?: boolean; svn?: number } = {},
+): Promise<{ type: 'sim'; data: string }> {
+  const reportData = await activationReportData(nonceFromBase64Url(nonce), spki);
+  const data = await simReportFrom(hw, {
+    measurement: new Uint8Array(Buffer.from(fields.measurement ?? MEASUREMENT, 'hex')),
+    reportData,
+    ...(fields.debug === undefined ? {} : { debug: fields.debug }),
+    ...(fields.svn === undefined ? {} : { svn: fields.svn }),
+  });
+  return { type: 'sim', data: toBase64Url(data) };
+}
+
+/** Converts an agent's ECDSA key pair into an ECDH private key (to open the bundle JWE). */
+export async function ecdhPrivate(keys: CryptoKeyPair): Promise<CryptoKey> {
+  const jwk = await webcrypto.subtle.exportKey('jwk', keys.privateKey);
+  const { key_ops: _k, ...rest } = jwk;
+  return webcrypto.subtle.importKey(
+    'jwk',
+    { ...rest, ext: true },
+    { name: 'ECDH', namedCurve: 'P-256' },
+    false,
+    ['deriveBits', 'deriveKey'],
+  );
+}
+
+export { ZERO_HASH };

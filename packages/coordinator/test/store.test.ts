@@ -1,0 +1,199 @@
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { DerivedKeySealer } from '../src/store/sealer.js';
+import { Store } from '../src/store/store.js';
+import { NonceStore } from '../src/nonces.js';
+
+const dirs: string[] = [];
+function tmp(): string {
+  const d = mkdtempSync(join(tmpdir(), 'cloister-store-'));
+  dirs.push(d);
+  return d;
+}
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const platform = new Uint8Array(32).fill(7);
+const code = new Uint8Array(48).fill(1);
+const sealer = () => new DerivedKeySealer('sim', platform, code);
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+  return undefined;
+}
+
+describe('sealer', () => {
+  it('round-trips and refuses other platforms, other code and tampering', async () => {
+    const s = sealer();
+    const blob = await s.seal(new Uint8Array([1, 2, 3]));
+    assert.deepEqual(await s.unseal(blob), new Uint8Array([1, 2, 3]));
+    const other = new DerivedKeySealer('sim', new Uint8Array(32).fill(8), code);
+    await assert.rejects(other.unseal(blob), { code: 'COORDINATOR_UNSEAL_FAILED' });
+    const otherCode = new DerivedKeySealer('sim', platform, new Uint8Array(48).fill(2));
+    await assert.rejects(otherCode.unseal(blob), { code: 'COORDINATOR_UNSEAL_FAILED' });
+    for (let i = 0; i < blob.length; i++) {
+      const m = new Uint8Array(blob);
+      m[i] = (m[i] ?? 0) ^ 1;
+      await assert.rejects(s.unseal(m), { code: 'COORDINATOR_UNSEAL_FAILED' });
+    }
+    await assert.rejects(s.unseal(new Uint8Array(3)), { code: 'COORDINATOR_UNSEAL_FAILED' });
+  });
+});
+
+describe('store', () => {
+  it('persists encrypted values across reopen and never writes plaintext', async () => {
+    const dir = tmp();
+    const st = await Store.open(dir, sealer());
+    st.transaction(() => {
+      st.put('secrets', 'db', { value: 'PLAINTEXT-MARKER-4711' });
+      st.put('instances', 'i1', { w: 1 }, { grp: 'web', exp: Date.now() + 60_000 });
+      st.put('instances', 'i2', { w: 2 }, { grp: 'web', exp: Date.now() - 1 });
+    });
+    st.close();
+    const st2 = await Store.open(dir, sealer());
+    assert.deepEqual(st2.get('secrets', 'db'), { value: 'PLAINTEXT-MARKER-4711' });
+    assert.equal(st2.countLive('instances', 'web', Date.now()), 1);
+    assert.equal(st2.list('instances').length, 2);
+    st2.close();
+    for (const f of readdirSync(dir)) {
+      assert.ok(!readFileSync(join(dir, f)).includes('PLAINTEXT-MARKER-4711'), f);
+    }
+  });
+
+  it('refuses to open with another sealer', async () => {
+    const dir = tmp();
+    (await Store.open(dir, sealer())).close();
+    await assert.rejects(
+      Store.open(dir, new DerivedKeySealer('sim', new Uint8Array(32).fill(9), code)),
+      { code: 'COORDINATOR_UNSEAL_FAILED' },
+    );
+  });
+
+  it('refuses a state file without its key file', async () => {
+    const dir = tmp();
+    (await Store.open(dir, sealer())).close();
+    rmSync(join(dir, 'data-key.sealed'));
+    await assert.rejects(Store.open(dir, sealer()), { code: 'COORDINATOR_UNSEAL_FAILED' });
+  });
+
+  it('refuses a garbled key file', async () => {
+    const dir = tmp();
+    (await Store.open(dir, sealer())).close();
+    writeFileSync(join(dir, 'data-key.sealed'), '{"format":1}');
+    await assert.rejects(Store.open(dir, sealer()), { code: 'COORDINATOR_UNSEAL_FAILED' });
+  });
+
+  it('detects a value moved to another row (AAD binds table and key)', async () => {
+    const dir = tmp();
+    const st = await Store.open(dir, sealer());
+    st.put('secrets', 'a', 'value-a');
+    st.put('secrets', 'b', 'value-b');
+    st.close();
+    const db = new Database(join(dir, 'state.db'));
+    const a = db.prepare("SELECT v FROM rows WHERE tbl='secrets' AND k='a'").get() as { v: Buffer };
+    db.prepare("UPDATE rows SET v = ? WHERE tbl='secrets' AND k='b'").run(a.v);
+    db.close();
+    const st2 = await Store.open(dir, sealer());
+    assert.equal(st2.get('secrets', 'a'), 'value-a');
+    assert.equal(
+      codeOf(() => st2.get('secrets', 'b')),
+      'COORDINATOR_STATE_CORRUPT',
+    );
+    st2.close();
+  });
+
+  it('group commit: each queued change is isolated, all share one durable commit', async () => {
+    const dir = tmp();
+    const st = await Store.open(dir, sealer());
+    const outcomes = await Promise.allSettled([
+      st.commit(() => {
+        st.put('meta', 'a', 1);
+        return 'a';
+      }),
+      st.commit(() => {
+        st.put('meta', 'b', 2);
+        throw new Error('refused');
+      }),
+      st.commit(() => {
+        // Sees the write queued before it in the same batch.
+        st.put('meta', 'c', (st.get<number>('meta', 'a') ?? 0) + 10);
+        return 'c';
+      }),
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
+    st.close();
+    const st2 = await Store.open(dir, sealer());
+    assert.equal(st2.get('meta', 'a'), 1);
+    assert.equal(st2.get('meta', 'b'), undefined);
+    assert.equal(st2.get('meta', 'c'), 11);
+    st2.close();
+  });
+
+  it('rolls back a failed transaction completely', async () => {
+    const st = await Store.open(tmp(), sealer());
+    st.put('meta', 'x', 1);
+    assert.throws(() =>
+      st.transaction(() => {
+        st.put('meta', 'x', 2);
+        st.put('meta', 'y', 3);
+        throw new Error('boom');
+      }),
+    );
+    assert.equal(st.get('meta', 'x'), 1);
+    assert.equal(st.get('meta', 'y'), undefined);
+    st.close();
+  });
+});
+
+describe('nonces', () => {
+  it('are single use, expire, and survive a reopen without resurrection', async () => {
+    const dir = tmp();
+    const st = await Store.open(dir, sealer());
+    const ns = new NonceStore(st, 1000);
+    const t0 = new Date('2026-01-01T00:00:00Z');
+    const [a, b, c] = await Promise.all([ns.issue(t0), ns.issue(t0), ns.issue(t0)]);
+    assert.ok(a !== undefined && b !== undefined && c !== undefined);
+    assert.match(a.nonce, /^[A-Za-z0-9_-]{43}$/);
+    ns.consume(a.nonce, t0);
+    assert.equal(
+      codeOf(() => ns.consume(a.nonce, t0)),
+      'COORDINATOR_NONCE_INVALID',
+    );
+    assert.equal(
+      codeOf(() => ns.consume(b.nonce, new Date(t0.getTime() + 1000))),
+      'COORDINATOR_NONCE_INVALID',
+    );
+    assert.equal(
+      codeOf(() => ns.consume('x'.repeat(43), t0)),
+      'COORDINATOR_NONCE_INVALID',
+    );
+    st.close();
+    const st2 = await Store.open(dir, sealer());
+    const ns2 = new NonceStore(st2, 1000);
+    assert.equal(
+      codeOf(() => ns2.consume(a.nonce, t0)),
+      'COORDINATOR_NONCE_INVALID',
+    );
+    await ns2.consumeDurably(c.nonce, t0);
+    // Two concurrent consumptions of one nonce: exactly one succeeds.
+    const d = await ns2.issue(t0);
+    const results = await Promise.allSettled([
+      ns2.consumeDurably(d.nonce, t0),
+      ns2.consumeDurably(d.nonce, t0),
+    ]);
+    assert.deepEqual(results.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+    st2.close();
+  });
+});
