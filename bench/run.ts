@@ -5,6 +5,7 @@
  */
 const suites: Record<string, () => Promise<void>> = {
   evidence: async () => (await import('./evidence.js')).benchEvidence(),
+  coordinator: async () => (await import('./coordinator.js')).benchCoordinator(),
   image: async () => {
     await (await import('./image.js')).benchImage();
   },

@@ -123,7 +123,7 @@ const CA_PROCESSOR = 'Intel SGX PCK Processor CA';
 const CA_PLATFORM = 'Intel SGX PCK Platform CA';
 
 async function pckEntry(
-  region: Uint8Array,
+  regionKey: string,
   chainRaw: Uint8Array,
   anchors: readonly TrustAnchor[],
 ): Promise<PckEntry> {
@@ -166,15 +166,20 @@ async function pckEntry(
     leaf,
     pck: { ...ext, ca, subject: leaf.subject, issuer: leaf.issuer },
   };
-  return pckMemo.set(bytesKey(region), entry);
+  return pckMemo.set(regionKey, entry);
 }
 
+/**
+ * `regionKey` is the exact bytes of the QE report, its signature, the auth data and the PCK
+ * chain: a repeat of a region whose signature verified needs no second check.
+ */
 async function verifyQeReportSignature(
   leaf: CertInfo,
   qeReport: Uint8Array,
   sig: Uint8Array,
+  regionKey: string,
 ): Promise<void> {
-  const k = `${leaf.spkiKey}\u0001${bytesKey(qeReport)}\u0001${bytesKey(sig)}`;
+  const k = regionKey;
   if (qeSigMemo.get(k) === true) return;
   const key =
     keyMemo.get(leaf.spkiKey) ??
@@ -253,6 +258,8 @@ export async function verifyDcapQuote(
     throw evidenceError('POLICY_INVALID', 'verification time is not a valid Date');
   const roots = opts.roots ?? [INTEL_SGX_ROOT_CA];
   const q = parseDcapQuoteLayout(bytes);
+  // The exact QE certification bytes, once: the key of every memo below.
+  const regionKey = bytesKey(q.qeCertificationRegion);
   const tee = q.header.teeType;
 
   // 1-3: collateral (signatures memoised; pinning and windows checked now).
@@ -278,9 +285,7 @@ export async function verifyDcapQuote(
   }
 
   // 4: PCK chain (signatures and extension memoised by the exact bytes) to a pinned root.
-  const entry =
-    pckMemo.get(bytesKey(q.qeCertificationRegion)) ??
-    (await pckEntry(q.qeCertificationRegion, q.pckChainRaw, roots));
+  const entry = pckMemo.get(regionKey) ?? (await pckEntry(regionKey, q.pckChainRaw, roots));
   checkPinned(entry.path, roots, 'PCK chain');
   checkValidity(entry.path, now, 'PCK chain');
   const pckCa = entry.path.certs[1] as CertInfo;
@@ -303,13 +308,13 @@ export async function verifyDcapQuote(
   }
 
   // 5: QE report signed by the PCK key.
-  await verifyQeReportSignature(entry.leaf, q.qeReport.raw, q.qeReportSignature);
+  await verifyQeReportSignature(entry.leaf, q.qeReport.raw, q.qeReportSignature, regionKey);
 
   // 8 starts now; 6 is judged first. The binding is a pure function of the attestation key and
   // the QE certification bytes, so an exact repeat of a binding that held is not hashed again.
   const attKey = await attestationKey(q.attestationKey);
   const quoteSig = ecdsaVerify('P-256', attKey, q.signature, q.signedRegion);
-  const bindKey = `${bytesKey(q.attestationKey)}\u0001${bytesKey(q.qeCertificationRegion)}`;
+  const bindKey = `${bytesKey(q.attestationKey)}\u0001${regionKey}`;
   let bound = bindingMemo.get(bindKey) === true;
   if (!bound) {
     const digest = await sha256(concatBytes(q.attestationKey, q.qeAuthData));
