@@ -114,19 +114,34 @@ interface PckEntry {
   readonly pck: DcapPckInfo;
 }
 
-const pckMemo = new BoundedMemo<PckEntry>(1024);
-const qeSigMemo = new BoundedMemo<true>(1024);
 const keyMemo = new BoundedMemo<CryptoKey>(1024);
-const bindingMemo = new BoundedMemo<true>(1024);
+
+/**
+ * What has been established about one exact QE certification region (QE report, its signature,
+ * the QE auth data and the PCK chain): the verified PCK path, whether the QE report signature
+ * verified, and which attestation keys it binds. Found by the QE report signature (short, and
+ * unique per QE report), then confirmed against the exact bytes: a region that differs in any
+ * byte starts from nothing. Only successes are recorded.
+ */
+interface RegionState {
+  readonly bytes: Uint8Array;
+  pck?: PckEntry;
+  qeSignatureVerified?: boolean;
+  readonly boundKeys: Set<string>;
+}
+const regions = new BoundedMemo<RegionState>(1024);
+
+function regionState(region: Uint8Array, qeSignature: Uint8Array): RegionState {
+  const k = bytesKey(qeSignature);
+  const hit = regions.get(k);
+  if (hit !== undefined && bytesEqual(hit.bytes, region)) return hit;
+  return regions.set(k, { bytes: region.slice(), boundKeys: new Set() });
+}
 
 const CA_PROCESSOR = 'Intel SGX PCK Processor CA';
 const CA_PLATFORM = 'Intel SGX PCK Platform CA';
 
-async function pckEntry(
-  regionKey: string,
-  chainRaw: Uint8Array,
-  anchors: readonly TrustAnchor[],
-): Promise<PckEntry> {
+async function pckEntry(chainRaw: Uint8Array, anchors: readonly TrustAnchor[]): Promise<PckEntry> {
   const der = decodePckChainData(chainRaw).certificates;
   const raws = der.map((d, i) => rawCert(d, `pck_chain[${i}]`));
   // The leaf is the one certificate that issued none of the others (Intel's samples carry the
@@ -166,21 +181,16 @@ async function pckEntry(
     leaf,
     pck: { ...ext, ca, subject: leaf.subject, issuer: leaf.issuer },
   };
-  return pckMemo.set(regionKey, entry);
+  return entry;
 }
 
-/**
- * `regionKey` is the exact bytes of the QE report, its signature, the auth data and the PCK
- * chain: a repeat of a region whose signature verified needs no second check.
- */
 async function verifyQeReportSignature(
   leaf: CertInfo,
   qeReport: Uint8Array,
   sig: Uint8Array,
-  regionKey: string,
+  state: RegionState,
 ): Promise<void> {
-  const k = regionKey;
-  if (qeSigMemo.get(k) === true) return;
+  if (state.qeSignatureVerified === true) return;
   const key =
     keyMemo.get(leaf.spkiKey) ??
     keyMemo.set(
@@ -197,7 +207,7 @@ async function verifyQeReportSignature(
       },
     );
   }
-  qeSigMemo.set(k, true);
+  state.qeSignatureVerified = true;
 }
 
 async function attestationKey(xy: Uint8Array): Promise<CryptoKey> {
@@ -258,8 +268,7 @@ export async function verifyDcapQuote(
     throw evidenceError('POLICY_INVALID', 'verification time is not a valid Date');
   const roots = opts.roots ?? [INTEL_SGX_ROOT_CA];
   const q = parseDcapQuoteLayout(bytes);
-  // The exact QE certification bytes, once: the key of every memo below.
-  const regionKey = bytesKey(q.qeCertificationRegion);
+  const region = regionState(q.qeCertificationRegion, q.qeReportSignature);
   const tee = q.header.teeType;
 
   // 1-3: collateral (signatures memoised; pinning and windows checked now).
@@ -285,7 +294,7 @@ export async function verifyDcapQuote(
   }
 
   // 4: PCK chain (signatures and extension memoised by the exact bytes) to a pinned root.
-  const entry = pckMemo.get(regionKey) ?? (await pckEntry(regionKey, q.pckChainRaw, roots));
+  const entry = region.pck ?? (region.pck = await pckEntry(q.pckChainRaw, roots));
   checkPinned(entry.path, roots, 'PCK chain');
   checkValidity(entry.path, now, 'PCK chain');
   const pckCa = entry.path.certs[1] as CertInfo;
@@ -308,20 +317,20 @@ export async function verifyDcapQuote(
   }
 
   // 5: QE report signed by the PCK key.
-  await verifyQeReportSignature(entry.leaf, q.qeReport.raw, q.qeReportSignature, regionKey);
+  await verifyQeReportSignature(entry.leaf, q.qeReport.raw, q.qeReportSignature, region);
 
   // 8 starts now; 6 is judged first. The binding is a pure function of the attestation key and
   // the QE certification bytes, so an exact repeat of a binding that held is not hashed again.
   const attKey = await attestationKey(q.attestationKey);
   const quoteSig = ecdsaVerify('P-256', attKey, q.signature, q.signedRegion);
-  const bindKey = `${bytesKey(q.attestationKey)}\u0001${regionKey}`;
-  let bound = bindingMemo.get(bindKey) === true;
+  const bindKey = bytesKey(q.attestationKey);
+  let bound = region.boundKeys.has(bindKey);
   if (!bound) {
     const digest = await sha256(concatBytes(q.attestationKey, q.qeAuthData));
     bound =
       bytesEqual(digest, q.qeReport.reportData.subarray(0, 32)) &&
       isAllZero(q.qeReport.reportData.subarray(32));
-    if (bound) bindingMemo.set(bindKey, true);
+    if (bound) region.boundKeys.add(bindKey);
   }
   const quoteSigOk = await quoteSig;
   // Stops an attestation key the QE never certified: its hash must be in the signed QE report.
