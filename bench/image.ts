@@ -17,11 +17,11 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { Transform } from 'node:stream';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
+import { createGunzip, createGzip, gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { fmt, median, opensslEvpMBps } from './measure.js';
@@ -32,6 +32,8 @@ const MiB = 1024 * 1024;
 interface Job {
   seconds: number;
   maxRssMiB: number | undefined;
+  /** Cloister only: the copy timed inside the process (printed by the `--cli` mode). */
+  copySeconds: number | undefined;
 }
 
 /** Runs a command, returning wall seconds and (through /usr/bin/time) peak RSS. */
@@ -62,14 +64,19 @@ async function timed(cmd: string, args: string[], env: Record<string, string> = 
   });
   const seconds = (performance.now() - t0) / 1000;
   const m = /RSSKB=(\d+)/.exec(stderr);
-  return { seconds, maxRssMiB: m ? Number(m[1]) / 1024 : undefined };
+  const c = /COPY_SECONDS=([\d.]+)/.exec(stderr);
+  return {
+    seconds,
+    maxRssMiB: m ? Number(m[1]) / 1024 : undefined,
+    copySeconds: c ? Number(c[1]) : undefined,
+  };
 }
 
 /**
  * Writes an OCI layout with `layers` gzip layers of `layerMiB` random bytes each, streamed
  * (gzip level 0: stored blocks, so the data stays incompressible and nobody recompresses).
  */
-async function makeImage(dir: string, layers: number, layerMiB: number): Promise<number> {
+export async function makeImage(dir: string, layers: number, layerMiB: number): Promise<number> {
   mkdirSync(join(dir, 'blobs', 'sha256'), { recursive: true });
   writeFileSync(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
   const put = (b: string): { digest: string; size: number } => {
@@ -164,6 +171,40 @@ function cloister(
   ];
 }
 
+/**
+ * One-core zlib inflate throughput (MB/s of output) on stored-block gzip like the bench layers,
+ * streamed in 1 MiB chunks to a sink that drops them, as the diff_id check consumes it.
+ */
+async function inflateMBps(runs = 3): Promise<number> {
+  const plain = randomBytes(64 * MiB);
+  const gz = gzipSync(plain, { level: 0 });
+  const xs: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await pipeline(
+      Readable.from(
+        (function* () {
+          for (let o = 0; o < gz.length; o += MiB) yield gz.subarray(o, o + MiB);
+        })(),
+      ),
+      createGunzip({ chunkSize: MiB }),
+      new Writable({ highWaterMark: MiB, write: (_c, _e, cb) => cb() }),
+    );
+    xs.push(plain.length / 1e6 / ((performance.now() - t0) / 1000));
+  }
+  return median(xs);
+}
+
+interface Run {
+  /** MB/s over the process wall time (includes the tool's start-up). */
+  wall: number;
+  /** MB/s over (big-image wall − tiny-image wall): the per-byte rate without start-up. */
+  steady: number;
+  /** Cloister only: MB/s over the copy itself, timed inside the process. */
+  copy?: number;
+  rssMiB: number | undefined;
+}
+
 /** The benchmark: figures as a record (also printed). */
 export async function benchImage(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'cloister-bench-image-'));
@@ -173,108 +214,187 @@ export async function benchImage(): Promise<Record<string, unknown>> {
     const priv = join(dir, 'k.pem');
     writeFileSync(pub, kp.publicKey.export({ type: 'spki', format: 'pem' }));
     writeFileSync(priv, kp.privateKey.export({ type: 'pkcs8', format: 'pem' }));
-    const bigMiB = await makeImage(join(dir, 'big'), 4, 128);
+    const layers = 4;
+    const bigMiB = await makeImage(join(dir, 'big'), layers, 128);
     const smallMiB = await makeImage(join(dir, 'small'), 1, 32);
+    const tinyMiB = await makeImage(join(dir, 'tiny'), 1, 1);
+    const MB = (mib: number): number => (mib * MiB) / 1e6;
     let haveSkopeo = true;
     try {
       execFileSync('skopeo', ['--version'], { stdio: 'ignore' });
     } catch {
       haveSkopeo = false;
     }
+    const skopeo = (args: string[]): Promise<Job> =>
+      timed('skopeo', ['--insecure-policy', 'copy', '-q', ...args]);
+    const ours = (op: 'encrypt' | 'decrypt', src: string, dst: string, key: string): Promise<Job> =>
+      timed(...cloister(op, src, dst, key));
+    const rate = (mib: number, big: Job, tiny: Job, copy?: number): Run => ({
+      wall: MB(mib) / big.seconds,
+      steady: MB(mib - tinyMiB) / Math.max(big.seconds - tiny.seconds, 1e-3),
+      ...(copy === undefined ? {} : { copy }),
+      rssMiB: big.maxRssMiB,
+    });
+
+    // The tiny image gives each tool's fixed cost per invocation (start-up, keys, metadata).
+    const tiny = async (): Promise<Record<string, Job>> => {
+      const r: Record<string, Job> = {};
+      const te = join(dir, 'tiny-enc');
+      r.oursEnc = await ours('encrypt', `oci:${join(dir, 'tiny')}:latest`, `oci:${te}:x`, pub);
+      r.oursDec = await ours('decrypt', `oci:${te}:x`, `oci:${join(dir, 'tiny-dec')}:x`, priv);
+      if (haveSkopeo) {
+        const ts = join(dir, 'tiny-senc');
+        r.skopeoEnc = await skopeo([
+          '--encryption-key',
+          `jwe:${pub}`,
+          `oci:${join(dir, 'tiny')}:latest`,
+          `oci:${ts}:x`,
+        ]);
+        r.skopeoDec = await skopeo([
+          '--decryption-key',
+          priv,
+          `oci:${ts}:x`,
+          `oci:${join(dir, 'tiny-sdec')}:x`,
+        ]);
+      }
+      for (const d of ['tiny-enc', 'tiny-dec', 'tiny-senc', 'tiny-sdec'])
+        rmSync(join(dir, d), { recursive: true, force: true });
+      return r;
+    };
 
     const runs = 3;
-    const res: Record<string, number[]> = {
-      ours_enc: [],
-      ours_dec: [],
-      skopeo_enc: [],
-      skopeo_dec: [],
+    const res: Record<'oursEnc' | 'oursDec' | 'skopeoEnc' | 'skopeoDec', Run[]> = {
+      oursEnc: [],
+      oursDec: [],
+      skopeoEnc: [],
+      skopeoDec: [],
     };
-    const rss: Record<string, number | undefined> = {};
     for (let r = 0; r < runs; r++) {
+      const t = await tiny();
       const e = join(dir, `enc-${r}`);
-      const [c1, a1] = cloister('encrypt', `oci:${join(dir, 'big')}:latest`, `oci:${e}:x`, pub);
-      const je = await timed(c1, a1);
-      res.ours_enc?.push(bigMiB / je.seconds);
-      rss.ours_enc_big = je.maxRssMiB;
+      const je = await ours('encrypt', `oci:${join(dir, 'big')}:latest`, `oci:${e}:x`, pub);
+      res.oursEnc.push(
+        rate(bigMiB, je, t.oursEnc as Job, je.copySeconds && MB(bigMiB) / je.copySeconds),
+      );
       // Both tools decrypt the same (skopeo-encrypted, jwe) image; without skopeo, ours.
       let toDecrypt = `oci:${e}:x`;
       if (haveSkopeo) {
         const se = join(dir, `senc-${r}`);
-        const sj = await timed('skopeo', [
-          '--insecure-policy',
-          'copy',
-          '-q',
+        const sj = await skopeo([
           '--encryption-key',
           `jwe:${pub}`,
           `oci:${join(dir, 'big')}:latest`,
           `oci:${se}:x`,
         ]);
-        res.skopeo_enc?.push(bigMiB / sj.seconds);
-        rss.skopeo_enc_big = sj.maxRssMiB;
+        res.skopeoEnc.push(rate(bigMiB, sj, t.skopeoEnc as Job));
         toDecrypt = `oci:${se}:x`;
-        const sd = await timed('skopeo', [
-          '--insecure-policy',
-          'copy',
-          '-q',
+        const sd = await skopeo([
           '--decryption-key',
           priv,
           toDecrypt,
           `oci:${join(dir, `sdec-${r}`)}:x`,
         ]);
-        res.skopeo_dec?.push(bigMiB / sd.seconds);
-        rss.skopeo_dec_big = sd.maxRssMiB;
+        res.skopeoDec.push(rate(bigMiB, sd, t.skopeoDec as Job));
         rmSync(join(dir, `sdec-${r}`), { recursive: true, force: true });
       }
-      const [c2, a2] = cloister('decrypt', toDecrypt, `oci:${join(dir, `dec-${r}`)}:x`, priv);
-      const jd = await timed(c2, a2);
-      res.ours_dec?.push(bigMiB / jd.seconds);
-      rss.ours_dec_big = jd.maxRssMiB;
+      const jd = await ours('decrypt', toDecrypt, `oci:${join(dir, `dec-${r}`)}:x`, priv);
+      res.oursDec.push(
+        rate(bigMiB, jd, t.oursDec as Job, jd.copySeconds && MB(bigMiB) / jd.copySeconds),
+      );
       rmSync(join(dir, `dec-${r}`), { recursive: true, force: true });
       rmSync(join(dir, `senc-${r}`), { recursive: true, force: true });
       rmSync(e, { recursive: true, force: true });
     }
-    const [c3, a3] = cloister(
-      'encrypt',
-      `oci:${join(dir, 'small')}:latest`,
-      `oci:${join(dir, 'enc-small')}:x`,
-      pub,
-    );
-    rss.ours_enc_small = (await timed(c3, a3)).maxRssMiB;
+    // Memory must not grow with the image: the same job on a 32 MiB image.
+    const se = join(dir, 'enc-small');
+    const smallEnc = await ours('encrypt', `oci:${join(dir, 'small')}:latest`, `oci:${se}:x`, pub);
+    const smallDec = await ours('decrypt', `oci:${se}:x`, `oci:${join(dir, 'dec-small')}:x`, priv);
 
     const aes = opensslEvpMBps('aes-256-ctr');
     const sha = opensslEvpMBps('sha256');
     const hmac = opensslEvpMBps('sha256', 3, true);
-    // Work per byte when encrypting: verify the source digest (SHA-256), hash the diff_id
-    // (SHA-256; stored gzip inflates at memcpy speed), AES-CTR, HMAC, digest of the ciphertext.
-    const encLimit = 1 / (1 / aes + 3 / sha + 1 / hmac);
-    // Decrypting: ciphertext digest, HMAC, AES-CTR, plaintext digest, diff_id.
-    const decLimit = encLimit;
-    const m = (k: string): number => median(res[k] ?? []);
+    const inflate = await inflateMBps();
+    // Every byte passes through the same primitives both ways (the layers are gzip, stored
+    // blocks, so inflate is memcpy + CRC-32, and nothing recompresses):
+    //   encrypt: SHA-256 (source digest) → inflate → SHA-256 (diff_id) → AES-256-CTR →
+    //            HMAC-SHA256 → SHA-256 (digest of the encrypted blob)
+    //   decrypt: SHA-256 (ciphertext digest) + HMAC-SHA256 → AES-256-CTR → SHA-256 (digest of
+    //            the decrypted blob) → inflate → SHA-256 (diff_id)
+    // One core doing all of it: 1 / Σ(1/rate). With `cores` cores and independent layers the
+    // work can be split evenly (no primitive dominates), so the bound is cores × that.
+    const perByte = 3 / sha + 1 / hmac + 1 / aes + 1 / inflate;
+    const oneCore = 1 / perByte;
+    const cores = availableParallelism();
+    const allCores = cores / perByte;
+    const med = (k: keyof typeof res, f: keyof Run): number =>
+      median(res[k].map((x) => Number(x[f] ?? NaN)));
+    const perRun = (k: keyof typeof res, f: keyof Run): string =>
+      res[k].map((x) => fmt(Number(x[f] ?? NaN))).join(' / ');
     const out: Record<string, unknown> = {
       imageMiB: bigMiB,
+      layers,
       runs,
-      oursEncryptMBps: m('ours_enc'),
-      oursDecryptMBps: m('ours_dec'),
-      skopeoEncryptMBps: haveSkopeo ? m('skopeo_enc') : null,
-      skopeoDecryptMBps: haveSkopeo ? m('skopeo_dec') : null,
-      encryptVsSkopeo: haveSkopeo ? m('ours_enc') / m('skopeo_enc') : null,
-      decryptVsSkopeo: haveSkopeo ? m('ours_dec') / m('skopeo_dec') : null,
-      opensslAes256CtrMBps: aes,
-      opensslSha256MBps: sha,
-      opensslHmacSha256MBps: hmac,
-      singleCoreLimitMBps: encLimit,
-      encryptVsLimit: m('ours_enc') / encLimit,
-      decryptVsLimit: m('ours_dec') / decLimit,
-      peakRssMiB: { ...rss, smallImageMiB: smallMiB },
+      perRun: res,
+      median: Object.fromEntries(
+        (Object.keys(res) as (keyof typeof res)[]).map((k) => [
+          k,
+          { wall: med(k, 'wall'), steady: med(k, 'steady'), copy: med(k, 'copy') },
+        ]),
+      ),
+      ratioToSkopeo: haveSkopeo
+        ? {
+            encryptSteady: med('oursEnc', 'steady') / med('skopeoEnc', 'steady'),
+            decryptSteady: med('oursDec', 'steady') / med('skopeoDec', 'steady'),
+            encryptWall: med('oursEnc', 'wall') / med('skopeoEnc', 'wall'),
+            decryptWall: med('oursDec', 'wall') / med('skopeoDec', 'wall'),
+          }
+        : null,
+      openssl: { aes256ctr: aes, sha256: sha, hmacSha256: hmac },
+      zlibInflateStored: inflate,
+      limit: { oneCore, cores, allCores },
+      ratioToLimit: {
+        encryptOneCore: med('oursEnc', 'steady') / oneCore,
+        decryptOneCore: med('oursDec', 'steady') / oneCore,
+        encryptAllCores: med('oursEnc', 'steady') / allCores,
+        decryptAllCores: med('oursDec', 'steady') / allCores,
+      },
+      peakRssMiB: {
+        encrypt: {
+          [`${bigMiB}MiB`]: res.oursEnc.map((x) => x.rssMiB),
+          [`${smallMiB}MiB`]: smallEnc.maxRssMiB,
+        },
+        decrypt: {
+          [`${bigMiB}MiB`]: res.oursDec.map((x) => x.rssMiB),
+          [`${smallMiB}MiB`]: smallDec.maxRssMiB,
+        },
+        skopeo: {
+          encrypt: res.skopeoEnc.map((x) => x.rssMiB),
+          decrypt: res.skopeoDec.map((x) => x.rssMiB),
+        },
+      },
     };
+    const sk = (k: 'skopeoEnc' | 'skopeoDec', f: keyof Run): string =>
+      haveSkopeo ? `${fmt(med(k, f))} (${perRun(k, f)})` : 'n/a';
+    const ratio = (a: keyof typeof res, b: keyof typeof res, f: keyof Run): string =>
+      haveSkopeo ? fmt(med(a, f) / med(b, f), 2) : 'n/a';
+    const rssList = (xs: (number | undefined)[]): string => xs.map((x) => fmt(x ?? NaN)).join('/');
     console.log(
       [
-        `image ${bigMiB} MiB (4 incompressible layers), median of ${runs}`,
-        `encrypt  cloister ${fmt(m('ours_enc'))} MB/s  skopeo ${haveSkopeo ? fmt(m('skopeo_enc')) : 'n/a'} MB/s  ratio ${haveSkopeo ? fmt(m('ours_enc') / m('skopeo_enc'), 2) : 'n/a'}`,
-        `decrypt  cloister ${fmt(m('ours_dec'))} MB/s  skopeo ${haveSkopeo ? fmt(m('skopeo_dec')) : 'n/a'} MB/s  ratio ${haveSkopeo ? fmt(m('ours_dec') / m('skopeo_dec'), 2) : 'n/a'}`,
-        `openssl  aes-256-ctr ${fmt(aes)} MB/s  sha256 ${fmt(sha)} MB/s  hmac-sha256 ${fmt(hmac)} MB/s  → 1-core pipeline limit ${fmt(encLimit)} MB/s`,
-        `vs limit encrypt ${fmt(m('ours_enc') / encLimit, 2)}  decrypt ${fmt(m('ours_dec') / decLimit, 2)}`,
-        `peak RSS cloister encrypt ${fmt(rss.ours_enc_small ?? NaN)} MiB (${smallMiB} MiB image) vs ${fmt(rss.ours_enc_big ?? NaN)} MiB (${bigMiB} MiB image); decrypt ${fmt(rss.ours_dec_big ?? NaN)} MiB; skopeo ${fmt(rss.skopeo_enc_big ?? NaN)}/${fmt(rss.skopeo_dec_big ?? NaN)} MiB`,
+        `image ${bigMiB} MiB (${layers} layers of incompressible data, gzip stored blocks), ${runs} runs: median (per run) in MB/s`,
+        `  steady = (${bigMiB} - ${tinyMiB} MiB) / (wall of the ${bigMiB} MiB job - wall of a ${tinyMiB} MiB job): per-byte rate, start-up excluded for both tools`,
+        `  wall   = ${bigMiB} MiB / process wall time, start-up included (Cloister runs from TypeScript sources through tsx here)`,
+        `  copy   = ${bigMiB} MiB / time of the copy measured inside the Cloister process`,
+        `encrypt  cloister steady ${fmt(med('oursEnc', 'steady'))} (${perRun('oursEnc', 'steady')})  wall ${fmt(med('oursEnc', 'wall'))} (${perRun('oursEnc', 'wall')})  copy ${fmt(med('oursEnc', 'copy'))} (${perRun('oursEnc', 'copy')})`,
+        `         skopeo   steady ${sk('skopeoEnc', 'steady')}  wall ${sk('skopeoEnc', 'wall')}`,
+        `         ratio    steady ${ratio('oursEnc', 'skopeoEnc', 'steady')}  wall ${ratio('oursEnc', 'skopeoEnc', 'wall')}`,
+        `decrypt  cloister steady ${fmt(med('oursDec', 'steady'))} (${perRun('oursDec', 'steady')})  wall ${fmt(med('oursDec', 'wall'))} (${perRun('oursDec', 'wall')})  copy ${fmt(med('oursDec', 'copy'))} (${perRun('oursDec', 'copy')})`,
+        `         skopeo   steady ${sk('skopeoDec', 'steady')}  wall ${sk('skopeoDec', 'wall')}`,
+        `         ratio    steady ${ratio('oursDec', 'skopeoDec', 'steady')}  wall ${ratio('oursDec', 'skopeoDec', 'wall')}`,
+        `limit    per byte, both directions: 3 x SHA-256 + HMAC-SHA256 + AES-256-CTR + inflate(stored)`,
+        `         openssl speed (16 KiB blocks, one core): aes-256-ctr ${fmt(aes)}  sha256 ${fmt(sha)}  hmac-sha256 ${fmt(hmac)};  zlib inflate ${fmt(inflate)}`,
+        `         one core: 1 / (3/${fmt(sha)} + 1/${fmt(hmac)} + 1/${fmt(aes)} + 1/${fmt(inflate)}) = ${fmt(oneCore)} MB/s;  ${cores} cores, work split evenly: ${fmt(allCores)} MB/s`,
+        `vs limit encrypt ${fmt(med('oursEnc', 'steady') / oneCore, 2)} of one-core, ${fmt(med('oursEnc', 'steady') / allCores, 2)} of ${cores}-core;  decrypt ${fmt(med('oursDec', 'steady') / oneCore, 2)} of one-core, ${fmt(med('oursDec', 'steady') / allCores, 2)} of ${cores}-core`,
+        `peak RSS MiB  cloister encrypt ${rssList(res.oursEnc.map((x) => x.rssMiB))} (${bigMiB} MiB image) vs ${fmt(smallEnc.maxRssMiB ?? NaN)} (${smallMiB} MiB);  decrypt ${rssList(res.oursDec.map((x) => x.rssMiB))} vs ${fmt(smallDec.maxRssMiB ?? NaN)};  skopeo ${rssList(res.skopeoEnc.map((x) => x.rssMiB))} / ${rssList(res.skopeoDec.map((x) => x.rssMiB))}`,
       ].join('\n'),
     );
     return out;
@@ -294,7 +414,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
       io: { out: () => undefined, err: (s) => process.stderr.write(s) },
       exitCode: 0,
     });
+    const t0 = performance.now();
     await program.parseAsync(process.argv.slice(i + 1), { from: 'user' });
+    process.stderr.write(`COPY_SECONDS=${(performance.now() - t0) / 1000}\n`);
   } else {
     console.log(JSON.stringify(await benchImage(), null, 2));
   }

@@ -35,6 +35,7 @@ import {
   LayerEncryptStream,
   PROVIDER_KEYS_ANNOTATION,
   PUBOPTS_ANNOTATION,
+  STREAM_CHUNK,
   decryptLayerToFile,
   decryptedDescriptor,
   keyUnwrapper,
@@ -46,6 +47,37 @@ import {
 } from './ocicrypt.js';
 import { RegistryDestination, RegistrySource } from './registry.js';
 import type { ImageDestination, ImageSource, ManifestBlob } from './transport.js';
+
+/** Layers copied at the same time (memory per layer is a few MiB of stream buffers). */
+const LAYER_CONCURRENCY = 2;
+
+/**
+ * Runs `fn` over `items` with at most `limit` at a time, results in input order. After a
+ * failure no new item starts; the running ones settle before the first error is thrown, so the
+ * caller's cleanup never races a writer.
+ */
+async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (i: number, item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  let failure: { e: unknown } | undefined;
+  const lane = async (): Promise<void> => {
+    while (failure === undefined && next < items.length) {
+      const i = next++;
+      try {
+        out[i] = await fn(i, items[i] as T);
+      } catch (e) {
+        failure ??= { e };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  if (failure !== undefined) throw failure.e;
+  return out;
+}
 
 /** Progress of a long copy, for progress bars. */
 export interface ProgressEvent {
@@ -94,7 +126,7 @@ class ProgressTap extends Transform {
   #last = 0;
   readonly report: (bytes: number) => void;
   constructor(report: (bytes: number) => void) {
-    super();
+    super({ highWaterMark: STREAM_CHUNK });
     this.report = report;
   }
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
@@ -254,7 +286,7 @@ export async function copyImage(
   const newLayers: Descriptor[] = [];
   let changed = toOci;
   try {
-    for (const [i, layer] of manifest.layers.entries()) {
+    const copyLayer = async (i: number, layer: Descriptor): Promise<Descriptor> => {
       const lt = layerType(layer.mediaType);
       const report = (bytes: number): void =>
         progress({
@@ -296,7 +328,8 @@ export async function copyImage(
           );
         const r = enc.result;
         annotations[PUBOPTS_ANNOTATION] = serializePublicOptions(r.hmac);
-        newLayers.push({
+        changed = true;
+        return {
           mediaType: `${ociLayerMediaType(layer.mediaType)}+encrypted`.replace(
             /\+encrypted\+encrypted$/,
             '+encrypted',
@@ -304,16 +337,20 @@ export async function copyImage(
           digest: stored.digest,
           size: stored.size,
           annotations,
-        });
-        changed = true;
+        };
       } else if (lt.encrypted && unwrap !== undefined) {
         const priv = await unwrap({
           layerDigest: layer.digest,
           annotations: layer.annotations ?? {},
         });
         const path = join(await stagingRoot(), `layer-${i}`);
+        const body = await src.getBlob(layer);
+        const tap = new ProgressTap(report);
+        body.on('error', (e) => tap.destroy(e));
         const dec = await decryptLayerToFile({
-          ciphertext: (await src.getBlob(layer)).pipe(new ProgressTap(report)),
+          // getBlob's stream fails unless the ciphertext matches the descriptor.
+          ciphertextVerified: true,
+          ciphertext: body.pipe(tap),
           descriptor: layer,
           options: priv,
           stagingPath: path,
@@ -321,16 +358,19 @@ export async function copyImage(
         });
         const plain = decryptedDescriptor(layer, { digest: dec.plaintextDigest, size: dec.size });
         if (dst.adoptBlobFile !== undefined) await dst.adoptBlobFile(path, plain);
-        else await dst.putBlob(createReadStream(path, { highWaterMark: 1024 * 1024 }), plain);
+        else await dst.putBlob(createReadStream(path, { highWaterMark: STREAM_CHUNK }), plain);
         await rm(path, { force: true });
-        newLayers.push(plain);
         changed = true;
+        return plain;
       } else {
         await copyBlobThrough(src, dst, layer);
         report(layer.size);
-        newLayers.push(toOci ? { ...layer, mediaType: ociLayerMediaType(layer.mediaType) } : layer);
+        return toOci ? { ...layer, mediaType: ociLayerMediaType(layer.mediaType) } : layer;
       }
-    }
+    };
+    // Layers are independent: two at a time keep both cores busy (while one layer waits on
+    // I/O or the hash thread, the other ciphers). Order in the manifest is kept by index.
+    newLayers.push(...(await mapLimit(manifest.layers, LAYER_CONCURRENCY, copyLayer)));
     progress({ phase: 'config' });
     const configDesc: Descriptor = toOci
       ? { ...manifest.config, mediaType: MEDIA_TYPES.ociConfig }

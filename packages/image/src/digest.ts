@@ -2,9 +2,10 @@
  * OCI content digests (OCI image-spec v1.1 `descriptor.md` §Digests) and streams that check
  * them while data flows, so no caller ever acts on bytes that do not match their name.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { imageError } from './error-codes.js';
+import { OffloadedHash } from './offload.js';
 
 /** A validated `sha256:<64 lowercase hex>` digest. */
 export type Digest = string & { readonly __brand: 'Digest' };
@@ -35,21 +36,44 @@ export function digestHex(d: Digest): string {
   return d.slice('sha256:'.length);
 }
 
-/** Hashes what passes through and exposes the digest and byte count once flushed. */
+/**
+ * Hashes what passes through and exposes the digest and byte count once flushed. The hash runs
+ * on the helper thread (`offload.ts`) unless `offload: false`, so the thread feeding it is free
+ * for other work on the same bytes.
+ */
 export class HashingStream extends Transform {
-  readonly #hash: Hash = createHash('sha256');
+  readonly #hash: OffloadedHash;
   #bytes = 0;
   #digest: Digest | undefined;
 
+  constructor(opts: { offload?: boolean } = {}) {
+    super();
+    this.#hash = new OffloadedHash({ offload: opts.offload ?? true });
+  }
+
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.#hash.update(chunk);
     this.#bytes += chunk.length;
-    cb(null, chunk);
+    const queued = this.#hash.update(chunk);
+    if (queued === undefined) return cb(null, chunk);
+    queued.then(
+      () => cb(null, chunk),
+      (e: unknown) => cb(e as Error),
+    );
   }
 
   override _flush(cb: TransformCallback): void {
-    this.#digest = `sha256:${this.#hash.digest('hex')}` as Digest;
-    cb();
+    this.#hash.digest().then(
+      (d) => {
+        this.#digest = `sha256:${d.toString('hex')}` as Digest;
+        cb();
+      },
+      (e: unknown) => cb(e as Error),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.#hash.abandon();
+    cb(err);
   }
 
   get bytes(): number {
@@ -70,7 +94,7 @@ export class HashingStream extends Transform {
  * without error.
  */
 export class VerifyingStream extends Transform {
-  readonly #hash: Hash = createHash('sha256');
+  readonly #hash = new OffloadedHash();
   readonly #expected: Digest;
   readonly #size: number | undefined;
   #bytes = 0;
@@ -95,12 +119,27 @@ export class VerifyingStream extends Transform {
       );
       return;
     }
-    this.#hash.update(chunk);
-    cb(null, chunk);
+    const queued = this.#hash.update(chunk);
+    if (queued === undefined) return cb(null, chunk);
+    queued.then(
+      () => cb(null, chunk),
+      (e: unknown) => cb(e as Error),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.#hash.abandon();
+    cb(err);
   }
 
   override _flush(cb: TransformCallback): void {
-    const actual = `sha256:${this.#hash.digest('hex')}`;
+    this.#hash.digest().then(
+      (d) => this.#check(`sha256:${d.toString('hex')}`, cb),
+      (e: unknown) => cb(e as Error),
+    );
+  }
+
+  #check(actual: string, cb: TransformCallback): void {
     if (this.#size !== undefined && this.#bytes !== this.#size) {
       cb(
         imageError('IMAGE_DIGEST_MISMATCH', `content of ${this.#expected} has the wrong size`, {

@@ -279,8 +279,11 @@ export class DockerArchiveDestination implements ImageDestination {
     this.description = `docker-archive:${file}`;
   }
 
-  async #staging(): Promise<string> {
-    if (this.#dir === undefined) {
+  #stagingDir: Promise<string> | undefined;
+
+  // Memoised as a promise: layers are written concurrently, and they must share one directory.
+  #staging(): Promise<string> {
+    this.#stagingDir ??= (async () => {
       try {
         await lstat(this.#file);
         throw imageError('IMAGE_DESTINATION_EXISTS', `${this.#file} already exists`, {
@@ -291,8 +294,9 @@ export class DockerArchiveDestination implements ImageDestination {
       }
       await mkdir(dirname(this.#file), { recursive: true });
       this.#dir = await mkdtemp(join(tmpdir(), 'cloister-archive-out-'));
-    }
-    return this.#dir;
+      return this.#dir;
+    })();
+    return this.#stagingDir;
   }
 
   hasBlob(): Promise<boolean> {
@@ -369,6 +373,7 @@ export class DockerArchiveDestination implements ImageDestination {
     } finally {
       await rm(dir, { recursive: true, force: true });
       this.#dir = undefined;
+      this.#stagingDir = undefined;
     }
   }
 

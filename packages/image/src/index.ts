@@ -81,6 +81,7 @@ export type {
   WrappedLayerKey,
   LayerKeyUnwrapper,
 } from './ocicrypt.js';
+export { OffloadedHash } from './offload.js';
 export { copyImage, resolveImage, referenceValues } from './convert.js';
 export type { CopyOptions, ProgressEvent, ReferenceValues } from './convert.js';
 export { pullImage, wrappedLayerKeys, releaseLayerKeys, releasedKeyUnwrapper } from './pull.js';

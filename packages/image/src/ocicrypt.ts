@@ -7,25 +7,23 @@
  * Cipher: AES-256-CTR with the 16-byte nonce as the full initial counter block (128-bit
  * big-endian increment, which Node's `aes-256-ctr` matches), no header or trailer, and
  * HMAC-SHA256 over the ciphertext with the same 32-byte key, stored in the public options.
- * We never release plaintext before the HMAC is verified: decryption writes to a staging
- * file and only a verified file is handed on.
+ * We never decrypt a byte before the HMAC over the whole ciphertext is verified: decryption
+ * stages the ciphertext, authenticates it, and only then decrypts the staged file.
  */
 import {
   createCipheriv,
   createDecipheriv,
-  createHash,
   createHmac,
   randomBytes,
   timingSafeEqual,
   type Cipher,
   type Decipher,
-  type Hash,
   type Hmac,
   type KeyObject,
 } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { close, createWriteStream, open, read } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import * as jose from 'jose';
@@ -33,6 +31,7 @@ import { HashingStream, parseDigest, type Digest, VerifyingStream } from './dige
 import { imageError } from './error-codes.js';
 import { KEY_WRAP_ALGS, type WrapRecipient } from './keys.js';
 import { obj, str } from './json.js';
+import { OffloadedHash } from './offload.js';
 import { layerType, type Descriptor } from './manifest.js';
 
 export const ENC_ANNOTATION_PREFIX = 'org.opencontainers.image.enc.';
@@ -42,6 +41,9 @@ export const JWE_KEYS_ANNOTATION = 'org.opencontainers.image.enc.keys.jwe';
 export const CLOISTER_PROVIDER = 'cloister';
 export const PROVIDER_KEYS_ANNOTATION = `org.opencontainers.image.enc.keys.provider.${CLOISTER_PROVIDER}`;
 export const CIPHER_AES_CTR_HMAC = 'AES_256_CTR_HMAC_SHA256';
+
+/** Read size and stream buffering for layer data: large enough that per-chunk costs vanish. */
+export const STREAM_CHUNK = 1024 * 1024;
 
 /** The secret per-layer options ocicrypt wraps for each recipient. */
 export interface PrivateOptions {
@@ -294,7 +296,7 @@ export class LayerEncryptStream extends Transform {
   #result: EncryptedLayer | undefined;
 
   constructor(opts: PrivateOptions) {
-    super();
+    super({ highWaterMark: STREAM_CHUNK });
     this.#cipher = createCipheriv('aes-256-ctr', opts.symkey, opts.nonce);
     this.#hmac = createHmac('sha256', opts.symkey);
   }
@@ -326,27 +328,78 @@ export class LayerEncryptStream extends Transform {
   }
 }
 
-/** HMAC over the ciphertext plus AES-CTR decryption, as a transform. */
-class LayerDecryptStream extends Transform {
-  readonly #decipher: Decipher;
+/**
+ * Pass 1 of decryption: HMAC-SHA256 over the ciphertext, bytes passed through unchanged (to the
+ * staging file). Nothing is decrypted here.
+ */
+class HmacTap extends Transform {
   readonly #hmac: Hmac;
   mac: Buffer | undefined;
 
-  constructor(opts: PrivateOptions) {
-    super();
-    this.#decipher = createDecipheriv('aes-256-ctr', opts.symkey, opts.nonce);
-    this.#hmac = createHmac('sha256', opts.symkey);
+  constructor(key: Uint8Array) {
+    super({ highWaterMark: STREAM_CHUNK });
+    this.#hmac = createHmac('sha256', key);
   }
 
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     this.#hmac.update(chunk);
-    cb(null, this.#decipher.update(chunk));
+    cb(null, chunk);
   }
 
   override _flush(cb: TransformCallback): void {
-    const tail = this.#decipher.final();
     this.mac = this.#hmac.digest();
-    cb(null, tail.length > 0 ? tail : undefined);
+    cb();
+  }
+}
+
+/**
+ * Pass 2 of decryption: reads the staged ciphertext, whose HMAC already verified, and emits its
+ * AES-256-CTR decryption. Reading and deciphering are fused so one read buffer is reused for
+ * the whole file (the cipher copies out of it synchronously): no per-chunk allocation besides
+ * the plaintext itself.
+ */
+class CtrDecryptFileStream extends Readable {
+  readonly #path: string;
+  readonly #decipher: Decipher;
+  readonly #buf = Buffer.allocUnsafeSlow(STREAM_CHUNK);
+  #fd: number | undefined;
+
+  constructor(path: string, opts: PrivateOptions) {
+    super({ highWaterMark: STREAM_CHUNK });
+    this.#path = path;
+    this.#decipher = createDecipheriv('aes-256-ctr', opts.symkey, opts.nonce);
+  }
+
+  override _construct(cb: (error?: Error | null) => void): void {
+    open(this.#path, 'r', (err, fd) => {
+      this.#fd = fd;
+      cb(err);
+    });
+  }
+
+  override _read(): void {
+    const fd = this.#fd;
+    if (fd === undefined) return;
+    read(fd, this.#buf, 0, this.#buf.length, null, (err, n) => {
+      if (err !== null) {
+        this.destroy(err);
+        return;
+      }
+      if (n === 0) {
+        const tail = this.#decipher.final();
+        if (tail.length > 0) this.push(tail);
+        this.push(null);
+        return;
+      }
+      this.push(this.#decipher.update(this.#buf.subarray(0, n)));
+    });
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    const fd = this.#fd;
+    this.#fd = undefined;
+    if (fd === undefined) return cb(err);
+    close(fd, (e) => cb(err ?? e));
   }
 }
 
@@ -360,7 +413,8 @@ export const MAX_UNCOMPRESSED_LAYER = 64 * 1024 ** 3;
  * read `digest` after their other checks; it throws the recorded failure, if any.
  */
 export class DiffIdStream extends Transform {
-  readonly #sha: Hash = createHash('sha256');
+  // On the helper thread: the thread running the stream is busy with the cipher and the HMAC.
+  readonly #sha = new OffloadedHash();
   readonly #gunzip: Gunzip | undefined;
   readonly #max: number;
   #out = 0;
@@ -368,16 +422,25 @@ export class DiffIdStream extends Transform {
   #failed: Error | undefined;
 
   constructor(compression: 'none' | 'gzip' | 'zstd', maxUncompressed = MAX_UNCOMPRESSED_LAYER) {
-    super();
+    super({ highWaterMark: STREAM_CHUNK });
     this.#max = maxUncompressed;
     if (compression === 'zstd')
       throw imageError('IMAGE_UNSUPPORTED', 'zstd-compressed layers are not supported yet', {
         details: { compression },
       });
     if (compression === 'gzip') {
-      this.#gunzip = createGunzip({ chunkSize: 256 * 1024 });
-      this.#gunzip.on('data', (d: Buffer) => this.#count(d));
-      this.#gunzip.on('error', (e) => {
+      // A deep input buffer lets inflate (on the libuv pool) run while this thread ciphers.
+      // Transform options pass through to the stream (not in the ZlibOptions typing).
+      const opts = { chunkSize: STREAM_CHUNK, writableHighWaterMark: 4 * STREAM_CHUNK };
+      const gz = createGunzip(opts);
+      this.#gunzip = gz;
+      gz.on('data', (d: Buffer) => {
+        const queued = this.#count(d);
+        if (queued === undefined) return;
+        gz.pause();
+        void queued.then(() => gz.resume());
+      });
+      gz.on('error', (e) => {
         this.#failed ??= imageError('IMAGE_UNPACK_MALFORMED', 'layer is not valid gzip', {
           cause: e,
         });
@@ -385,23 +448,25 @@ export class DiffIdStream extends Transform {
     }
   }
 
-  #count(d: Buffer): void {
-    if (this.#failed) return;
+  #count(d: Buffer): Promise<void> | undefined {
+    if (this.#failed) return undefined;
     this.#out += d.length;
     if (this.#out > this.#max) {
       this.#failed = imageError('IMAGE_UNPACK_LIMIT', 'decompressed layer exceeds the size limit', {
         details: { limit: this.#max },
       });
       this.#gunzip?.destroy();
-      return;
+      return undefined;
     }
-    this.#sha.update(d);
+    return this.#sha.update(d);
   }
 
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     if (this.#failed || this.#gunzip === undefined || this.#gunzip.destroyed) {
-      if (this.#gunzip === undefined) this.#count(chunk);
-      return cb(null, chunk);
+      const queued = this.#gunzip === undefined ? this.#count(chunk) : undefined;
+      if (queued === undefined) return cb(null, chunk);
+      void queued.then(() => cb(null, chunk));
+      return;
     }
     if (this.#gunzip.write(chunk)) cb(null, chunk);
     else {
@@ -417,8 +482,17 @@ export class DiffIdStream extends Transform {
 
   override _flush(cb: TransformCallback): void {
     const done = (): void => {
-      if (!this.#failed) this.#digest = `sha256:${this.#sha.digest('hex')}` as Digest;
-      cb();
+      if (this.#failed) {
+        this.#sha.abandon();
+        return cb();
+      }
+      this.#sha.digest().then(
+        (d) => {
+          this.#digest = `sha256:${d.toString('hex')}` as Digest;
+          cb();
+        },
+        (e: unknown) => cb(e as Error),
+      );
     };
     const gz = this.#gunzip;
     if (gz === undefined || this.#failed || gz.destroyed) return done();
@@ -431,6 +505,12 @@ export class DiffIdStream extends Transform {
     gz.once('end', once);
     gz.once('close', once);
     gz.end();
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.#sha.abandon();
+    this.#gunzip?.destroy();
+    cb(err);
   }
 
   /** The diff_id; throws the gzip or size failure recorded while streaming. */
@@ -451,11 +531,19 @@ export interface DecryptedLayer {
 }
 
 /**
- * Decrypts one encrypted layer into `stagingPath`, checking, in order of the stream: the
- * ciphertext digest and size against the descriptor (registry substitution), the HMAC over the
- * whole ciphertext against pubopts (tampering by anyone without the key), and the decompressed
- * plaintext against `expectedDiffId` (a layer swapped for another one encrypted under a key the
- * attacker could unwrap). On any failure the staging file is removed and nothing was released.
+ * Decrypts one encrypted layer into `stagingPath`, in two passes so that no byte is decrypted
+ * or decompressed before the whole ciphertext is authenticated:
+ *
+ * 1. the ciphertext is written to a sibling staging file while its digest and size are checked
+ *    against the descriptor (registry substitution) and its HMAC against pubopts (tampering by
+ *    anyone without the key);
+ * 2. only then is that file decrypted into `stagingPath`, and the decompressed plaintext is
+ *    checked against `expectedDiffId` (a layer swapped for another one encrypted under a key the
+ *    attacker could unwrap).
+ *
+ * `ciphertextVerified` skips the digest check of pass 1 for streams from
+ * `ImageSource.getBlob`, whose contract already fails the stream on a digest or size mismatch
+ * (hashing the same bytes twice buys nothing). On any failure both staging files are removed.
  */
 export async function decryptLayerToFile(args: {
   ciphertext: Readable;
@@ -464,6 +552,7 @@ export async function decryptLayerToFile(args: {
   stagingPath: string;
   expectedDiffId?: Digest;
   maxUncompressed?: number;
+  ciphertextVerified?: boolean;
 }): Promise<DecryptedLayer> {
   const { descriptor } = args;
   const lt = layerType(descriptor.mediaType);
@@ -472,20 +561,25 @@ export async function decryptLayerToFile(args: {
       details: { mediaType: descriptor.mediaType },
     });
   const { hmac } = parsePublicOptions(descriptor.annotations?.[PUBOPTS_ANNOTATION]);
-  const verify = new VerifyingStream(descriptor.digest, descriptor.size);
-  const dec = new LayerDecryptStream(args.options);
-  const plainHash = new HashingStream();
   const diff = new DiffIdStream(lt.compression, args.maxUncompressed);
+  const ctPath = `${args.stagingPath}.ciphertext`;
   try {
-    await pipeline(
-      args.ciphertext,
-      verify,
-      dec,
-      plainHash,
-      diff,
-      createWriteStream(args.stagingPath, { flags: 'wx', mode: 0o600 }),
-    );
-    const mac = dec.mac;
+    // Pass 1: authenticate the ciphertext (digest on the hash thread, HMAC here).
+    const tap = new HmacTap(args.options.symkey);
+    const ctOut = createWriteStream(ctPath, {
+      flags: 'wx',
+      mode: 0o600,
+      highWaterMark: 4 * STREAM_CHUNK,
+    });
+    if (args.ciphertextVerified === true) await pipeline(args.ciphertext, tap, ctOut);
+    else
+      await pipeline(
+        args.ciphertext,
+        new VerifyingStream(descriptor.digest, descriptor.size),
+        tap,
+        ctOut,
+      );
+    const mac = tap.mac;
     // Constant-time compare: a timing oracle on the MAC would let a forger learn it bytewise.
     if (mac === undefined || mac.length !== hmac.length || !timingSafeEqual(mac, hmac))
       throw imageError(
@@ -495,6 +589,19 @@ export async function decryptLayerToFile(args: {
           details: { digest: descriptor.digest },
         },
       );
+    // Pass 2: decrypt the authenticated file (plaintext digest on the hash thread, AES and
+    // the diff_id here).
+    const plainHash = new HashingStream();
+    await pipeline(
+      new CtrDecryptFileStream(ctPath, args.options),
+      plainHash,
+      diff,
+      createWriteStream(args.stagingPath, {
+        flags: 'wx',
+        mode: 0o600,
+        highWaterMark: 4 * STREAM_CHUNK,
+      }),
+    );
     if (args.expectedDiffId !== undefined && diff.digest !== args.expectedDiffId)
       throw imageError(
         'IMAGE_DIFF_ID_MISMATCH',
@@ -516,6 +623,8 @@ export async function decryptLayerToFile(args: {
   } catch (e) {
     await rm(args.stagingPath, { force: true });
     throw e;
+  } finally {
+    await rm(ctPath, { force: true });
   }
 }
 

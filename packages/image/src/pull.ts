@@ -119,6 +119,8 @@ export async function pullImage(o: PullOptions): Promise<PullResult> {
           annotations: layer.annotations ?? {},
         });
         await decryptLayerToFile({
+          // getBlob's stream fails unless the ciphertext matches the descriptor.
+          ciphertextVerified: true,
           ciphertext: await o.source.getBlob(layer),
           descriptor: layer,
           options,

@@ -81,7 +81,11 @@ export async function writeStreamAtomically(
   const tmp = join(dirname(finalPath), `.staging-${stagingSuffix()}`);
   const hasher = new HashingStream();
   try {
-    await pipeline(stream, hasher, createWriteStream(tmp, { flags: 'wx', mode: 0o644 }));
+    await pipeline(
+      stream,
+      hasher,
+      createWriteStream(tmp, { flags: 'wx', mode: 0o644, highWaterMark: 4 * 1024 * 1024 }),
+    );
     if (
       expected !== undefined &&
       (hasher.digest !== expected.digest || hasher.bytes !== expected.size)

@@ -1,0 +1,232 @@
+/**
+ * The streaming layer pipeline: hashes computed on the helper thread equal in-thread ones for
+ * any chunking, decryption authenticates the whole ciphertext before it decrypts a byte, and
+ * concurrent layer copies keep every layer in its place.
+ */
+import assert from 'node:assert/strict';
+import { createHash, createHmac, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import fc from 'fast-check';
+import {
+  DockerArchiveDestination,
+  DockerArchiveSource,
+  LayerEncryptStream,
+  OciLayoutDestination,
+  OciLayoutSource,
+  OffloadedHash,
+  PUBOPTS_ANNOTATION,
+  copyImage,
+  decryptLayerToFile,
+  loadPublicKey,
+  newPrivateOptions,
+  resolveImage,
+  serializePublicOptions,
+  type Digest,
+} from '@cloister/image';
+import { makeLayout } from './fixtures.js';
+import { tempDir } from './helpers.js';
+
+const sha = (b: Uint8Array): Digest =>
+  `sha256:${createHash('sha256').update(b).digest('hex')}` as Digest;
+
+async function offloaded(chunks: Uint8Array[], hmacKey?: Uint8Array): Promise<Buffer> {
+  const h = new OffloadedHash(hmacKey === undefined ? {} : { hmacKey });
+  for (const c of chunks) await h.update(c);
+  return h.digest();
+}
+
+test('offloaded SHA-256 and HMAC equal in-thread ones for any chunking', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.uint8Array({ maxLength: 3000 }), { maxLength: 12 }),
+      fc.option(fc.uint8Array({ minLength: 1, maxLength: 80 }), { nil: undefined }),
+      async (chunks, key) => {
+        const all = Buffer.concat(chunks);
+        const want =
+          key === undefined
+            ? createHash('sha256').update(all).digest()
+            : createHmac('sha256', key).update(all).digest();
+        assert.deepEqual(await offloaded(chunks, key), want);
+      },
+    ),
+    { numRuns: 60 },
+  );
+});
+
+test('offloaded hashes: chunks larger than the ring, many at once, abandoned ones', async () => {
+  const big = randomBytes(7 * 1024 * 1024 + 13);
+  // Fed without awaiting between hashes: interleaved updates of several open hashes.
+  const parts = [
+    big.subarray(0, 1),
+    big.subarray(1, 3 * 1024 * 1024),
+    big.subarray(3 * 1024 * 1024),
+  ];
+  const results = await Promise.all(
+    Array.from({ length: 5 }, (_, i) => offloaded(i % 2 === 0 ? [big] : parts)),
+  );
+  for (const r of results) assert.equal(`sha256:${r.toString('hex')}`, sha(big));
+  // Abandoned hashes return their rings; later hashes stay correct.
+  for (let i = 0; i < 20; i++) {
+    const h = new OffloadedHash();
+    await h.update(big.subarray(0, 2 * 1024 * 1024));
+    h.abandon();
+  }
+  assert.equal(`sha256:${(await offloaded([big])).toString('hex')}`, sha(big));
+  // An empty input is the empty hash.
+  assert.equal(`sha256:${(await offloaded([])).toString('hex')}`, sha(new Uint8Array(0)));
+});
+
+/** A gzip layer of `n` random bytes, encrypted; returns what decryptLayerToFile needs. */
+async function encryptedLayer(n: number): Promise<{
+  gz: Buffer;
+  ct: Buffer;
+  diffId: Digest;
+  descriptor: {
+    mediaType: string;
+    digest: Digest;
+    size: number;
+    annotations: Record<string, string>;
+  };
+  options: ReturnType<typeof newPrivateOptions>;
+}> {
+  const plain = randomBytes(n);
+  const gz = gzipSync(plain, { level: 0 });
+  const options = newPrivateOptions(sha(gz));
+  const enc = new LayerEncryptStream(options);
+  const out: Buffer[] = [];
+  await pipeline(
+    Readable.from([gz.subarray(0, 5), gz.subarray(5, 1_500_000), gz.subarray(1_500_000)]),
+    enc,
+    async (src: AsyncIterable<Buffer>) => {
+      for await (const c of src) out.push(c);
+    },
+  );
+  const ct = Buffer.concat(out);
+  assert.deepEqual(
+    enc.result.hmac,
+    new Uint8Array(createHmac('sha256', options.symkey).update(ct).digest()),
+  );
+  return {
+    gz,
+    ct,
+    diffId: sha(plain),
+    options,
+    descriptor: {
+      mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip+encrypted',
+      digest: sha(ct),
+      size: ct.length,
+      annotations: { [PUBOPTS_ANNOTATION]: serializePublicOptions(enc.result.hmac) },
+    },
+  };
+}
+
+/** Yields `ct` in 64 KiB chunks; before the last one, records whether plaintext exists yet. */
+function watchedCiphertext(ct: Buffer, stagingPath: string, seen: { early: boolean }): Readable {
+  return Readable.from(
+    (function* () {
+      for (let o = 0; o < ct.length; o += 65536) {
+        if (o + 65536 >= ct.length) seen.early = existsSync(stagingPath);
+        yield ct.subarray(o, o + 65536);
+      }
+    })(),
+  );
+}
+
+test('decryption authenticates the whole ciphertext before it writes a byte of plaintext', async (t) => {
+  const dir = tempDir(t);
+  const layer = await encryptedLayer(3 * 1024 * 1024 + 7);
+
+  const ok = join(dir, 'ok');
+  const seen = { early: true };
+  const r = await decryptLayerToFile({
+    ciphertext: watchedCiphertext(layer.ct, ok, seen),
+    descriptor: layer.descriptor,
+    options: layer.options,
+    stagingPath: ok,
+    expectedDiffId: layer.diffId,
+  });
+  assert.equal(seen.early, false, 'plaintext staging existed while ciphertext was unread');
+  assert.deepEqual(readFileSync(ok), layer.gz);
+  assert.equal(r.plaintextDigest, sha(layer.gz));
+  assert.equal(r.size, layer.gz.length);
+  assert.equal(r.diffId, layer.diffId);
+  assert.deepEqual(readdirSync(dir), ['ok']);
+
+  // Tampered ciphertext whose digest an attacker controlling the manifest also updated: the
+  // HMAC refuses it, and neither staging file is left.
+  const bad = Buffer.from(layer.ct);
+  bad[bad.length - 3] = (bad[bad.length - 3] as number) ^ 1;
+  for (const verified of [true, false])
+    await assert.rejects(
+      decryptLayerToFile({
+        ciphertext: Readable.from([bad]),
+        descriptor: { ...layer.descriptor, digest: sha(bad) },
+        options: layer.options,
+        stagingPath: join(dir, 'bad'),
+        ciphertextVerified: verified,
+      }),
+      { code: 'IMAGE_ENC_HMAC_MISMATCH' },
+    );
+  // Without `ciphertextVerified`, the digest is checked in the same pass as the HMAC.
+  await assert.rejects(
+    decryptLayerToFile({
+      ciphertext: Readable.from([bad]),
+      descriptor: layer.descriptor,
+      options: layer.options,
+      stagingPath: join(dir, 'bad'),
+    }),
+    { code: 'IMAGE_DIGEST_MISMATCH' },
+  );
+  await assert.rejects(
+    decryptLayerToFile({
+      ciphertext: Readable.from([layer.ct]),
+      descriptor: layer.descriptor,
+      options: layer.options,
+      stagingPath: join(dir, 'bad'),
+      expectedDiffId: sha(Buffer.from('another layer')),
+    }),
+    { code: 'IMAGE_DIFF_ID_MISMATCH' },
+  );
+  assert.deepEqual(readdirSync(dir), ['ok']);
+});
+
+test('layers copied concurrently keep their order (OCI layout and docker-archive)', async (t) => {
+  const dir = tempDir(t);
+  const layers = Array.from({ length: 5 }, (_, i) => [
+    { name: `f${i}`, content: randomBytes(200_000 * (5 - i)) },
+  ]);
+  const built = await makeLayout(join(dir, 'src'), layers);
+  const kp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const pub = loadPublicKey(
+    new Uint8Array(Buffer.from(kp.publicKey.export({ type: 'spki', format: 'pem' }))),
+  );
+  const rv = await copyImage(
+    new OciLayoutSource(built.dir, 'latest'),
+    new OciLayoutDestination(join(dir, 'enc'), 'x'),
+    { coordinatorKey: pub },
+  );
+  assert.deepEqual(rv.diffIds, built.diffIds);
+  const encrypted = await resolveImage(new OciLayoutSource(join(dir, 'enc'), 'x'));
+  assert.deepEqual(
+    encrypted.manifest.layers.map((l) => l.digest),
+    rv.encryptedLayers,
+  );
+  const archive = join(dir, 'out.tar');
+  await copyImage(
+    new OciLayoutSource(join(dir, 'enc'), 'x'),
+    new DockerArchiveDestination(archive),
+    { decryptKeys: [kp.privateKey] },
+  );
+  const back = await resolveImage(new DockerArchiveSource(archive));
+  assert.deepEqual(back.config.diffIds, built.diffIds);
+  const original = await resolveImage(new OciLayoutSource(built.dir, 'latest'));
+  assert.deepEqual(
+    back.manifest.layers.map((l) => l.digest),
+    original.manifest.layers.map((l) => l.digest),
+  );
+});
