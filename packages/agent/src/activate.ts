@@ -10,12 +10,14 @@
  *    and workload, coordinator TLS identity against the bundle's root) before it is used.
  */
 import 'reflect-metadata';
-import { createPrivateKey, generateKeyPairSync, webcrypto } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, sign as nodeSign, webcrypto } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import {
   ActivateResponseSchema,
   ChallengeResponseSchema,
+  ReleaseInstanceResponseSchema,
+  releaseSignedBytes,
   activationReportData,
   checkBody,
   decryptBundle,
@@ -97,6 +99,12 @@ export interface ActivateOptions {
   readonly provider: EvidenceProvider;
   /** Set when renewing: keeps the instance (and its per-instance secrets). */
   readonly instanceId?: string;
+  /**
+   * How the key is sent: `csr` (default, a PKCS#10 request, proof of possession by its
+   * signature) or `public-key` (the bare SPKI: possession is proven by decrypting the bundle,
+   * which is encrypted to the key the evidence binds; cheaper for both sides).
+   */
+  readonly keyForm?: 'csr' | 'public-key';
   readonly now?: () => Date;
 }
 
@@ -124,7 +132,9 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
     workload: o.workload,
     nonce: challenge.nonce,
     evidence: wireEvidence(evidence),
-    csr: await buildCsr(key, o.workload),
+    ...(o.keyForm === 'public-key'
+      ? { publicKey: toBase64Url(key.spkiDer) }
+      : { csr: await buildCsr(key, o.workload) }),
     ...(o.instanceId === undefined ? {} : { instanceId: o.instanceId }),
   };
   const res = checkResponse(
@@ -143,6 +153,34 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
   o.client.pin(mesh.rootCaPem);
   const renewAfter = new Date(Date.parse(bundle.renewAfter));
   return { instanceId: res.instanceId, bundle, mesh, renewAfter, key };
+}
+
+/**
+ * Releases an instance when its agent stops (frees its `maxInstances` slot, so the workload can
+ * be started again). Signed with the key of the instance's latest activation over a fresh
+ * nonce, so nobody else can release it and a captured release cannot be replayed.
+ */
+export async function releaseInstance(
+  client: CoordinatorClient,
+  activation: Pick<Activation, 'instanceId' | 'key'>,
+): Promise<void> {
+  const challenge = checkResponse(
+    ChallengeResponseSchema,
+    await client.postJson('/v1/activate/challenge', {}),
+    'challenge',
+  );
+  const signature = nodeSign('sha256', releaseSignedBytes(activation.instanceId, challenge.nonce), {
+    key: activation.key.privateKey,
+    dsaEncoding: 'ieee-p1363',
+  });
+  checkResponse(
+    ReleaseInstanceResponseSchema,
+    await client.deleteJson(`/v1/instances/${activation.instanceId}`, {
+      nonce: challenge.nonce,
+      signature: toBase64Url(signature),
+    }),
+    'release',
+  );
 }
 
 function checkResponse<T extends Parameters<typeof checkBody>[0]>(

@@ -141,6 +141,11 @@ export class CoordinatorClient {
     return this.#send('POST', path, JSON.stringify(body));
   }
 
+  /** DELETEs with a JSON body; resolves with the parsed JSON body of a 2xx answer. */
+  deleteJson(path: string, body: unknown): Promise<unknown> {
+    return this.#send('DELETE', path, JSON.stringify(body));
+  }
+
   getJson(path: string): Promise<unknown> {
     return this.#send('GET', path, undefined);
   }
@@ -209,10 +214,12 @@ export class CoordinatorClient {
               ...(typeof p['detail'] === 'string' ? { detail: p['detail'] } : {}),
               ...(p['details'] === undefined ? {} : { details: p['details'] }),
             };
-            const code =
-              status >= 500 || status === 429
-                ? 'AGENT_COORDINATOR_UNREACHABLE'
-                : 'AGENT_COORDINATOR_REFUSED';
+            // 5xx and rate limits are transient (retried); the instance limit is a refusal:
+            // retrying cannot free a slot, so it must fail the agent, not loop.
+            const transient =
+              status >= 500 ||
+              (status === 429 && problem.code !== 'COORDINATOR_TOO_MANY_INSTANCES');
+            const code = transient ? 'AGENT_COORDINATOR_UNREACHABLE' : 'AGENT_COORDINATOR_REFUSED';
             reject(
               agentError(
                 code,

@@ -27,7 +27,7 @@ export type { CertTableEntry } from './providers/cert-table.js';
 export { reportDataOf } from './providers/report-data.js';
 
 // Activation.
-export { activate, newActivationKey, buildCsr, wireEvidence } from './activate.js';
+export { activate, newActivationKey, buildCsr, wireEvidence, releaseInstance } from './activate.js';
 export type { Activation, ActivationKey, ActivateOptions } from './activate.js';
 export { CoordinatorClient } from './coordinator-client.js';
 export type { CoordinatorClientOptions, CoordinatorProblem } from './coordinator-client.js';
@@ -49,6 +49,13 @@ export { launch, resolveExecutable, exitStatus, FORWARDED_SIGNALS } from './laun
 export type { LaunchSpec, Launched } from './launch.js';
 export { runAgent, programEnv, writeBundleFiles, MESH_FILES } from './run.js';
 export type { RunAgentOptions, AgentLog } from './run.js';
+export {
+  runImageWorkload,
+  resolveImagePin,
+  imageMeasuredArgs,
+  IMAGE_KEY_FILE,
+} from './image-workload.js';
+export type { ImageWorkloadOptions, RunImageWorkloadOptions } from './image-workload.js';
 
 // Mesh proxy.
 export { startMeshProxy, parseHostPort } from './mesh/proxy.js';

@@ -8,7 +8,7 @@ import { rm } from 'node:fs/promises';
 import { ManifestResponseSchema, checkBody } from '@cloister/protocol';
 import type { ActivationBundle, Manifest } from '@cloister/protocol';
 import { isCloisterError } from '@cloister/errors';
-import { activate } from './activate.js';
+import { activate, releaseInstance } from './activate.js';
 import type { Activation } from './activate.js';
 import type { MeshIdentity } from './bundle.js';
 import { CoordinatorClient } from './coordinator-client.js';
@@ -22,6 +22,8 @@ import {
   writeFileAtomic,
   writeFiles,
 } from './files.js';
+import { runImageWorkload } from './image-workload.js';
+import type { ImageWorkloadOptions } from './image-workload.js';
 import { launch } from './launch.js';
 import { startMeshProxy } from './mesh/proxy.js';
 import type { MeshCredentials, MeshEvent, MeshProxy } from './mesh/proxy.js';
@@ -63,9 +65,13 @@ export interface RunAgentOptions {
     readonly argv0: string;
     readonly args: readonly string[];
   };
+  /** Image mode (instead of `program`): pull, decrypt and run this image under runc. */
+  readonly image?: ImageWorkloadOptions;
   readonly peers?: PeerMap;
   /** Bind address of ingress listeners (default 0.0.0.0). */
   readonly meshBind?: string;
+  /** Release the instance at the coordinator when the program exits (default true). */
+  readonly release?: boolean;
   /** Keep retrying an unreachable coordinator this long at startup (default 0). */
   readonly retryForMs?: number;
   readonly log?: AgentLog;
@@ -175,8 +181,8 @@ async function fetchManifest(client: CoordinatorClient): Promise<Manifest> {
 /** Runs the agent; resolves with the exit status the process should end with. */
 export async function runAgent(o: RunAgentOptions): Promise<number> {
   const log = o.log ?? silent;
-  if (o.init === undefined && o.program === undefined) {
-    throw agentError('AGENT_USAGE', 'give the program to run after --, or --init DIR');
+  if (o.init === undefined && o.program === undefined && o.image === undefined) {
+    throw agentError('AGENT_USAGE', 'give the program to run after --, --image, or --init DIR');
   }
   const client = new CoordinatorClient({
     url: o.coordinator,
@@ -205,7 +211,6 @@ export async function runAgent(o: RunAgentOptions): Promise<number> {
   }
   log.info('files written', { root, files: Object.keys(current.bundle.files).length });
   if (o.init !== undefined) return 0;
-  const program = o.program as NonNullable<RunAgentOptions['program']>;
 
   let proxy: MeshProxy | undefined;
   let renewTimer: NodeJS.Timeout | undefined;
@@ -229,6 +234,26 @@ export async function runAgent(o: RunAgentOptions): Promise<number> {
       });
     }
 
+    const imageEntry = manifest.workloads[o.workload]?.image;
+    if (o.image !== undefined || imageEntry !== undefined) {
+      // A workload whose manifest names an image runs that image and nothing else: a host
+      // starting the agent with some other program gets no secrets used outside the image.
+      if (o.image === undefined)
+        throw agentError('AGENT_USAGE', 'the manifest gives this workload an image: use --image');
+      const status = await runImageWorkload({
+        image: o.image,
+        manifestImage: imageEntry,
+        bundle: current.bundle,
+        filesRoot: root,
+        log: (m, f) => log.info(m, f),
+        ...(o.onLaunched === undefined
+          ? {}
+          : { onLaunched: (i) => o.onLaunched?.({ pid: i.pid, filesRoot: root }) }),
+      });
+      log.info('container exited', { status });
+      return status;
+    }
+    const program = o.program as NonNullable<RunAgentOptions['program']>;
     // Manifest args replace the command line's; the executable stays the one that was
     // measured (argv[0] is only what the program sees as its name).
     const args = current.bundle.args.map((a) => expandFilesToken(a, root));
@@ -286,6 +311,19 @@ export async function runAgent(o: RunAgentOptions): Promise<number> {
     if (renewTimer !== undefined) clearTimeout(renewTimer);
     await renewing;
     await proxy?.close();
+    if (o.init === undefined && o.release !== false) {
+      // A clean stop frees the instance's slot (maxInstances), so the workload can be started
+      // again at once; if the coordinator cannot be reached, the slot frees itself when the
+      // certificate expires.
+      try {
+        await releaseInstance(client, current);
+        log.info('instance released', { instanceId: current.instanceId });
+      } catch (e) {
+        log.warn('could not release the instance', {
+          code: isCloisterError(e) ? e.code : 'INTERNAL',
+        });
+      }
+    }
     if (ownRoot) await rm(root, { recursive: true, force: true });
   }
 }

@@ -54,6 +54,7 @@ import type { CoordinatorAttester } from './service.js';
 import { DerivedKeySealer } from './store/sealer.js';
 import type { Sealer } from './store/sealer.js';
 import { Store } from './store/store.js';
+import type { Durability } from './store/store.js';
 
 /** The coordinator package version (reported by /v1/status, part of the sim measurement). */
 export const COORDINATOR_VERSION = '0.1.0';
@@ -78,6 +79,12 @@ export interface CoordinatorOptions {
   readonly logger?: FastifyBaseLogger;
   /** Lifetime of workload mesh certificates (default 24 h). */
   readonly leafValidityMs?: number;
+  /**
+   * What an acknowledged write survives (docs/adr/0003-coordinator-durability.md): `process`
+   * (default) = the coordinator process being killed; `full` = also an OS crash or power loss
+   * (an fsync per commit).
+   */
+  readonly durability?: Durability;
   /** Lifetime of activation nonces (default 60 s). */
   readonly nonceTtlMs?: number;
   /** Request body limit in bytes (default 1 MiB). */
@@ -243,8 +250,12 @@ export async function createCoordinator(o: CoordinatorOptions): Promise<RunningC
   }
   const verifier: EvidenceVerifier = dispatchingVerifier(verifiers);
 
-  const store = await Store.open(o.dataDir, sealer);
+  const store = await Store.open(o.dataDir, sealer, {
+    ...(o.durability === undefined ? {} : { durability: o.durability }),
+  });
   try {
+    // Earlier versions stored nonces; none of them is valid after a restart.
+    store.purgeExpired('nonces', Number.MAX_SAFE_INTEGER);
     let storedRoot = store.get<StoredCa>('meta', 'rootCa');
     if (storedRoot === undefined) {
       const created = (await createRootCa(now())).stored;
@@ -271,7 +282,7 @@ export async function createCoordinator(o: CoordinatorOptions): Promise<RunningC
     const metrics = createMetrics();
     const service = new CoordinatorService({
       store,
-      nonces: new NonceStore(store, o.nonceTtlMs ?? 60_000),
+      nonces: new NonceStore(o.nonceTtlMs ?? 60_000),
       verifier,
       attester,
       ownerKeyPem: o.ownerKeyPem,

@@ -18,7 +18,8 @@ export const COORDINATOR_ERRORS = defineErrorCodes({
   },
   COORDINATOR_BODY_TOO_LARGE: {
     kind: 'limit',
-    summary: 'The request body exceeds the size limit (1 MiB by default).',
+    summary:
+      'The request body exceeds the size limit (1 MiB by default); the HTTP status is 413 Content Too Large.',
   },
   COORDINATOR_NOT_FOUND: {
     kind: 'not-found',
@@ -145,6 +146,11 @@ export const COORDINATOR_ERRORS = defineErrorCodes({
   COORDINATOR_NOT_READY: {
     kind: 'unavailable',
     summary: 'The coordinator is starting or closing.',
+  },
+  COORDINATOR_BUSY: {
+    kind: 'unavailable',
+    summary:
+      'Too many activation nonces are outstanding (issued but not used within their TTL); retry later.',
   },
 });
 

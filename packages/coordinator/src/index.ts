@@ -16,15 +16,18 @@ export type { EvidenceVerifier, EvidenceInput, TypeVerifier } from './evidence-v
 export { buildServer, DEFAULT_BODY_LIMIT } from './http/server.js';
 export type { ServerOptions } from './http/server.js';
 export { Store } from './store/store.js';
-export type { TableName, PutOptions } from './store/store.js';
+export type { TableName, PutOptions, Durability, StoreOptions } from './store/store.js';
 export { DerivedKeySealer } from './store/sealer.js';
 export type { Sealer } from './store/sealer.js';
-export { NonceStore } from './nonces.js';
+export { NonceStore, DEFAULT_MAX_OUTSTANDING_NONCES } from './nonces.js';
+export { LiveInstances } from './live-instances.js';
 export {
   createRootCa,
   createIntermediateCa,
   issueLeaf,
   issueServerCert,
+  agentKey,
+  leafDnsNames,
   loadCa,
   spiffeId,
   spkiFromCsr,

@@ -8,16 +8,25 @@
  *   leaves issued under an old manifest do not chain to the new intermediate.
  * - Leaves are short-lived (24 h by default) and carry exactly one URI SAN,
  *   `spiffe://<trustDomain>/<workload>` (X.509-SVID §2), issued for a public key the agent proved
- *   it holds (CSR signature) and that attestation evidence bound.
+ *   it holds (CSR signature) and that attestation evidence bound. They also carry DNS
+ *   SANs (the workload name, `localhost` for external ingresses) so standard TLS clients, which
+ *   check host names and ignore URI SANs, can verify them.
+ *
+ * Leaves are issued on every activation, so issuing them is on the hot path. `issueLeaf` builds
+ * the DER TBSCertificate (RFC 5280 §4.1) once per issuer and workload with @peculiar/x509 and
+ * then only overwrites the fixed-length fields that change (serial, validity, instance id, key)
+ * before signing it: the certificate is byte for byte what the library would produce for the
+ * same values, without re-running its ASN.1 generator (and re-parsing its output) each time.
  */
 import 'reflect-metadata';
-import { randomBytes, webcrypto } from 'node:crypto';
+import { KeyObject, randomBytes, sign as nodeSign, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { coordinatorError } from './error-codes.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 const EC: EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' };
+const ECDH: EcKeyImportParams = { name: 'ECDH', namedCurve: 'P-256' };
 const SIG: EcdsaParams = { name: 'ECDSA', hash: 'SHA-256' };
 const subtle = webcrypto.subtle as unknown as SubtleCrypto;
 
@@ -35,7 +44,7 @@ export interface LoadedCa {
 
 /** An issued certificate. */
 export interface IssuedCert {
-  readonly cert: x509.X509Certificate;
+  readonly der: Uint8Array;
   readonly pem: string;
   readonly serial: string;
   readonly notAfter: Date;
@@ -125,12 +134,46 @@ function escapeDn(s: string): string {
   return s.replace(/[,+"\\<>;=]/g, (c) => `\\${c}`);
 }
 
+/**
+ * The DER prefix of every P-256 SubjectPublicKeyInfo with an uncompressed point (RFC 5480 §2):
+ * SEQUENCE { SEQUENCE { id-ecPublicKey, secp256r1 }, BIT STRING 0x00 0x04 ... }, 91 bytes in
+ * all. Agents send exactly this form (what WebCrypto and OpenSSL export).
+ */
+const P256_SPKI_PREFIX = Uint8Array.from(
+  Buffer.from('3059301306072a8648ce3d020106082a8648ce3d03010703420004', 'hex'),
+);
+const P256_SPKI_LENGTH = 91;
+
+function checkP256Spki(spkiDer: Uint8Array): void {
+  if (spkiDer.length !== P256_SPKI_LENGTH || !P256_SPKI_PREFIX.every((b, i) => spkiDer[i] === b)) {
+    throw coordinatorError(
+      'COORDINATOR_KEY_INVALID',
+      'the agent key is not an uncompressed P-256 SubjectPublicKeyInfo',
+      { details: { rule: 'key', expected: 'P-256 SPKI, 91 bytes', actual: spkiDer.length } },
+    );
+  }
+}
+
+/**
+ * Imports an agent's P-256 SubjectPublicKeyInfo as an ECDH key (for the bundle's JWE);
+ * COORDINATOR_KEY_INVALID on anything else. The import rejects points not on the curve, which
+ * stops invalid-curve attacks on the ECDH that encrypts the bundle.
+ */
+export async function agentKey(spkiDer: Uint8Array): Promise<CryptoKey> {
+  checkP256Spki(spkiDer);
+  try {
+    return await subtle.importKey('spki', new Uint8Array(spkiDer), ECDH, true, []);
+  } catch (cause) {
+    throw coordinatorError('COORDINATOR_KEY_INVALID', 'the agent key is not a P-256 public key', {
+      cause,
+    });
+  }
+}
+
 /** Imports an agent's P-256 SubjectPublicKeyInfo; COORDINATOR_KEY_INVALID on anything else. */
 export async function importAgentSpki(spkiDer: Uint8Array): Promise<CryptoKey> {
+  checkP256Spki(spkiDer);
   try {
-    const pk = new x509.PublicKey(new Uint8Array(spkiDer));
-    const alg = pk.algorithm as EcKeyAlgorithm;
-    if (alg.name !== 'ECDSA' && alg.name !== 'ECDH') throw new Error(`not EC: ${alg.name}`);
     return await subtle.importKey('spki', new Uint8Array(spkiDer), EC, true, ['verify']);
   } catch (cause) {
     throw coordinatorError('COORDINATOR_KEY_INVALID', 'the agent key is not a P-256 public key', {
@@ -165,7 +208,7 @@ export async function spkiFromCsr(csr: string): Promise<Uint8Array> {
   }
   if (!ok) throw coordinatorError('COORDINATOR_KEY_INVALID', 'the CSR signature does not verify');
   const spki = new Uint8Array(req.publicKey.rawData);
-  await importAgentSpki(spki);
+  checkP256Spki(spki);
   return spki;
 }
 
@@ -185,47 +228,238 @@ function akiOf(issuer: x509.X509Certificate): Promise<x509.AuthorityKeyIdentifie
   return aki;
 }
 
-/** Issues a short-lived workload leaf with the SPIFFE URI SAN, for client and server auth. */
+/** The DNS names of a workload's leaf: its name, and `localhost` when an ingress is external. */
+export function leafDnsNames(
+  workload: string,
+  ingress: readonly { readonly external?: boolean }[],
+): string[] {
+  // A dNSName must be a host name (RFC 5280 §4.2.1.6, RFC 1034 preferred syntax): workload
+  // names with `_` are not, and get the URI SAN only.
+  const names = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(workload.toLowerCase())
+    ? [workload.toLowerCase()]
+    : [];
+  if (ingress.some((i) => i.external === true)) names.push('localhost');
+  return names;
+}
+
+/** ecdsa-with-SHA256 AlgorithmIdentifier, DER (RFC 5758 §3.2: parameters absent). */
+const ECDSA_SHA256_ALG = Uint8Array.from(Buffer.from('300a06082a8648ce3d040302', 'hex'));
+
+/** DER length octets (X.690 §8.1.3, definite form). */
+function derLength(n: number): Uint8Array {
+  if (n < 0x80) return Uint8Array.of(n);
+  const bytes: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
+  return Uint8Array.of(0x80 | bytes.length, ...bytes);
+}
+
+function derTlv(tag: number, ...parts: Uint8Array[]): Uint8Array {
+  const len = parts.reduce((a, p) => a + p.length, 0);
+  return Buffer.concat([Uint8Array.of(tag), derLength(len), ...parts]);
+}
+
+/** Offset and total length of the first TLV at `off` in our own DER (header + content). */
+function tlvAt(der: Uint8Array, off: number): { content: number; end: number } {
+  const first = der[off + 1] ?? 0;
+  let len = first;
+  let hdr = 2;
+  if (first >= 0x80) {
+    const n = first & 0x7f;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + (der[off + 2 + i] ?? 0);
+    hdr = 2 + n;
+  }
+  return { content: off + hdr, end: off + hdr + len };
+}
+
+/** UTCTime text (RFC 5280 §4.1.2.5.1: YYMMDDHHMMSSZ, for 1950..2049). */
+function utcTime(d: Date): string {
+  return d
+    .toISOString()
+    .replace(/^\d\d(\d\d)-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d).*$/, '$1$2$3$4$5$6Z');
+}
+const utcTimeOk = (d: Date): boolean => d.getUTCFullYear() >= 1950 && d.getUTCFullYear() < 2050;
+
+/**
+ * A leaf TBSCertificate made by @peculiar/x509 with placeholder values, and where each
+ * per-certificate field sits in it. Every such field has a fixed length: a 16-byte positive
+ * serial, UTCTime validity, a 32-hex-digit instance id and a 91-byte P-256 SPKI.
+ */
+interface LeafTemplate {
+  readonly tbs: Uint8Array;
+  readonly serial: number;
+  readonly notBefore: number;
+  readonly notAfter: number;
+  readonly instance: number;
+  readonly spki: number;
+}
+
+/** Finds `needle` in `hay`; it must occur exactly once (else the template is unusable). */
+function onlyIndex(hay: Uint8Array, needle: Uint8Array, what: string): number {
+  const b = Buffer.from(hay.buffer, hay.byteOffset, hay.byteLength);
+  const i = b.indexOf(needle);
+  if (i < 0 || b.indexOf(needle, i + 1) >= 0) throw new Error(`leaf template: ${what} not unique`);
+  return i;
+}
+
+const INSTANCE_ID = /^[0-9a-f]{32}$/;
+
+async function leafTemplate(
+  issuer: LoadedCa,
+  trustDomain: string,
+  workload: string,
+  dnsNames: readonly string[],
+): Promise<LeafTemplate> {
+  const keys = await subtle.generateKey(EC, true, ['sign', 'verify']);
+  const spki = await spkiDer(keys.publicKey);
+  const sn = serial();
+  const instance = randomBytes(16).toString('hex');
+  const nb = new Date('2001-02-03T04:05:06Z');
+  const na = new Date('2002-03-04T05:06:07Z');
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: sn,
+    subject: `CN=${escapeDn(workload)}, OU=${instance}`,
+    issuer: issuer.cert.subjectName,
+    notBefore: nb,
+    notAfter: na,
+    publicKey: keys.publicKey,
+    signingKey: issuer.key,
+    signingAlgorithm: SIG,
+    extensions: leafExtensions(trustDomain, workload, dnsNames, await akiOf(issuer.cert)),
+  });
+  const der = new Uint8Array(cert.rawData);
+  const outer = tlvAt(der, 0);
+  const tbsTlv = tlvAt(der, outer.content);
+  const tbs = der.slice(outer.content, tbsTlv.end);
+  const alg = der.subarray(tbsTlv.end, tbsTlv.end + ECDSA_SHA256_ALG.length);
+  if (!Buffer.from(alg).equals(ECDSA_SHA256_ALG))
+    throw new Error('leaf template: unexpected algorithm');
+  const ascii = (t: string): Uint8Array => new TextEncoder().encode(t);
+  return {
+    tbs,
+    // INTEGER tag 02, length 16, then the serial (its first byte is 0x01..0x7f: no padding).
+    serial: onlyIndex(tbs, Uint8Array.from([0x02, 0x10, ...Buffer.from(sn, 'hex')]), 'serial') + 2,
+    notBefore:
+      onlyIndex(tbs, Uint8Array.from([0x17, 0x0d, ...ascii(utcTime(nb))]), 'notBefore') + 2,
+    notAfter: onlyIndex(tbs, Uint8Array.from([0x17, 0x0d, ...ascii(utcTime(na))]), 'notAfter') + 2,
+    instance: onlyIndex(tbs, ascii(instance), 'instance id'),
+    spki: onlyIndex(tbs, spki, 'key'),
+  };
+}
+
+function leafExtensions(
+  trustDomain: string,
+  workload: string,
+  dnsNames: readonly string[],
+  aki: x509.AuthorityKeyIdentifierExtension,
+): x509.Extension[] {
+  return [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([
+      x509.ExtendedKeyUsage.serverAuth,
+      x509.ExtendedKeyUsage.clientAuth,
+    ]),
+    new x509.SubjectAlternativeNameExtension(
+      [
+        { type: 'url', value: spiffeId(trustDomain, workload) },
+        ...dnsNames.map((value) => ({ type: 'dns' as const, value })),
+      ],
+      true,
+    ),
+    aki,
+  ];
+}
+
+/** Per issuer: templates by trust domain, workload and DNS names; its signing KeyObject. */
+const templates = new WeakMap<
+  LoadedCa,
+  { key: KeyObject; byWorkload: Map<string, Promise<LeafTemplate>> }
+>();
+
+function templateFor(
+  issuer: LoadedCa,
+  trustDomain: string,
+  workload: string,
+  dnsNames: readonly string[],
+): { key: KeyObject; template: Promise<LeafTemplate> } {
+  let t = templates.get(issuer);
+  if (t === undefined) {
+    t = { key: KeyObject.from(issuer.key), byWorkload: new Map() };
+    templates.set(issuer, t);
+  }
+  const k = JSON.stringify([trustDomain, workload, dnsNames]);
+  let template = t.byWorkload.get(k);
+  if (template === undefined) {
+    // Bounded: one entry per workload and ingress shape of a manifest.
+    if (t.byWorkload.size >= 1024) t.byWorkload.clear();
+    template = leafTemplate(issuer, trustDomain, workload, dnsNames);
+    template.catch(() => t.byWorkload.delete(k));
+    t.byWorkload.set(k, template);
+  }
+  return { key: t.key, template };
+}
+
+function toPemText(label: string, der: Uint8Array): string {
+  const b64 = Buffer.from(der).toString('base64');
+  return `-----BEGIN ${label}-----\n${b64.match(/.{1,64}/g)?.join('\n') ?? ''}\n-----END ${label}-----`;
+}
+
+/**
+ * Issues a short-lived workload leaf with the SPIFFE URI SAN (and DNS SANs), for client and
+ * server auth, to the P-256 key `spkiDer`.
+ */
 export async function issueLeaf(
   issuer: LoadedCa,
   params: {
     spkiDer: Uint8Array;
     trustDomain: string;
     workload: string;
+    dnsNames?: readonly string[];
     instanceId: string;
     validityMs: number;
     now: Date;
   },
 ): Promise<IssuedCert> {
-  const publicKey = await importAgentSpki(params.spkiDer);
+  checkP256Spki(params.spkiDer);
+  const notBefore = new Date(params.now.getTime() - 60_000);
   const notAfter = new Date(
     Math.min(params.now.getTime() + params.validityMs, issuer.cert.notAfter.getTime()),
   );
+  const dnsNames = params.dnsNames ?? [];
   const sn = serial();
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: sn,
-    subject: `CN=${escapeDn(params.workload)}, OU=${params.instanceId}`,
-    issuer: issuer.cert.subjectName,
-    notBefore: new Date(params.now.getTime() - 60_000),
-    notAfter,
-    publicKey,
-    signingKey: issuer.key,
-    signingAlgorithm: SIG,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([
-        x509.ExtendedKeyUsage.serverAuth,
-        x509.ExtendedKeyUsage.clientAuth,
-      ]),
-      new x509.SubjectAlternativeNameExtension(
-        [{ type: 'url', value: spiffeId(params.trustDomain, params.workload) }],
-        true,
+  if (!INSTANCE_ID.test(params.instanceId) || !utcTimeOk(notBefore) || !utcTimeOk(notAfter)) {
+    // Outside the template's fixed-length fields: the library builds this one from scratch.
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: sn,
+      subject: `CN=${escapeDn(params.workload)}, OU=${escapeDn(params.instanceId)}`,
+      issuer: issuer.cert.subjectName,
+      notBefore,
+      notAfter,
+      publicKey: await importAgentSpki(params.spkiDer),
+      signingKey: issuer.key,
+      signingAlgorithm: SIG,
+      extensions: leafExtensions(
+        params.trustDomain,
+        params.workload,
+        dnsNames,
+        await akiOf(issuer.cert),
       ),
-      await akiOf(issuer.cert),
-    ],
-  });
-  return { cert, pem: cert.toString('pem'), serial: sn, notAfter };
+    });
+    return { der: new Uint8Array(cert.rawData), pem: cert.toString('pem'), serial: sn, notAfter };
+  }
+  const { key, template } = templateFor(issuer, params.trustDomain, params.workload, dnsNames);
+  const t = await template;
+  const tbs = t.tbs.slice();
+  tbs.set(Buffer.from(sn, 'hex'), t.serial);
+  tbs.set(Buffer.from(utcTime(notBefore), 'ascii'), t.notBefore);
+  tbs.set(Buffer.from(utcTime(notAfter), 'ascii'), t.notAfter);
+  tbs.set(Buffer.from(params.instanceId, 'ascii'), t.instance);
+  tbs.set(params.spkiDer, t.spki);
+  // Node returns the ECDSA signature DER-encoded (Ecdsa-Sig-Value), as X.509 wants it.
+  const sig = nodeSign('sha256', tbs, key);
+  const der = derTlv(0x30, tbs, ECDSA_SHA256_ALG, derTlv(0x03, Uint8Array.of(0), sig));
+  return { der, pem: toPemText('CERTIFICATE', der), serial: sn, notAfter };
 }
 
 /** Issues the coordinator's own TLS server certificate (signed by the root). */
@@ -261,7 +495,7 @@ export async function issueServerCert(
       await x509.AuthorityKeyIdentifierExtension.create(root.cert),
     ],
   });
-  return { cert, pem: cert.toString('pem'), serial: sn, notAfter };
+  return { der: new Uint8Array(cert.rawData), pem: cert.toString('pem'), serial: sn, notAfter };
 }
 
 /** Generates a fresh P-256 key pair (extractable, for the TLS listener). */

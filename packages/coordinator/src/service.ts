@@ -5,7 +5,7 @@
  * a transaction, so concurrent activations verify evidence in parallel and only their final
  * check-and-insert is serialised.
  */
-import { randomBytes, webcrypto } from 'node:crypto';
+import { randomBytes, verify as nodeVerify, webcrypto } from 'node:crypto';
 import { isCloisterError } from '@cloister/errors';
 import { appraise } from '@cloister/evidence';
 import type { VerifiedEvidence } from '@cloister/evidence';
@@ -16,6 +16,7 @@ import {
   manifestHash,
   nonceFromBase64Url,
   ownerSignedBytes,
+  releaseSignedBytes,
   renderWorkload,
   secretDigest,
   transitionHash,
@@ -36,6 +37,8 @@ import type {
   HistoryResponse,
   Manifest,
   ManifestResponse,
+  ReleaseInstanceRequest,
+  ReleaseInstanceResponse,
   SecretValue,
   SetManifestResponse,
   SetSecretResponse,
@@ -47,14 +50,17 @@ import { coordinatorError } from './error-codes.js';
 import type { EvidenceInput, EvidenceVerifier } from './evidence-verifier.js';
 import type { ActivateBody, PutSecretBody, SetManifestBody } from './http/schemas.js';
 import {
+  agentKey,
   createIntermediateCa,
   generateP256,
   issueLeaf,
+  leafDnsNames,
   loadCa,
   spkiDer,
   spkiFromCsr,
-  importAgentSpki,
 } from './mesh-ca.js';
+import { LiveInstances } from './live-instances.js';
+import type { LiveUndo } from './live-instances.js';
 import type { LoadedCa, StoredCa } from './mesh-ca.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NonceStore } from './nonces.js';
@@ -93,6 +99,15 @@ export interface ServiceOptions {
   readonly version?: string;
 }
 
+/** The current manifest with its intermediate CA (cached until the head moves). */
+interface Current {
+  readonly hash: string;
+  readonly manifest: Manifest;
+  readonly intermediate: LoadedCa;
+  readonly intermediatePem: string;
+  readonly intermediateDer: Uint8Array;
+}
+
 interface State {
   manifestHash: string;
   head: string;
@@ -109,6 +124,12 @@ export interface InstanceRecord {
   readonly activations: number;
   /** Per-instance secret values (stable across renewals). */
   readonly perInstance: Record<string, StoredSecret>;
+  /**
+   * SPKI DER (base64url) of the instance's current mesh key: the key whose signature releases
+   * the instance. Absent in records written before release existed (those cannot be released
+   * and simply expire).
+   */
+  readonly meshSpki?: string;
 }
 
 const b64u = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
@@ -118,13 +139,6 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 /** The version the next upload of a user-defined secret must carry: 0 first, then +1. */
 function nextSecretVersion(s: StoredSecret | undefined): number {
   return s === undefined || s.value === null ? 0 : s.version + 1;
-}
-
-/** Imports an agent SPKI given as base64url (the `publicKey` form of ActivateRequest). */
-async function agentSpki(b64: string): Promise<Uint8Array> {
-  const der = fromB64u(b64);
-  await importAgentSpki(der);
-  return der;
 }
 
 /** Runs `f`, re-raising protocol errors under coordinator codes. */
@@ -140,11 +154,21 @@ export class CoordinatorService {
   readonly #o: ServiceOptions;
   readonly #now: () => Date;
   /** Cache of the current manifest and its intermediate CA (reloaded when the head moves). */
-  #current: { hash: string; manifest: Manifest; intermediate: LoadedCa } | undefined;
+  #current: Current | undefined;
+  /** PEM and DER of the root CA (encoded once). */
+  readonly #rootPem: string;
+  readonly #rootDer: Uint8Array;
+  /** Live instances per workload (the maxInstances check), rebuilt from the store. */
+  readonly #live = new LiveInstances();
 
   constructor(o: ServiceOptions) {
     this.#o = o;
     this.#now = o.now ?? (() => new Date());
+    this.#rootPem = o.root.cert.toString('pem');
+    this.#rootDer = new Uint8Array(o.root.cert.rawData);
+    for (const r of o.store.liveRows('instances', this.#now().getTime())) {
+      if (r.grp !== null) this.#live.set(r.grp, r.k, r.exp);
+    }
   }
 
   #state(): State | undefined {
@@ -155,7 +179,7 @@ export class CoordinatorService {
     return this.#state() !== undefined;
   }
 
-  async #currentManifest(): Promise<{ hash: string; manifest: Manifest; intermediate: LoadedCa }> {
+  async #currentManifest(): Promise<Current> {
     const st = this.#state();
     if (st === undefined)
       throw coordinatorError('COORDINATOR_NO_MANIFEST', 'no manifest has been set');
@@ -168,11 +192,18 @@ export class CoordinatorService {
         'the current manifest is missing from the store',
       );
     }
-    this.#current = { hash: st.manifestHash, manifest, intermediate: await loadCa(inter) };
+    const intermediate = await loadCa(inter);
+    this.#current = {
+      hash: st.manifestHash,
+      manifest,
+      intermediate,
+      intermediatePem: intermediate.cert.toString('pem'),
+      intermediateDer: new Uint8Array(intermediate.cert.rawData),
+    };
     return this.#current;
   }
 
-  challenge(): Promise<{ nonce: string; expiresAt: Date }> {
+  challenge(): { nonce: string; expiresAt: Date } {
     return this.#o.nonces.issue(this.#now());
   }
 
@@ -468,7 +499,8 @@ export class CoordinatorService {
   async #activate(body: ActivateBody, now: Date): Promise<ActivateResponse> {
     const cur = await this.#currentManifest();
     const nonce = nonceFromBase64Url(body.nonce);
-    await this.#o.nonces.consumeDurably(body.nonce, now);
+    // Synchronous and first: each nonce is tried at most once, whatever happens next.
+    this.#o.nonces.consume(body.nonce, now);
 
     const workload = Object.hasOwn(cur.manifest.workloads, body.workload)
       ? cur.manifest.workloads[body.workload]
@@ -515,7 +547,11 @@ export class CoordinatorService {
         },
       );
     }
-    const spki = 'csr' in body ? await spkiFromCsr(body.csr) : await agentSpki(body.publicKey);
+    // The agent key, imported once (for the JWE) after a strict P-256 SPKI check. The
+    // `publicKey` form needs no proof of possession beyond the binding below: the bundle
+    // (certificate key included) is encrypted to this key, so only its holder can use it.
+    const spki = 'csr' in body ? await spkiFromCsr(body.csr) : fromB64u(body.publicKey);
+    const agentJweKey = await agentKey(spki);
     const evidence: EvidenceInput = {
       type: body.evidence.type,
       data: fromB64u(body.evidence.data),
@@ -594,6 +630,7 @@ export class CoordinatorService {
       spkiDer: meshSpki,
       trustDomain: cur.manifest.trustDomain,
       workload: body.workload,
+      dnsNames: leafDnsNames(body.workload, workload.mesh?.ingress ?? []),
       instanceId,
       validityMs: this.#o.leafValidityMs,
       now,
@@ -604,12 +641,12 @@ export class CoordinatorService {
     for (const name of Object.keys(cur.manifest.secrets ?? {})) {
       secrets[name] = secretValueOf(perInstance[name] ?? stored.get(name));
     }
-    const rootDer = new Uint8Array(this.#o.root.cert.rawData);
-    const interDer = new Uint8Array(cur.intermediate.cert.rawData);
+    const rootDer = this.#rootDer;
+    const interDer = cur.intermediateDer;
     const rendered = renderWorkload(cur.manifest, body.workload, {
       secrets,
       mesh: {
-        cert: new Uint8Array(leaf.cert.rawData),
+        cert: leaf.der,
         ...(meshKeyPkcs8 === undefined ? {} : { key: meshKeyPkcs8 }),
         rootCa: rootDer,
         intermediateCa: interDer,
@@ -626,8 +663,10 @@ export class CoordinatorService {
       manifestHash: cur.hash,
       activations: (prior?.activations ?? 0) + 1,
       perInstance,
+      meshSpki: b64u(meshSpki),
     };
-    await this.#o.store.commit(() => {
+    let undo: LiveUndo | undefined;
+    const committed = this.#o.store.commit(() => {
       const state = this.#state();
       if (state?.manifestHash !== cur.hash) {
         throw coordinatorError(
@@ -638,14 +677,17 @@ export class CoordinatorService {
           },
         );
       }
-      const existing =
-        prior === undefined
-          ? undefined
-          : this.#o.store.get<InstanceRecord>('instances', instanceId);
+      if (prior !== undefined && !this.#o.store.get<InstanceRecord>('instances', instanceId)) {
+        // Released while this renewal was verified: it does not come back.
+        throw coordinatorError('COORDINATOR_NOT_FOUND', 'the instance was released', {
+          details: { rule: 'instanceId', expected: 'a live instance', actual: instanceId },
+        });
+      }
       const max = workload.maxInstances;
-      // Renewing a still-live instance keeps its slot; anything else takes a new one.
-      const takesSlot = existing === undefined || Date.parse(existing.notAfter) <= now.getTime();
-      const live = this.#o.store.countLive('instances', body.workload, now.getTime());
+      // Renewing a still-live instance keeps its slot; anything else takes a new one. The
+      // in-memory index is exact here: commit callbacks run one after the other.
+      const takesSlot = this.#live.expiry(body.workload, instanceId, now.getTime()) === undefined;
+      const live = this.#live.count(body.workload, now.getTime());
       if (max !== undefined && takesSlot && live >= max) {
         throw coordinatorError(
           'COORDINATOR_TOO_MANY_INSTANCES',
@@ -659,7 +701,15 @@ export class CoordinatorService {
         grp: body.workload,
         exp: leaf.notAfter.getTime(),
       });
+      undo = this.#live.set(body.workload, instanceId, leaf.notAfter.getTime());
     });
+    try {
+      await committed;
+    } catch (e) {
+      // The shared commit failed after this callback ran: nothing was stored, so forget it.
+      if (undo !== undefined) this.#live.restore(undo);
+      throw e;
+    }
 
     // Renew at two thirds of the lifetime: early enough to survive a coordinator outage of a
     // third of the validity, late enough not to re-attest needlessly.
@@ -672,18 +722,12 @@ export class CoordinatorService {
         mesh: {
           cert: leaf.pem,
           ...(meshKeyPkcs8 === undefined ? {} : { key: toPem('PRIVATE KEY', meshKeyPkcs8) }),
-          rootCa: this.#o.root.cert.toString('pem'),
-          intermediateCa: cur.intermediate.cert.toString('pem'),
+          rootCa: this.#rootPem,
+          intermediateCa: cur.intermediatePem,
         },
         renewAfter: new Date(now.getTime() + Math.floor((lifetime * 2) / 3)).toISOString(),
       },
-      await webcrypto.subtle.importKey(
-        'spki',
-        spki,
-        { name: 'ECDH', namedCurve: 'P-256' },
-        true,
-        [],
-      ),
+      agentJweKey,
     );
     this.#o.logger.info(
       { workload: body.workload, instanceId, serial: leaf.serial },
@@ -691,7 +735,7 @@ export class CoordinatorService {
     );
     return {
       bundle,
-      certificate: `${leaf.pem}\n${cur.intermediate.cert.toString('pem')}\n`,
+      certificate: `${leaf.pem}\n${cur.intermediatePem}\n`,
       expiresAt: leaf.notAfter.toISOString(),
       instanceId,
     };
@@ -712,13 +756,89 @@ export class CoordinatorService {
       this.#o.tlsSpkiDer,
     );
     const ev = await this.#o.attester.evidence(rd);
+    const cur = st === undefined ? undefined : await this.#currentManifest();
     return {
       evidence: { type: ev.type, data: b64u(ev.data) },
-      rootCa: this.#o.root.cert.toString('pem'),
-      manifest: st === undefined ? null : this.getManifest().manifest,
+      rootCa: this.#rootPem,
+      manifest: cur?.manifest ?? null,
+      manifestHash: cur?.hash ?? null,
+      intermediateCa: cur?.intermediatePem ?? null,
+      historyHead: head,
       history: this.#entries() as AttestResponse['history'],
       tlsSpki: b64u(this.#o.tlsSpkiDer),
     };
+  }
+
+  // ---------------------------------------------------------------- release
+
+  /**
+   * Releases an instance (its agent exits cleanly), freeing its `maxInstances` slot. The
+   * request must be signed with the instance's current mesh key over
+   * `releaseSignedBytes(instanceId, nonce)` for a fresh challenge nonce: only the holder of
+   * that key (the attested agent, or an app given `.mesh.key`) can release it, and a captured
+   * request cannot be replayed (the nonce is one-time). Knowing an instance id is not enough.
+   */
+  async releaseInstance(
+    id: string,
+    body: ReleaseInstanceRequest,
+  ): Promise<ReleaseInstanceResponse> {
+    const now = this.#now();
+    await boundary(() => nonceFromBase64Url(body.nonce));
+    this.#o.nonces.consume(body.nonce, now);
+    const rec = this.#o.store.get<InstanceRecord>('instances', id);
+    if (rec === undefined || rec.meshSpki === undefined) {
+      throw coordinatorError('COORDINATOR_NOT_FOUND', 'no releasable instance with that id', {
+        details: { rule: 'instanceId', expected: 'a recorded instance', actual: id },
+      });
+    }
+    let ok = false;
+    try {
+      ok = nodeVerify(
+        'sha256',
+        releaseSignedBytes(id, body.nonce),
+        {
+          key: Buffer.from(rec.meshSpki, 'base64url'),
+          format: 'der',
+          type: 'spki',
+          dsaEncoding: 'ieee-p1363',
+        },
+        fromB64u(body.signature),
+      );
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      throw coordinatorError(
+        'COORDINATOR_SIGNATURE_INVALID',
+        "the release is not signed by the instance's mesh key",
+        {
+          details: {
+            rule: 'release.signature',
+            expected: 'ECDSA P-256 over releaseSignedBytes',
+            actual: 'invalid',
+          },
+        },
+      );
+    }
+    let undo: LiveUndo | undefined;
+    try {
+      await this.#o.store.commit(() => {
+        // Renewed (new key) while this was checked: the old key no longer speaks for it.
+        const again = this.#o.store.get<InstanceRecord>('instances', id);
+        if (again?.meshSpki !== rec.meshSpki) {
+          throw coordinatorError('COORDINATOR_HISTORY_CONFLICT', 'the instance changed; retry', {
+            details: { rule: 'instance.key', expected: 'unchanged', actual: 'renewed or gone' },
+          });
+        }
+        this.#o.store.delete('instances', id);
+        undo = this.#live.delete(rec.workload, id);
+      });
+    } catch (e) {
+      if (undo !== undefined) this.#live.restore(undo);
+      throw e;
+    }
+    this.#o.logger.info({ workload: rec.workload, instanceId: id }, 'instance released');
+    return { instanceId: id, released: true };
   }
 
   /** Live instances per workload of the current manifest (for metrics and the CLI). */
@@ -728,8 +848,7 @@ export class CoordinatorService {
     if (st === undefined) return out;
     const m = this.#o.store.get<Manifest>('manifests', st.manifestHash);
     const t = this.#now().getTime();
-    for (const w of Object.keys(m?.workloads ?? {}))
-      out[w] = this.#o.store.countLive('instances', w, t);
+    for (const w of Object.keys(m?.workloads ?? {})) out[w] = this.#live.count(w, t);
     return out;
   }
 
@@ -741,6 +860,7 @@ export class CoordinatorService {
       tee: this.#o.attester.type,
       manifestHash: st?.manifestHash ?? null,
       historyHead: st?.head ?? ZERO_HASH,
+      ...(st === undefined ? {} : { instances: this.liveInstances() }),
     };
   }
 }

@@ -4,7 +4,13 @@
  */
 import { strict as assert } from 'node:assert';
 import { after, before, describe, it } from 'node:test';
-import { activate, CoordinatorClient, simProvider, simProgramMeasurement } from '@cloister/agent';
+import {
+  activate,
+  CoordinatorClient,
+  releaseInstance,
+  simProvider,
+  simProgramMeasurement,
+} from '@cloister/agent';
 import { ZERO_HASH, toHex } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
 import { signTransition, startFixture } from './helpers.js';
@@ -68,5 +74,29 @@ describe('agent interop', () => {
       assert.equal(problem.details?.rule, 'measurement');
       return true;
     });
+  });
+
+  it('the instance limit is a refusal, not a retry; a released slot can be reused', async () => {
+    const client = new CoordinatorClient({ url: f.coord.url });
+    const provider = simProvider({ dir: f.simDir, executable: program, args });
+    const refusedCode = (e: unknown): string | undefined => (e as { code?: string }).code;
+    // One instance is live from the first test; a second (public-key form) fills the limit.
+    const second = await activate({ client, workload: 'web', provider, keyForm: 'public-key' });
+    let err: unknown;
+    try {
+      await activate({ client, workload: 'web', provider });
+    } catch (e) {
+      err = e;
+    }
+    assert.equal(refusedCode(err), 'AGENT_COORDINATOR_REFUSED');
+    assert.equal(
+      (err as { details?: { problem?: { code?: string } } }).details?.problem?.code,
+      'COORDINATOR_TOO_MANY_INSTANCES',
+    );
+    await releaseInstance(client, second);
+    // Released once only.
+    await assert.rejects(releaseInstance(client, second), { code: 'AGENT_COORDINATOR_REFUSED' });
+    const third = await activate({ client, workload: 'web', provider, keyForm: 'public-key' });
+    assert.notEqual(third.instanceId, second.instanceId);
   });
 });

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
+import { webcrypto } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as x509 from '@peculiar/x509';
 import {
@@ -8,6 +9,7 @@ import {
   decryptBundle,
   manifestHash,
   ownerSignedBytes,
+  releaseSignedBytes,
   secretDigest,
   signAsOwner,
   toBase64Url,
@@ -250,8 +252,11 @@ describe('coordinator API (in process)', () => {
     const leaf = new x509.X509Certificate(bundle.mesh.cert);
     const san = leaf.getExtension(x509.SubjectAlternativeNameExtension);
     assert.deepEqual(
-      san?.names.items.map((n) => n.value),
-      ['spiffe://shop.example/frontend'],
+      san?.names.items.map((n) => [n.type, n.value]),
+      [
+        ['url', 'spiffe://shop.example/frontend'],
+        ['dns', 'frontend'],
+      ],
     );
     assert.equal(
       Buffer.from(bundle.files['/run/cloister/tls.crt'] ?? '', 'base64url')
@@ -404,6 +409,69 @@ describe('coordinator API (in process)', () => {
       metrics,
       /cloister_activation_refusals_total\{code="COORDINATOR_TOO_MANY_INSTANCES"\} 1/,
     );
+
+    // Release: only the instance's current mesh key can free its slot, once per nonce.
+    const release = async (id: string, keys: CryptoKeyPair, nonceOverride?: string) => {
+      const nonce =
+        nonceOverride ??
+        (await inj('POST', '/v1/activate/challenge')).json<{ nonce: string }>().nonce;
+      const sig = await webcrypto.subtle.sign(
+        { name: 'ECDSA', hash: 'SHA-256' },
+        keys.privateKey,
+        releaseSignedBytes(id, nonce),
+      );
+      const r = await inj('DELETE', `/v1/instances/${id}`, {
+        nonce,
+        signature: Buffer.from(sig).toString('base64url'),
+      });
+      return { r, nonce };
+    };
+    const id0 = ids[0] as string;
+    const id1 = ids[1] as string;
+    // Another instance's key, and the instance's key before its renewal, cannot release it.
+    problem(
+      (await release(id0, bundles[1]?.keys as CryptoKeyPair)).r,
+      401,
+      'COORDINATOR_SIGNATURE_INVALID',
+    );
+    problem(
+      (await release(id0, bundles[0]?.keys as CryptoKeyPair)).r,
+      401,
+      'COORDINATOR_SIGNATURE_INVALID',
+    );
+    const live0 = checkBody(ROUTES.status.response, (await inj('GET', '/v1/status')).json());
+    assert.equal(live0.instances?.['frontend'], 3);
+    const ok1 = await release(id1, bundles[1]?.keys as CryptoKeyPair);
+    assert.equal(ok1.r.statusCode, 200, ok1.r.body);
+    assert.deepEqual(checkBody(ROUTES.releaseInstance.response, ok1.r.json()), {
+      instanceId: id1,
+      released: true,
+    });
+    // A replayed release (same nonce) and a second release are refused.
+    problem(
+      (await release(id1, bundles[1]?.keys as CryptoKeyPair, ok1.nonce)).r,
+      403,
+      'COORDINATOR_NONCE_INVALID',
+    );
+    problem(
+      (await release(id1, bundles[1]?.keys as CryptoKeyPair)).r,
+      404,
+      'COORDINATOR_NOT_FOUND',
+    );
+    problem(
+      await inj('DELETE', '/v1/instances/not-an-id', { nonce: ok1.nonce, signature: 'AA' }),
+      400,
+      'COORDINATOR_MALFORMED_REQUEST',
+    );
+    // The released instance cannot renew; its slot is free for a new one.
+    problem((await activate(f, inj, { instanceId: id1 })).r, 404, 'COORDINATOR_NOT_FOUND');
+    const after1 = checkBody(ROUTES.status.response, (await inj('GET', '/v1/status')).json());
+    assert.equal(after1.instances?.['frontend'], 2);
+    const again = await activate(f, inj);
+    assert.equal(again.r.statusCode, 200, again.r.body);
+    problem((await activate(f, inj)).r, 429, 'COORDINATOR_TOO_MANY_INSTANCES');
+    const ok0 = await release(id0, renewed.agent.keys);
+    assert.equal(ok0.r.statusCode, 200, ok0.r.body);
   });
 
   it('updates need owner signatures over the right transition', async () => {
@@ -482,6 +550,11 @@ describe('coordinator API (in process)', () => {
     const a = checkBody(ROUTES.attest.response, r.json());
     assert.equal(a.evidence.type, 'sim');
     assert.equal(a.history.length, 3);
+    const st = checkBody(ROUTES.status.response, (await inj('GET', '/v1/status')).json());
+    assert.equal(a.historyHead, st.historyHead);
+    assert.equal(a.manifestHash, st.manifestHash);
+    assert.match(a.intermediateCa ?? '', /-----BEGIN CERTIFICATE-----/);
+    assert.notEqual(a.intermediateCa, a.rootCa);
     problem(
       await inj('POST', '/v1/attest', { nonce: 'short' }),
       400,
@@ -516,7 +589,7 @@ describe('coordinator API (in process)', () => {
     );
     problem(
       await inj('PUT', '/v1/manifest', 'x'.repeat(2_000_000)),
-      429,
+      413,
       'COORDINATOR_BODY_TOO_LARGE',
     );
     problem(

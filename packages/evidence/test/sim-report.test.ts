@@ -43,8 +43,8 @@ test('round trip: create, parse and verify give back every field', async () => {
   assert.equal(claims.platformId, spkiHash.slice(0, 32));
   const p = parseSimReport(report);
   assert.equal(Buffer.from(report.subarray(0, 8)).toString('latin1'), 'CLSIMRPT');
-  assert.equal(p.version, 1);
-  assert.equal(report.length, 0xb4 + p.platformCertDer.length + 96);
+  assert.equal(p.version, 2);
+  assert.equal(report.length, 0xb4 + p.platformCertDer.length + 64);
 });
 
 test('the debug flag is reported as a claim', async () => {
@@ -123,9 +123,12 @@ test('malformed reports: truncation, trailing bytes, version, reserved flags, ce
   const longer = new Uint8Array(report.length + 1);
   longer.set(report);
   assert.throws(() => parseSimReport(longer), hasCode('EVIDENCE_TRAILING_BYTES'));
-  const v2 = new Uint8Array(report);
-  v2[8] = 2;
-  assert.throws(() => parseSimReport(v2), hasCode('EVIDENCE_UNSUPPORTED_VERSION'));
+  // Version 1 (the P-384 format) and unknown versions are refused.
+  for (const version of [1, 3]) {
+    const other = new Uint8Array(report);
+    other[8] = version;
+    assert.throws(() => parseSimReport(other), hasCode('EVIDENCE_UNSUPPORTED_VERSION'));
+  }
   const flags = new Uint8Array(report);
   flags[0x0a] = 0x02;
   assert.throws(() => parseSimReport(flags), hasCode('EVIDENCE_BAD_FIELD'));
@@ -189,7 +192,7 @@ test('simMeasurement follows the documented encoding (computed independently)', 
 test('sim hardware survives export and import; a mismatched platform key is refused', async () => {
   const files = await exportSimHardware(hw);
   assert.match(files['root.crt.pem'], /^-----BEGIN CERTIFICATE-----/);
-  assert.equal((JSON.parse(files['platform.key.jwk']) as { crv: string }).crv, 'P-384');
+  assert.equal((JSON.parse(files['platform.key.jwk']) as { crv: string }).crv, 'P-256');
   const back = await importSimHardware(files);
   const r = await simReportFrom(back, { measurement, reportData });
   assert.equal((await verifySimReport(r, { ...opts(), roots: [simRootAnchor(back)] })).svn, 0);
@@ -205,5 +208,34 @@ test('sim hardware survives export and import; a mismatched platform key is refu
   await assert.rejects(
     importSimHardware({ ...files, 'root.crt.pem': 'nope' }),
     hasCode('CERT_MALFORMED'),
+  );
+});
+
+test('the platform chain cache never widens what verifies: time, roots, exact bytes', async () => {
+  const anchor = simRootAnchor(hw);
+  const at = (now: Date) => ({ now, roots: [anchor], allowSimulation: true });
+  // Cached now.
+  await verifySimReport(report, at(NOW));
+  await verifySimReport(report, at(NOW));
+  // A later time outside the platform certificate's validity still fails (ten years ahead).
+  const later = new Date(NOW.getTime() + 11 * 365 * 86_400_000);
+  await assert.rejects(verifySimReport(report, at(later)), hasCode('CHAIN_EXPIRED'));
+  const earlier = new Date(NOW.getTime() - 2 * 86_400_000);
+  await assert.rejects(verifySimReport(report, at(earlier)), hasCode('CHAIN_EXPIRED'));
+  // Another pinned root (another sim platform) does not reuse the cached result.
+  const other = await generateSimHardware({ now: NOW });
+  await assert.rejects(
+    verifySimReport(report, { now: NOW, roots: [simRootAnchor(other)], allowSimulation: true }),
+    (e: unknown) => e instanceof VerificationError && e.layer === 'CHAIN',
+  );
+  // A report whose signature is wrong fails even though its certificate is cached.
+  const bad = report.slice();
+  bad[bad.length - 1] = (bad[bad.length - 1] as number) ^ 1;
+  await assert.rejects(verifySimReport(bad, at(NOW)), hasCode('SIGNATURE_INVALID'));
+  // Another platform's report (other certificate bytes) under the first root fails.
+  const foreign = await simReportFrom(other, { measurement, reportData });
+  await assert.rejects(
+    verifySimReport(foreign, at(NOW)),
+    (e: unknown) => e instanceof VerificationError && e.layer === 'CHAIN',
   );
 });

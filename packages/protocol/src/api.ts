@@ -12,6 +12,7 @@
  *   GET  /v1/manifest/history        -> HistoryResponse
  *   PUT  /v1/secrets/{name}          SetSecretRequest -> SetSecretResponse
  *   GET  /v1/status                  -> StatusResponse
+ *   DELETE /v1/instances/{id}        ReleaseInstanceRequest -> ReleaseInstanceResponse
  * Errors: application/problem+json (RFC 9457), see problem.ts.
  */
 import { Type } from '@sinclair/typebox';
@@ -178,6 +179,12 @@ export const AttestResponseSchema = Type.Object(
     rootCa: PemText('CERTIFICATE'),
     /** The current manifest, or null before the first set. */
     manifest: Type.Union([ManifestSchema, Type.Null()]),
+    /** Canonical hash of `manifest` (null before the first set). */
+    manifestHash: Type.Optional(Type.Union([HexHash, Type.Null()])),
+    /** The mesh CA of the current manifest (null before the first set). */
+    intermediateCa: Type.Optional(Type.Union([PemText('CERTIFICATE'), Type.Null()])),
+    /** The history head bound into the evidence (the zero hash before the first set). */
+    historyHead: Type.Optional(HexHash),
     history: Type.Array(HistoryEntrySchema),
     /** SPKI DER of the coordinator's TLS key, base64url. */
     tlsSpki: Base64Url({ maxLength: 2048 }),
@@ -259,6 +266,8 @@ export const StatusResponseSchema = Type.Object(
     tee: EvidenceTypeSchema,
     manifestHash: Type.Union([HexHash, Type.Null()]),
     historyHead: HexHash,
+    /** Live instances per workload of the current manifest. */
+    instances: Type.Optional(ClosedRecord(Name, Type.Integer({ minimum: 0 }))),
     /** Only when state is recovery: which recovery owners have uploaded a share. */
     recovery: Type.Optional(
       Type.Object(
@@ -270,6 +279,29 @@ export const StatusResponseSchema = Type.Object(
   { additionalProperties: false },
 );
 export type StatusResponse = Static<typeof StatusResponseSchema>;
+
+/**
+ * DELETE /v1/instances/{id}: an agent that exits cleanly releases its instance (and its
+ * `maxInstances` slot). `signature` is ECDSA P-256 / SHA-256, raw r||s (IEEE P1363), by the
+ * instance's current mesh key over `releaseSignedBytes(id, nonce)`, for a fresh nonce from
+ * `/v1/activate/challenge`: only the key holder can release, and only once.
+ */
+export const ReleaseInstanceRequestSchema = Type.Object(
+  { nonce: NonceB64, signature: Base64Url({ maxLength: 128 }) },
+  { additionalProperties: false },
+);
+export type ReleaseInstanceRequest = Static<typeof ReleaseInstanceRequestSchema>;
+export const ReleaseInstanceResponseSchema = Type.Object(
+  { instanceId: Type.String(), released: Type.Literal(true) },
+  { additionalProperties: false },
+);
+export type ReleaseInstanceResponse = Static<typeof ReleaseInstanceResponseSchema>;
+export const InstanceIdPattern = '^[0-9a-f]{32}$';
+
+/** The bytes an instance release signs: a domain label, the instance id and the nonce. */
+export function releaseSignedBytes(instanceId: string, nonce: string): Uint8Array {
+  return new TextEncoder().encode(`cloister/instance-release/v1\u0000${instanceId}\u0000${nonce}`);
+}
 
 /** Route table: method, URL and body/response schemas, ready for Fastify. */
 export const ROUTES = {
@@ -305,6 +337,12 @@ export const ROUTES = {
     response: SetSecretResponseSchema,
   },
   status: { method: 'GET', url: '/v1/status', response: StatusResponseSchema },
+  releaseInstance: {
+    method: 'DELETE',
+    url: '/v1/instances/:id',
+    body: ReleaseInstanceRequestSchema,
+    response: ReleaseInstanceResponseSchema,
+  },
 } as const satisfies Record<
   string,
   { method: string; url: string; body?: TSchema; response: TSchema }

@@ -141,6 +141,10 @@ export {
   SetSecretResponseSchema,
   StatusResponseSchema,
   CoordinatorStateSchema,
+  ReleaseInstanceRequestSchema,
+  ReleaseInstanceResponseSchema,
+  InstanceIdPattern,
+  releaseSignedBytes,
 } from './api.js';
 export type {
   EvidenceType,
@@ -159,6 +163,8 @@ export type {
   SetSecretResponse,
   StatusResponse,
   CoordinatorState,
+  ReleaseInstanceRequest,
+  ReleaseInstanceResponse,
 } from './api.js';
 export { encryptBundle, decryptBundle, BUNDLE_CONTENT_TYPE } from './bundle.js';
 export { problemFromError, ProblemSchema, PROBLEM_CONTENT_TYPE } from './problem.js';

@@ -5,6 +5,7 @@
  *   cloister agent --coordinator URL --workload NAME --tee sim|tsm|gramine
  *                  [--root-ca FILE] [--sim-dir DIR] [--files-dir DIR] [--init DIR]
  *                  [--peer NAME=HOST[:PORT]]... -- CMD ARGS...
+ *   cloister agent ... --image REF --image-digest sha256:... [--image-key PATH] [--runc PATH]
  *
  * Exits with the program's status (128 + signal number when it was killed); with `--init` it
  * writes the files and exits 0. Its own failures use the documented exit codes.
@@ -20,6 +21,7 @@ import {
   TSM_DEFAULT_ROOT,
   agentError,
   gramineProvider,
+  imageMeasuredArgs,
   parsePeers,
   resolveExecutable,
   runAgent,
@@ -43,6 +45,11 @@ interface AgentOptions {
   meshBind?: string;
   retryFor: string;
   json?: boolean;
+  image?: string;
+  imageDigest?: string;
+  imageKey?: string;
+  allowUnpinnedImage?: boolean;
+  runc: string;
 }
 
 async function readText(file: string, what: string): Promise<string> {
@@ -94,13 +101,33 @@ export function registerAgent(program: Command, ctx: CommandContext): void {
     )
     .option('--mesh-bind <addr>', 'address the mesh ingress listens on (default 0.0.0.0)')
     .option('--retry-for <seconds>', 'retry an unreachable coordinator this long at startup', '60')
+    .option(
+      '--image <ref>',
+      'run this OCI image under runc: oci:DIR[:TAG], docker-archive:FILE, docker://...',
+    )
+    .option(
+      '--image-digest <digest>',
+      'the image manifest digest (measured; must match the manifest)',
+    )
+    .option(
+      '--image-key <path>',
+      'manifest path of the delivered image private key',
+      '/run/cloister/image-key.pem',
+    )
+    .option('--allow-unpinned-image', 'development only: run an image no digest pins')
+    .option('--runc <cmd>', 'the OCI runtime to run images with', 'runc')
     .option('--json', 'log JSON lines on stderr')
     .argument('[command...]', 'the program and its arguments (after --)')
     .action(async (command: string[], opts: AgentOptions) => {
       const log = logger(ctx, opts.json === true);
-      if (command.length === 0 && opts.init === undefined) {
-        throw agentError('AGENT_USAGE', 'give the program after --, or --init DIR');
+      if (command.length === 0 && opts.init === undefined && opts.image === undefined) {
+        throw agentError('AGENT_USAGE', 'give the program after --, --image REF, or --init DIR');
       }
+      if (opts.image !== undefined && (command.length > 0 || opts.init !== undefined)) {
+        throw agentError('AGENT_USAGE', '--image runs the image: give no program and no --init');
+      }
+      // The image workload's measured launch: the runtime binary and `image REF DIGEST`.
+      const runc = opts.image === undefined ? undefined : resolveExecutable(opts.runc);
       if (opts.init !== undefined && command.length > 0) {
         throw agentError('AGENT_USAGE', '--init writes files only: do not give a program');
       }
@@ -118,12 +145,17 @@ export function registerAgent(program: Command, ctx: CommandContext): void {
             throw agentError('AGENT_USAGE', `--tee sim needs --sim-dir or $${SIM_DIR_ENV}`);
           }
           // In init mode there is no program: the measurement is of the agent itself.
-          const measured = executable ?? process.execPath;
+          const measured = runc ?? executable ?? process.execPath;
           const bytes = new Uint8Array(await readFile(measured));
           provider = simProvider({
             dir,
             executable: bytes,
-            args: executable === undefined ? [] : args,
+            args:
+              opts.image !== undefined
+                ? imageMeasuredArgs(opts.image, opts.imageDigest)
+                : executable === undefined
+                  ? []
+                  : args,
           });
           break;
         }
@@ -149,6 +181,17 @@ export function registerAgent(program: Command, ctx: CommandContext): void {
         ...(opts.filesDir === undefined ? {} : { filesDir: opts.filesDir }),
         ...(opts.init === undefined ? {} : { init: opts.init }),
         ...(opts.meshBind === undefined ? {} : { meshBind: opts.meshBind }),
+        ...(opts.image === undefined || runc === undefined
+          ? {}
+          : {
+              image: {
+                source: opts.image,
+                runc,
+                ...(opts.imageDigest === undefined ? {} : { manifestDigest: opts.imageDigest }),
+                ...(opts.imageKey === undefined ? {} : { keyFile: opts.imageKey }),
+                ...(opts.allowUnpinnedImage === true ? { allowUnpinned: true } : {}),
+              },
+            }),
         ...(executable === undefined || cmd === undefined
           ? {}
           : { program: { executable, argv0: cmd, args } }),

@@ -15,6 +15,10 @@
  *   simMeasurement(program bytes, arguments), exactly what `cloister sim measure -- CMD...`
  *   prints, so the manifest's package must pin that value. The manifest's `args`, when present,
  *   replace the arguments at launch (the measured executable stays).
+ * - `image` (instead of `command`): an OCI image (`oci:DIR[:TAG]`, relative to the directory of
+ *   workloads.json, `docker-archive:FILE`, `docker://...`) run under runc by the agent after
+ *   attestation (docs/images.md). The manifest's `image.manifestDigest` pins it, and the sim
+ *   measurement is that of `runc image DIGEST` (`cloister sim measure runc image DIGEST`).
  * - `instances` (default 1, at most 64): how many agents to start for the workload.
  * - `oneShot` (default false): a job rather than a service; `up` finishes once every one-shot
  *   workload has exited (unless `--keep-running`).
@@ -24,7 +28,9 @@ import type { Manifest } from '@cloister/protocol';
 import { clientError } from '../client/error-codes.js';
 
 export interface RunWorkload {
-  readonly command: readonly [string, ...string[]];
+  /** Exactly one of `command` and `image`. */
+  readonly command?: readonly [string, ...string[]];
+  readonly image?: string;
   readonly instances: number;
   readonly oneShot: boolean;
 }
@@ -81,12 +87,23 @@ export function parseRunFile(text: string, manifest: Manifest): RunFile {
       continue;
     }
     for (const k of Object.keys(w)) {
-      if (!['command', 'instances', 'oneShot'].includes(k)) {
+      if (!['command', 'image', 'instances', 'oneShot'].includes(k)) {
         problems.push({ path: `${at}/${k}`, message: 'unknown property' });
       }
     }
     const cmd = w['command'];
-    if (
+    const image = w['image'];
+    if (image !== undefined) {
+      if (cmd !== undefined)
+        problems.push({ path: at, message: 'give either command or image, not both' });
+      if (typeof image !== 'string' || image.length === 0 || image.length > 1024)
+        problems.push({ path: `${at}/image`, message: 'must be an image reference string' });
+      else if (manifest.workloads[name]?.image?.manifestDigest === undefined)
+        problems.push({
+          path: `${at}/image`,
+          message: 'the manifest must pin the image (image.manifestDigest)',
+        });
+    } else if (
       !Array.isArray(cmd) ||
       cmd.length === 0 ||
       cmd.length > 4096 ||
@@ -110,7 +127,9 @@ export function parseRunFile(text: string, manifest: Manifest): RunFile {
     if (typeof oneShot !== 'boolean')
       problems.push({ path: `${at}/oneShot`, message: 'must be a boolean' });
     out[name] = {
-      command: cmd as [string, ...string[]],
+      ...(image === undefined
+        ? { command: cmd as [string, ...string[]] }
+        : { image: image as string }),
       instances: inst as number,
       oneShot: oneShot as boolean,
     };

@@ -16,11 +16,12 @@
  * the coordinator, so nothing outlives `up`.
  */
 import { readFile, rm, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { createCoordinator } from '@cloister/coordinator';
 import type { CoordinatorOptions, RunningCoordinator } from '@cloister/coordinator';
 import { generateSimHardware, SIM_HARDWARE_FILES } from '@cloister/evidence';
-import { resolveExecutable, runAgent, simProvider } from '@cloister/agent';
+import { imageMeasuredArgs, resolveExecutable, runAgent, simProvider } from '@cloister/agent';
+import type { ImageWorkloadOptions } from '@cloister/agent';
 import type { AgentLog, PeerMap } from '@cloister/agent';
 import { isCloisterError } from '@cloister/errors';
 import { manifestHash, parseManifestText } from '@cloister/protocol';
@@ -139,6 +140,15 @@ export function ingressOf(manifest: Manifest, run: RunFile): UpIngress[] {
   return out;
 }
 
+/** An image reference with its local path (oci:, docker-archive:) taken relative to DIR. */
+function imageSourceIn(dir: string, ref: string): string {
+  for (const prefix of ['oci:', 'docker-archive:']) {
+    if (ref.startsWith(prefix) && !isAbsolute(ref.slice(prefix.length)))
+      return `${prefix}${resolve(dir, ref.slice(prefix.length))}`;
+  }
+  return ref;
+}
+
 /** Starts a deployment from DIR; see the file comment. */
 export async function startUp(dirArg: string, options: UpOptions = {}): Promise<UpHandle> {
   const dir = resolve(dirArg);
@@ -151,10 +161,39 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
   // Inputs first: a bad manifest or run-file changes nothing.
   const manifest = parseManifestText(readInputText(join(dir, 'manifest.json'), 'manifest'));
   const run = parseRunFile(readInputText(join(dir, 'workloads.json'), 'run-file'), manifest);
-  const programs = new Map<string, { executable: string; bytes: Uint8Array }>();
+  const programs = new Map<
+    string,
+    { executable: string; bytes: Uint8Array; args: string[]; image?: ImageWorkloadOptions }
+  >();
   for (const [name, w] of Object.entries(run.workloads)) {
-    const executable = resolveExecutable(w.command[0]);
-    programs.set(name, { executable, bytes: new Uint8Array(await readFile(executable)) });
+    if (w.image !== undefined) {
+      let runc: string;
+      try {
+        runc = resolveExecutable('runc');
+      } catch {
+        log(`[${name}] skipped: image workloads need runc, which is not installed`);
+        continue;
+      }
+      const digest = manifest.workloads[name]?.image?.manifestDigest;
+      programs.set(name, {
+        executable: runc,
+        bytes: new Uint8Array(await readFile(runc)),
+        args: imageMeasuredArgs(w.image, digest),
+        image: {
+          source: imageSourceIn(dir, w.image),
+          runc,
+          ...(digest === undefined ? {} : { manifestDigest: digest }),
+        },
+      });
+      continue;
+    }
+    const command = w.command as readonly [string, ...string[]];
+    const executable = resolveExecutable(command[0]);
+    programs.set(name, {
+      executable,
+      bytes: new Uint8Array(await readFile(executable)),
+      args: command.slice(1),
+    });
   }
 
   if (!(await exists(join(simDir, SIM_HARDWARE_FILES.rootCert)))) {
@@ -266,8 +305,9 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
     );
     const launched: Promise<void>[] = [];
     for (const [name, w] of Object.entries(run.workloads)) {
-      const program = programs.get(name) as { executable: string; bytes: Uint8Array };
-      const args = w.command.slice(1);
+      const program = programs.get(name);
+      if (program === undefined) continue;
+      const args = program.args;
       for (let n = 0; n < w.instances; n++) {
         const prefix = w.instances > 1 ? `${name}#${n}` : name;
         let onLaunch: () => void = () => undefined;
@@ -283,7 +323,15 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
           rootCa: coordinator.rootCaPem,
           workload: name,
           provider: simProvider({ dir: simDir, executable: program.bytes, args }),
-          program: { executable: program.executable, argv0: w.command[0], args },
+          ...(program.image === undefined
+            ? {
+                program: {
+                  executable: program.executable,
+                  argv0: (w.command as readonly string[])[0] ?? program.executable,
+                  args,
+                },
+              }
+            : { image: program.image }),
           peers,
           meshBind: '127.0.0.1',
           retryForMs: 10_000,

@@ -53,5 +53,9 @@ export function fromFrameworkError(e: unknown): CloisterError | undefined {
 
 /** The problem body of an error (500 INTERNAL without message for anything that is not ours). */
 export function problemFor(e: unknown): Problem {
-  return problemFromError(fromFrameworkError(e) ?? e);
+  const p = problemFromError(fromFrameworkError(e) ?? e);
+  // The kind `limit` means 429 (a rate or instance limit: retry later). An oversized body is a
+  // different answer, 413 Content Too Large (RFC 9110 §15.5.14): retrying the same request
+  // can never succeed, and clients must not treat it as back-pressure.
+  return p.code === 'COORDINATOR_BODY_TOO_LARGE' ? { ...p, status: 413 } : p;
 }

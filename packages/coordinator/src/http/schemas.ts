@@ -6,7 +6,7 @@
  */
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
-import { NAME_PATTERN } from '@cloister/protocol';
+import { InstanceIdPattern, NAME_PATTERN } from '@cloister/protocol';
 import type { ActivateRequest, SetManifestRequest, SetSecretRequest } from '@cloister/protocol';
 
 export const SecretParams = Type.Object(
@@ -14,6 +14,11 @@ export const SecretParams = Type.Object(
   { additionalProperties: false },
 );
 export type SecretParamsT = Static<typeof SecretParams>;
+
+export const InstanceParams = Type.Object(
+  { id: Type.String({ pattern: InstanceIdPattern }) },
+  { additionalProperties: false },
+);
 
 export const HealthResponse = Type.Object({ ok: Type.Boolean() }, { additionalProperties: false });
 

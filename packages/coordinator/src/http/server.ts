@@ -12,7 +12,7 @@ import type { CoordinatorService } from '../service.js';
 import { OpenApiCollector } from './openapi.js';
 import { PROBLEM_CONTENT_TYPE, problemFor } from './problem.js';
 import { ROUTES } from '@cloister/protocol';
-import { HealthResponse, SecretParams } from './schemas.js';
+import { HealthResponse, InstanceParams, SecretParams } from './schemas.js';
 
 /** The default body limit: 1 MiB (a manifest with many literal files stays below it). */
 export const DEFAULT_BODY_LIMIT = 1_048_576;
@@ -93,8 +93,8 @@ export async function buildServer(
       config: { summary: 'Get a one-time activation nonce (short TTL).' },
       schema: { response: { 200: ROUTES.activateChallenge.response } },
     },
-    async () => {
-      const n = await svc.challenge();
+    () => {
+      const n = svc.challenge();
       return { nonce: n.nonce, expiresAt: n.expiresAt.toISOString() };
     },
   );
@@ -169,6 +169,21 @@ export async function buildServer(
       schema: { response: { 200: ROUTES.status.response } },
     },
     () => svc.status(),
+  );
+
+  typed.delete(
+    '/v1/instances/:id',
+    {
+      config: {
+        summary: "Release an instance (signed by the instance's mesh key over a fresh nonce).",
+      },
+      schema: {
+        params: InstanceParams,
+        body: ROUTES.releaseInstance.body,
+        response: { 200: ROUTES.releaseInstance.response },
+      },
+    },
+    async (req) => svc.releaseInstance(req.params.id, req.body),
   );
 
   typed.get(

@@ -1,13 +1,18 @@
 /**
- * The coordinator's state store: one SQLite file (better-sqlite3, WAL, synchronous=FULL) under
- * the data directory, every value encrypted with AES-256-GCM under the data key.
+ * The coordinator's state store: one SQLite file (better-sqlite3, WAL) under the data directory,
+ * every value encrypted with AES-256-GCM under the data key.
  *
  * Why each choice:
  * - Storage is untrusted (DESIGN §1): a value is bound to its row by using `table \0 key` as the
  *   GCM additional data, so an attacker with the file cannot swap two rows (e.g. move a cheap
  *   secret into the slot of another) without failing authentication.
- * - `synchronous=FULL` in WAL mode makes every committed transaction durable before
- *   `transaction()` returns, so an acknowledged write survives SIGKILL or power loss.
+ * - Durability (docs/adr/0003-coordinator-durability.md). In WAL mode a committed transaction
+ *   is in the WAL file, i.e. in the operating system's page cache, before `transaction()`
+ *   returns, so with either setting an acknowledged write survives the coordinator process
+ *   being killed (SIGKILL, crash, OOM). `durability: 'process'` (the default,
+ *   `synchronous=NORMAL`) does not fsync at every commit, so an OS crash or power loss can lose
+ *   the last transactions (never corrupt the database); `durability: 'full'`
+ *   (`synchronous=FULL`) fsyncs the WAL at every commit and survives power loss too.
  * - Every multi-row change runs in one `BEGIN IMMEDIATE` transaction, so a crash leaves either
  *   all of it or none of it.
  * - better-sqlite3 is synchronous: a transaction is atomic with respect to every other request
@@ -37,6 +42,17 @@ import type { Sealer } from './sealer.js';
 /** Names of the tables the coordinator uses; each is a namespace of rows. */
 export type TableName =
   'meta' | 'manifests' | 'history' | 'secrets' | 'instances' | 'nonces' | 'intermediates';
+
+/**
+ * What an acknowledged write survives: `process` = the coordinator process dying (SIGKILL,
+ * crash); `full` = also an OS crash or power loss (an fsync per commit).
+ */
+export type Durability = 'process' | 'full';
+
+export interface StoreOptions {
+  /** Default `process`. */
+  readonly durability?: Durability;
+}
 
 export interface PutOptions {
   /** Clear-text group (e.g. the workload of an instance), for counting. */
@@ -123,6 +139,7 @@ export class Store {
     del: Database.Statement<[string, string]>;
     list: Database.Statement<[string], { k: string; v: Buffer }>;
     count: Database.Statement<[string, string, number], { n: number }>;
+    live: Database.Statement<[string, number], { k: string; grp: string | null; exp: number }>;
     purge: Database.Statement<[string, number]>;
   };
 
@@ -137,12 +154,19 @@ export class Store {
       del: db.prepare('DELETE FROM rows WHERE tbl = ? AND k = ?'),
       list: db.prepare('SELECT k, v FROM rows WHERE tbl = ? ORDER BY k'),
       count: db.prepare('SELECT count(*) AS n FROM rows WHERE tbl = ? AND grp = ? AND exp > ?'),
+      live: db.prepare('SELECT k, grp, exp FROM rows WHERE tbl = ? AND exp > ? ORDER BY exp'),
       purge: db.prepare('DELETE FROM rows WHERE tbl = ? AND exp <= ?'),
     };
   }
 
   /** Opens the store of `dataDir`, creating it (and sealing a fresh data key) on first use. */
-  static async open(dataDir: string, sealer: Sealer): Promise<Store> {
+  static async open(dataDir: string, sealer: Sealer, opts: StoreOptions = {}): Promise<Store> {
+    const durability = opts.durability ?? 'process';
+    if (durability !== 'process' && durability !== 'full') {
+      throw coordinatorError('COORDINATOR_BAD_CONFIG', 'durability is process or full', {
+        details: { rule: 'durability', expected: ['process', 'full'], actual: durability },
+      });
+    }
     try {
       mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     } catch (cause) {
@@ -153,7 +177,7 @@ export class Store {
     const key = await loadDataKey(dataDir, sealer);
     const db = new Database(join(dataDir, DB_FILE));
     db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
+    db.pragma(durability === 'full' ? 'synchronous = FULL' : 'synchronous = NORMAL');
     db.pragma('busy_timeout = 5000');
     db.exec(
       `CREATE TABLE IF NOT EXISTS rows (
@@ -217,6 +241,11 @@ export class Store {
     return this.#stmts.count.get(tbl, grp, now)?.n ?? 0;
   }
 
+  /** Clear-text metadata of the rows of `tbl` that expire after `now`, soonest first. */
+  liveRows(tbl: TableName, now: number): { k: string; grp: string | null; exp: number }[] {
+    return this.#stmts.live.all(tbl, now);
+  }
+
   /** Deletes rows of `tbl` that expired at or before `now`. */
   purgeExpired(tbl: TableName, now: number): number {
     return this.#stmts.purge.run(tbl, now).changes;
@@ -231,7 +260,8 @@ export class Store {
    * every other `commit` queued in the same turn of the event loop, and resolves once that
    * transaction is durable. Each `fn` still sees the writes of those queued before it (they run
    * in order) and a throwing `fn` rolls back only its own writes. One fsync then acknowledges
-   * many concurrent activations instead of one each (about 5 ms per fsync on a virtual disk).
+   * many concurrent activations instead of one each (with `durability: 'full'`, about 5 ms per
+   * fsync on a virtual disk).
    */
   commit<R>(fn: () => R): Promise<R> {
     return new Promise<R>((resolve, reject) => {
@@ -269,8 +299,8 @@ export class Store {
   }
 
   /**
-   * Runs `fn` in one immediate transaction: all of its writes commit together (durably, before
-   * this returns) or none do. `fn` must be synchronous.
+   * Runs `fn` in one immediate transaction: all of its writes commit together (before this
+   * returns, with the store's durability) or none do. `fn` must be synchronous.
    */
   transaction<R>(fn: () => R): R {
     return this.#db.transaction(fn).immediate();

@@ -1,6 +1,6 @@
 /**
  * Simulation "hardware": a software vendor chain standing in for Intel's or AMD's. A root key
- * (ECDSA P-384) with a self-signed root certificate certifies a platform key, which signs
+ * (ECDSA P-256) with a self-signed root certificate certifies a platform key, which signs
  * reports. Generation and (de)serialisation only, as PEM and JWK strings; reading and writing
  * the files (docs/sim.md: root.crt.pem, root.key.jwk, platform.crt.pem, platform.key.jwk) is
  * left to the caller, so this stays engine-neutral.
@@ -12,8 +12,10 @@ import { evidenceError } from '../error-codes.js';
 import { createSimReport } from './report.js';
 import * as x509 from '@peculiar/x509';
 
-const EC = { name: 'ECDSA', namedCurve: 'P-384' } as const;
-const SIGN = { name: 'ECDSA', hash: 'SHA-384' } as const;
+// P-256 rather than P-384 (docs/sim.md): the sim is a development TEE, and P-384 signatures
+// cost about ten times as much to make and check, on every activation.
+const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
 
 /** The file names of a sim hardware directory. */
 export const SIM_HARDWARE_FILES = {
@@ -120,11 +122,11 @@ export async function exportSimHardware(hw: SimHardware): Promise<SimHardwareFil
 async function importPrivate(text: string, field: string): Promise<CryptoKey> {
   try {
     const jwk = JSON.parse(text) as JsonWebKey;
-    if (jwk.kty !== 'EC' || jwk.crv !== 'P-384' || typeof jwk.d !== 'string')
-      throw new Error('not a P-384 private JWK');
+    if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || typeof jwk.d !== 'string')
+      throw new Error('not a P-256 private JWK');
     return await globalThis.crypto.subtle.importKey('jwk', jwk, EC, true, ['sign']);
   } catch (cause) {
-    throw evidenceError('EVIDENCE_BAD_ENCODING', `${field}: not an ECDSA P-384 private JWK`, {
+    throw evidenceError('EVIDENCE_BAD_ENCODING', `${field}: not an ECDSA P-256 private JWK`, {
       cause,
       details: { field },
     });

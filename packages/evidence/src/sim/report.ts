@@ -1,10 +1,10 @@
 /**
- * The Cloister simulation TEE report, format version 1 (docs/sim.md). All integers are
+ * The Cloister simulation TEE report, format version 2 (docs/sim.md). All integers are
  * little-endian, like the hardware reports this stands in for.
  *
  *   offset  size  field
  *   0x00      8   magic "CLSIMRPT"
- *   0x08      2   version (1)
+ *   0x08      2   version (2; version 1 used P-384 and is refused)
  *   0x0A      2   flags: bit 0 debug; all other bits must be zero
  *   0x0C      4   svn
  *   0x10     16   platform id = first 16 bytes of SHA-256(platform certificate SPKI DER)
@@ -13,19 +13,19 @@
  *   0x70     64   report data
  *   0xB0      4   platform certificate length n (1..8192)
  *   0xB4      n   platform certificate, DER
- *   0xB4+n   96   ECDSA P-384 / SHA-384 signature, raw r||s, over bytes [0, 0xB4+n)
+ *   0xB4+n   64   ECDSA P-256 / SHA-256 signature, raw r||s, over bytes [0, 0xB4+n)
  *
- * A report is exactly 0xB4 + n + 96 bytes: no trailing bytes.
+ * A report is exactly 0xB4 + n + 64 bytes: no trailing bytes.
  */
 import { bytesAt, concatBytes, toHex, u16le, u32le, utf8 } from '../bytes.js';
 import { sha256 } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
 
 export const SIM_MAGIC = 'CLSIMRPT';
-export const SIM_REPORT_VERSION = 1;
+export const SIM_REPORT_VERSION = 2;
 export const SIM_FLAG_DEBUG = 1;
 export const SIM_CERT_OFFSET = 0xb4;
-export const SIM_SIGNATURE_SIZE = 96;
+export const SIM_SIGNATURE_SIZE = 64;
 export const SIM_MAX_CERT_SIZE = 8192;
 
 const OFF = {
@@ -109,7 +109,7 @@ export async function simPlatformId(spkiDer: Uint8Array): Promise<Uint8Array> {
 }
 
 export interface CreateSimReportInput {
-  /** The platform's ECDSA P-384 private key (from the sim hardware). */
+  /** The platform's ECDSA P-256 private key (from the sim hardware). */
   readonly platformKey: CryptoKey;
   /** The platform certificate (DER), certified by the sim root. */
   readonly platformCertDer: Uint8Array;
@@ -159,7 +159,7 @@ export async function createSimReport(input: CreateSimReportInput): Promise<Uint
   );
   const sig = new Uint8Array(
     await globalThis.crypto.subtle.sign(
-      { name: 'ECDSA', hash: 'SHA-384' },
+      { name: 'ECDSA', hash: 'SHA-256' },
       input.platformKey,
       new Uint8Array(signed),
     ),

@@ -13,6 +13,42 @@ import { evidenceError } from '../error-codes.js';
 import { parseCertificate, verifyChain } from '../pki/chain.js';
 import type { TrustAnchor } from '../pki/chain.js';
 import { parseSimReport, simPlatformId } from './report.js';
+import { BoundedMemo, bytesKey } from '../dcap/cert-cache.js';
+
+/**
+ * A platform certificate that chained to a pinned root, with what the report check needs: its
+ * imported key, its platform id, and the time window in which the whole path is valid.
+ */
+interface VerifiedPlatform {
+  readonly key: CryptoKey;
+  readonly platformId: Uint8Array;
+  readonly validFrom: number;
+  readonly validTo: number;
+}
+
+/**
+ * Chain results by the exact bytes of the platform certificate and the identity of the pinned
+ * roots (the pattern of dcap/cert-cache.ts): every report of a platform carries the same
+ * certificate, so parsing it, walking its chain and importing its key once per platform is
+ * enough. The key is the certificate's full DER, never a digest or a part of it, so an altered
+ * certificate never hits. Only successes are cached, the memo is bounded, and a hit still
+ * checks `now` against the path's validity window.
+ */
+const platformMemo = new BoundedMemo<VerifiedPlatform>(256);
+const anchorIds = new WeakMap<TrustAnchor, number>();
+let nextAnchorId = 0;
+function rootsKey(roots: readonly TrustAnchor[]): string {
+  return roots
+    .map((r) => {
+      let id = anchorIds.get(r);
+      if (id === undefined) {
+        id = nextAnchorId++;
+        anchorIds.set(r, id);
+      }
+      return id;
+    })
+    .join(',');
+}
 
 export interface VerifySimOptions {
   /** The verification time. */
@@ -38,23 +74,14 @@ export async function verifySimReport(
     );
   }
   const r = parseSimReport(bytes);
-  let spki: Uint8Array;
-  let key: CryptoKey;
-  try {
-    const cert = parseCertificate(r.platformCertDer, 'sim platform certificate');
-    await verifyChain([cert], {
-      roots: options.roots,
-      now: options.now,
-      label: 'sim platform chain',
-    });
-    spki = new Uint8Array(cert.publicKey.rawData);
-    key = await importEcSpki('P-384', spki, 'sim platform key');
-  } catch (cause) {
-    if (isCloisterError(cause)) throw cause;
-    // The X.509 library parses lazily: a malformed field can surface as its own error type here.
-    throw evidenceError('CERT_MALFORMED', 'sim platform certificate cannot be parsed', { cause });
+  const memoKey = `${rootsKey(options.roots)}|${bytesKey(r.platformCertDer)}`;
+  const t = options.now.getTime();
+  let platform = platformMemo.get(memoKey);
+  if (platform === undefined || t < platform.validFrom || t > platform.validTo) {
+    platform = await verifyPlatform(r.platformCertDer, options);
+    platformMemo.set(memoKey, platform);
   }
-  if (!(await ecdsaVerify('P-384', key, r.signature, r.signed))) {
+  if (!(await ecdsaVerify('P-256', platform.key, r.signature, r.signed))) {
     throw evidenceError(
       'SIGNATURE_INVALID',
       'sim report signature does not verify with the platform key',
@@ -62,7 +89,7 @@ export async function verifySimReport(
   }
   // The platform id is derived from the certified key, so a report cannot claim another
   // platform's identity (hardware-id allowlists rely on it).
-  if (!bytesEqual(r.platformId, await simPlatformId(spki))) {
+  if (!bytesEqual(r.platformId, platform.platformId)) {
     throw evidenceError('BINDING_MISMATCH', 'sim platform id does not match the platform key', {
       details: { field: 'platformId', actual: toHex(r.platformId) },
     });
@@ -76,4 +103,31 @@ export async function verifySimReport(
     svn: r.svn,
     platformId: toHex(r.platformId),
   };
+}
+
+/** Chains the platform certificate to a pinned root at `now` and imports its key. */
+async function verifyPlatform(
+  certDer: Uint8Array,
+  options: VerifySimOptions,
+): Promise<VerifiedPlatform> {
+  try {
+    const cert = parseCertificate(certDer, 'sim platform certificate');
+    const chain = await verifyChain([cert], {
+      roots: options.roots,
+      now: options.now,
+      label: 'sim platform chain',
+    });
+    const spki = new Uint8Array(cert.publicKey.rawData);
+    const path = [...chain.path, chain.root.certificate];
+    return {
+      key: await importEcSpki('P-256', spki, 'sim platform key'),
+      platformId: await simPlatformId(spki),
+      validFrom: Math.max(...path.map((c) => c.notBefore.getTime())),
+      validTo: Math.min(...path.map((c) => c.notAfter.getTime())),
+    };
+  } catch (cause) {
+    if (isCloisterError(cause)) throw cause;
+    // The X.509 library parses lazily: a malformed field can surface as its own error type here.
+    throw evidenceError('CERT_MALFORMED', 'sim platform certificate cannot be parsed', { cause });
+  }
 }

@@ -145,7 +145,16 @@ export const FileValueSchema = Type.Union([
 ]);
 
 export const IngressSchema = Type.Object(
-  { port: Port, to: Port },
+  {
+    port: Port,
+    to: Port,
+    external: Type.Optional(
+      Type.Boolean({
+        description:
+          'Also admit clients without a certificate (users outside the mesh); the leaf then carries a localhost DNS SAN.',
+      }),
+    ),
+  },
   { ...closed, description: 'Accept mTLS on `port` and forward plain TCP to the app on `to`.' },
 );
 export const EgressSchema = Type.Object(
