@@ -9,6 +9,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
+import { Option } from 'commander';
 import type { Command } from 'commander';
 import { coordinatorError, createCoordinator, createLogger } from '@cloister/coordinator';
 import type { CommandContext } from '../main.js';
@@ -20,6 +21,7 @@ interface CoordinatorFlags {
   ownerKey: string;
   simulation?: boolean;
   simRoot?: string;
+  durability: 'process' | 'full';
   json?: boolean;
 }
 
@@ -35,6 +37,14 @@ export function registerCoordinator(program: Command, ctx: CommandContext): void
     .requiredOption('--owner-key <pem>', 'PEM public key that must sign the first manifest')
     .option('--simulation', 'run on the simulation TEE (development only; needs --sim-root)')
     .option('--sim-root <dir>', 'simulation TEE hardware directory (from `cloister sim init`)')
+    .addOption(
+      new Option(
+        '--durability <level>',
+        'process: acknowledged writes survive a killed coordinator; full: also power loss (fsync)',
+      )
+        .choices(['process', 'full'])
+        .default('process'),
+    )
     .option('--json', 'print one JSON document when listening')
     .action(async (flags: CoordinatorFlags) => {
       if ((flags.simulation === true) !== (flags.simRoot !== undefined)) {
@@ -55,6 +65,7 @@ export function registerCoordinator(program: Command, ctx: CommandContext): void
         dataDir: flags.data,
         listen: flags.listen,
         ownerKeyPem,
+        durability: flags.durability,
         ...(flags.simRoot === undefined ? {} : { simulation: { rootDir: flags.simRoot } }),
         logger,
       });
