@@ -59,7 +59,7 @@ grep 'client fetched through the mesh' "$WORK/up.log" || { cat "$WORK/up.log"; e
 
 step "7. fetch the page over TLS pinned to the verified root CA"
 PAGE="$(curl --silent --show-error --fail --retry 20 --retry-delay 1 --retry-all-errors \
-  --cacert "$WORK/root-ca.pem" https://localhost:8444/)"
+  --cacert "$WORK/root-ca.pem" https://localhost:8443/)"
 echo "$PAGE"
 GREETING="$(cat "$HERE/secrets/greeting")"
 if [[ "$PAGE" != *"$GREETING"* ]]; then echo "the page does not carry the secret" >&2; exit 1; fi

@@ -84,7 +84,7 @@ describe('quickstart', () => {
           await up.oneShotsDone; // the client fetched the page through its egress, then exited
           let page = '';
           for (let i = 0; i < 100 && page === ''; i++) {
-            page = await httpsGet('https://localhost:8444/', v.rootCaPem).catch(async () => {
+            page = await httpsGet('https://localhost:8443/', v.rootCaPem).catch(async () => {
               await new Promise((r) => setTimeout(r, 100));
               return '';
             });
