@@ -100,9 +100,10 @@ export interface ActivateOptions {
   /** Set when renewing: keeps the instance (and its per-instance secrets). */
   readonly instanceId?: string;
   /**
-   * How the key is sent: `csr` (default, a PKCS#10 request, proof of possession by its
-   * signature) or `public-key` (the bare SPKI: possession is proven by decrypting the bundle,
-   * which is encrypted to the key the evidence binds; cheaper for both sides).
+   * How the key is sent: `public-key` (default: the bare SPKI; the evidence binds its hash and
+   * the bundle is encrypted to it, so only the attested holder can use the answer) or `csr` (a
+   * PKCS#10 request, for coordinators that want proof of possession by signature; costs both
+   * sides an extra signature and ASN.1 work).
    */
   readonly keyForm?: 'csr' | 'public-key';
   readonly now?: () => Date;
@@ -132,9 +133,9 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
     workload: o.workload,
     nonce: challenge.nonce,
     evidence: wireEvidence(evidence),
-    ...(o.keyForm === 'public-key'
-      ? { publicKey: toBase64Url(key.spkiDer) }
-      : { csr: await buildCsr(key, o.workload) }),
+    ...(o.keyForm === 'csr'
+      ? { csr: await buildCsr(key, o.workload) }
+      : { publicKey: toBase64Url(key.spkiDer) }),
     ...(o.instanceId === undefined ? {} : { instanceId: o.instanceId }),
   };
   const res = checkResponse(

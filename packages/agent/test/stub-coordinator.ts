@@ -100,10 +100,14 @@ export async function startStub(o: StubOptions): Promise<Stub> {
     requests.push(body);
     if (o.refuse !== undefined) return problem(res, o.refuse.status, o.refuse.code);
     if (!nonces.delete(body.nonce)) return problem(res, 403, 'NONCE_UNKNOWN');
-    if (!('csr' in body)) return problem(res, 400, 'NO_CSR');
-    const csr = new x509.Pkcs10CertificateRequest(body.csr);
-    if (!(await csr.verify())) return problem(res, 400, 'CSR_SIGNATURE');
-    const spki = new Uint8Array(csr.publicKey.rawData);
+    let spki: Uint8Array;
+    if ('csr' in body) {
+      const csr = new x509.Pkcs10CertificateRequest(body.csr);
+      if (!(await csr.verify())) return problem(res, 400, 'CSR_SIGNATURE');
+      spki = new Uint8Array(csr.publicKey.rawData);
+    } else {
+      spki = fromBase64Url(body.publicKey);
+    }
     if (body.evidence.type !== 'sim') return problem(res, 403, 'TEE');
     const claims = await verifySimReport(fromBase64Url(body.evidence.data), {
       now: new Date(),

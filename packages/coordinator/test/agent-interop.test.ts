@@ -52,7 +52,7 @@ describe('agent interop', () => {
   it('activates and renews with the agent client', async () => {
     const client = new CoordinatorClient({ url: f.coord.url });
     const provider = simProvider({ dir: f.simDir, executable: program, args });
-    const first = await activate({ client, workload: 'web', provider });
+    const first = await activate({ client, workload: 'web', provider, keyForm: 'csr' });
     assert.equal(first.bundle.env.INSTANCE, first.instanceId);
     assert.equal(first.bundle.mesh.rootCa.trim(), f.coord.rootCaPem.trim());
     const renewed = await activate({
