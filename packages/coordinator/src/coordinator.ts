@@ -31,7 +31,6 @@ import type {
   SnpProduct,
   TrustAnchor,
 } from '@cloister/evidence';
-import { toPem } from '@cloister/protocol';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { destination, pino } from 'pino';
 import { coordinatorError } from './error-codes.js';
@@ -192,12 +191,6 @@ async function simulationTee(rootDir: string): Promise<{
   };
 }
 
-function asPem(der: Uint8Array): Uint8Array {
-  const text = Buffer.from(der).subarray(0, 64).toString('latin1');
-  if (text.includes('-----BEGIN')) return der;
-  return new TextEncoder().encode(toPem('CERTIFICATE', der));
-}
-
 function hardwareVerifiers(
   o: CoordinatorOptions['verification'],
 ): Partial<Record<'sgx' | 'tdx' | 'sev-snp', TypeVerifier>> {
@@ -206,9 +199,7 @@ function hardwareVerifiers(
     async (ev, now) => {
       const r = await verifyEvidence(type, ev.data, {
         now,
-        // Agents send the certificates the platform handed out as DER; the verifier takes
-        // several only as PEM, so re-encode (a lossless change of container).
-        certs: ev.certs.length <= 1 ? ev.certs : ev.certs.map(asPem),
+        certs: ev.certs,
         ...(o?.collateralSource === undefined ? {} : { collateralSource: o.collateralSource }),
         ...(o?.intelRoots === undefined ? {} : { intelRoots: o.intelRoots }),
         ...(o?.snpRoots === undefined ? {} : { snpRoots: o.snpRoots }),

@@ -13,7 +13,7 @@ import { parsePckExtension, SGX_EXTENSION_OID } from './dcap/pck-extension.js';
 import { verifyDcapQuote } from './dcap/verify.js';
 import type { DcapVerifiedQuote } from './dcap/verify.js';
 import { evidenceError } from './error-codes.js';
-import { parseCertificate } from './pki/chain.js';
+import { parseCertificate, parseCertificates } from './pki/chain.js';
 import type { TrustAnchor } from './pki/chain.js';
 import type { SnpProductRoots } from './snp/products.js';
 import { verifySnpReport } from './snp/verify.js';
@@ -55,14 +55,6 @@ export interface EvidenceVerdict {
   /** The type-specific result (PCK and QE facts for Intel, chain and product for SNP). */
   readonly detail?: DcapVerifiedQuote | SnpVerification;
 }
-
-function concatPem(parts: readonly Uint8Array[]): Uint8Array {
-  const text = parts.map((p) => new TextDecoder().decode(p)).join('\n');
-  return new TextEncoder().encode(text);
-}
-
-const isPem = (b: Uint8Array): boolean =>
-  new TextDecoder().decode(b.subarray(0, Math.min(b.length, 64))).includes('-----BEGIN');
 
 async function verifyIntel(
   type: 'sgx' | 'tdx',
@@ -113,20 +105,16 @@ function quotePckQuery(quote: ReturnType<typeof parseDcapQuote>): {
 }
 
 async function verifySnp(bytes: Uint8Array, opts: VerifyEvidenceOptions): Promise<EvidenceVerdict> {
-  const certs = opts.certs ?? [];
-  let vcek: Uint8Array | undefined;
-  if (certs.length === 1) vcek = certs[0];
-  else if (certs.length > 1) {
-    if (!certs.every(isPem)) {
-      throw evidenceError('EVIDENCE_BAD_ENCODING', 'several certificates must be given as PEM', {
-        details: { field: 'certs' },
-      });
-    }
-    vcek = concatPem(certs);
-  }
+  // Certificates beside the evidence, each DER or PEM (a PEM file may hold several): the first
+  // is the VCEK or VLEK, the rest are intermediates. Only a chain to a pinned ARK is trusted.
+  const ders = (opts.certs ?? []).flatMap((c, i) =>
+    parseCertificates(c, `certs[${i}]`).map((cert) => new Uint8Array(cert.rawData)),
+  );
+  const [vcek, ...chain] = ders;
   const r = await verifySnpReport(bytes, {
     now: opts.now,
     ...(vcek === undefined ? {} : { vcek }),
+    ...(chain.length === 0 ? {} : { collateral: { chain } }),
     ...(opts.snpRoots === undefined ? {} : { roots: opts.snpRoots }),
     ...(opts.snpProduct === undefined ? {} : { product: opts.snpProduct }),
   });
