@@ -142,3 +142,24 @@ test(
     assert.equal((await run(['evidence', 'verify', v('SOURCES.md'), '--type', 'tpm'])).code, 2);
   },
 );
+
+test('several certificates beside an SNP report, DER and PEM mixed', { skip }, async () => {
+  const at = ['--at', '2026-01-01T00:00:00Z', '--json'];
+  const report = ['evidence', 'verify', v('snp/oak-genoa-v5.report.bin'), '--type', 'sev-snp'];
+  const vcek = ['--cert', v('snp/oak-genoa-v5.vcek.der')];
+  const ok = await run([...report, ...vcek, '--cert', v('snp/amd-ask-ark-genoa-vcek.pem'), ...at]);
+  assert.equal(ok.code, 0, ok.out);
+  // Certificates off the path to the pinned Genoa ARK (Milan's) are not trusted and change nothing.
+  const extra = await run([
+    ...report,
+    ...vcek,
+    '--cert',
+    v('snp/amd-ask-ark-milan-vcek.pem'),
+    ...at,
+  ]);
+  assert.equal(extra.code, 0, extra.out);
+  assert.equal((extra.json?.['claims'] as Record<string, unknown>)['product'], 'Genoa');
+  // A file that is no certificate is malformed input.
+  const junk = await run([...report, ...vcek, '--cert', v('SOURCES.md'), ...at]);
+  assert.equal(junk.code, 30, junk.out);
+});
