@@ -37,8 +37,7 @@ import {
   nonceFromBase64Url,
   toBase64Url,
 } from '@cloister/protocol';
-import { createCoordinator } from '@cloister/coordinator';
-import type { CoordinatorOptions } from '@cloister/coordinator';
+import { createCoordinator, createLogger } from '@cloister/coordinator';
 import { generateSimHardware, simMeasurement, simReportFrom, toHex } from '@cloister/evidence';
 import type { SimHardware } from '@cloister/evidence';
 import { CoordinatorApi } from '../packages/cli/src/client/api.js';
@@ -52,22 +51,6 @@ const RUN_SECONDS = Number(process.env['BENCH_SECONDS'] ?? 6);
 const RUNS = 3;
 const TARGET_INSTANCES = 10_000;
 const AGENT_EXE = new TextEncoder().encode('cloister bench agent');
-
-function quietLogger(): NonNullable<CoordinatorOptions['logger']> {
-  const noop = (): void => undefined;
-  const l = {
-    level: 'silent',
-    info: noop,
-    debug: noop,
-    trace: noop,
-    silent: noop,
-    warn: noop,
-    error: noop,
-    fatal: noop,
-    child: () => l,
-  };
-  return l;
-}
 
 /**
  * One JSON request over `agent`'s connection, pinned to the coordinator's root. Each activation
@@ -161,7 +144,7 @@ async function serve(dir: string): Promise<void> {
     listen: '127.0.0.1:0',
     ownerKeyPem: await readFile(join(dir, 'owner.pub.pem'), 'utf8'),
     simulation: { rootDir: join(dir, 'sim') },
-    logger: quietLogger(),
+    logger: createLogger('silent'),
   });
   process.stdout.write(`${JSON.stringify({ url: coord.url, rootCaPem: coord.rootCaPem })}\n`);
   process.on('SIGTERM', () => void coord.close().then(() => process.exit(0)));

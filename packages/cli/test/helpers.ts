@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { createCoordinator } from '@cloister/coordinator';
+import { createCoordinator, createLogger } from '@cloister/coordinator';
 import type { CoordinatorOptions, RunningCoordinator } from '@cloister/coordinator';
 import { generateSimHardware, simMeasurement, toHex } from '@cloister/evidence';
 import type { ExitCode } from '@cloister/errors';
@@ -79,23 +79,6 @@ export async function measure(
   return toHex(await simMeasurement(executableBytes, args));
 }
 
-/** A quiet logger for in-process coordinators. */
-export function quietLogger(): NonNullable<CoordinatorOptions['logger']> {
-  const noop = (): void => undefined;
-  const l = {
-    level: 'silent',
-    info: noop,
-    debug: noop,
-    trace: noop,
-    silent: noop,
-    warn: noop,
-    error: noop,
-    fatal: noop,
-    child: () => l,
-  };
-  return l;
-}
-
 export interface Deployment {
   dir: string;
   sim: string;
@@ -117,7 +100,7 @@ export async function startDeployment(
     listen: '127.0.0.1:0',
     ownerKeyPem: k.publicKeyPem,
     simulation: { rootDir: sim },
-    logger: quietLogger(),
+    logger: createLogger('silent'),
     ...extra,
   });
   return {

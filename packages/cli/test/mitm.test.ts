@@ -41,6 +41,9 @@ describe('cloister verify through a machine in the middle', () => {
     for (const s of servers) s.close();
     await d.close();
   });
+  /** `cloister verify` of the deployment, reached at `url` (a relay in the middle). */
+  const verifyThrough = (url: string) =>
+    cli(['verify', '--coordinator', url, '--allow-simulation', '--sim-root', d.sim, '--json']);
 
   it('a TLS relay with its own key is rejected with VERIFY_TLS_KEY_MISMATCH', async () => {
     const target = new URL(d.coord.url);
@@ -67,15 +70,7 @@ describe('cloister verify through a machine in the middle', () => {
       '--json',
     ]);
     assert.equal(ok.code, 0, ok.out + ok.err);
-    const r = await cli([
-      'verify',
-      '--coordinator',
-      url,
-      '--allow-simulation',
-      '--sim-root',
-      d.sim,
-      '--json',
-    ]);
+    const r = await verifyThrough(url);
     assert.equal(r.code, 10, r.out + r.err);
     const reason = r.json()['reason'] as {
       code: string;
@@ -117,15 +112,7 @@ describe('cloister verify through a machine in the middle', () => {
     const url = await rewritingRelay((b) => {
       b['rootCa'] = other.certPem;
     });
-    const r = await cli([
-      'verify',
-      '--coordinator',
-      url,
-      '--allow-simulation',
-      '--sim-root',
-      d.sim,
-      '--json',
-    ]);
+    const r = await verifyThrough(url);
     assert.equal(r.code, 10, r.out + r.err);
     const reason = r.json()['reason'] as { code: string; layer: string };
     assert.equal(reason.code, 'VERIFY_BINDING_MISMATCH');
@@ -136,15 +123,7 @@ describe('cloister verify through a machine in the middle', () => {
     const url = await rewritingRelay((b) => {
       b['tlsSpki'] = Buffer.from('not the attested key').toString('base64url');
     });
-    const r = await cli([
-      'verify',
-      '--coordinator',
-      url,
-      '--allow-simulation',
-      '--sim-root',
-      d.sim,
-      '--json',
-    ]);
+    const r = await verifyThrough(url);
     assert.equal(r.code, 10, r.out + r.err);
     assert.equal((r.json()['reason'] as { code: string }).code, 'VERIFY_BINDING_MISMATCH');
   });
@@ -163,15 +142,7 @@ describe('cloister verify through a machine in the middle', () => {
     const url = await rewritingRelay((b) => {
       b['evidence'] = old['evidence'];
     });
-    const r = await cli([
-      'verify',
-      '--coordinator',
-      url,
-      '--allow-simulation',
-      '--sim-root',
-      d.sim,
-      '--json',
-    ]);
+    const r = await verifyThrough(url);
     assert.equal(r.code, 10, r.out + r.err);
     assert.equal((r.json()['reason'] as { code: string }).code, 'VERIFY_BINDING_MISMATCH');
   });
@@ -189,15 +160,7 @@ describe('cloister verify through a machine in the middle', () => {
         },
       ];
     });
-    const r = await cli([
-      'verify',
-      '--coordinator',
-      url,
-      '--allow-simulation',
-      '--sim-root',
-      d.sim,
-      '--json',
-    ]);
+    const r = await verifyThrough(url);
     assert.equal(r.code, 10, r.out + r.err);
     assert.equal((r.json()['reason'] as { code: string }).code, 'VERIFY_BINDING_MISMATCH');
   });
@@ -206,15 +169,7 @@ describe('cloister verify through a machine in the middle', () => {
     const url = await rewritingRelay((b) => {
       b['evidence'] = { type: 'sim', data: 'not base64url!' };
     });
-    const r = await cli([
-      'verify',
-      '--coordinator',
-      url,
-      '--allow-simulation',
-      '--sim-root',
-      d.sim,
-      '--json',
-    ]);
+    const r = await verifyThrough(url);
     assert.equal(r.code, 30, r.out + r.err);
     assert.equal((r.json()['error'] as { code: string }).code, 'CLIENT_BAD_RESPONSE');
   });
