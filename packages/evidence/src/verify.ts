@@ -9,11 +9,10 @@ import type { Claims, IntelTcbStatus } from './claims.js';
 import type { CollateralSource, IntelCollateralJson } from './collateral/types.js';
 import type { ParsedIntelCollateral } from './dcap/collateral.js';
 import { parseDcapQuote } from './dcap/quote.js';
-import { parsePckExtension, SGX_EXTENSION_OID } from './dcap/pck-extension.js';
-import { verifyDcapQuote } from './dcap/verify.js';
+import { pckCollateralQuery, verifyDcapQuote } from './dcap/verify.js';
 import type { DcapVerifiedQuote } from './dcap/verify.js';
 import { evidenceError } from './error-codes.js';
-import { parseCertificate, parseCertificates } from './pki/chain.js';
+import { parseCertificates } from './pki/chain.js';
 import type { TrustAnchor } from './pki/chain.js';
 import type { SnpProductRoots } from './snp/products.js';
 import { verifySnpReport } from './snp/verify.js';
@@ -64,7 +63,7 @@ async function verifyIntel(
   let collateral = opts.collateral;
   if (collateral === undefined && opts.collateralSource !== undefined) {
     const quote = parseDcapQuote(bytes);
-    const pck = quotePckQuery(quote);
+    const pck = pckCollateralQuery(quote);
     collateral = await opts.collateralSource.intel({ tee: type, fmspc: pck.fmspc, ca: pck.ca });
   }
   const r = await verifyDcapQuote(bytes, {
@@ -80,28 +79,6 @@ async function verifyIntel(
     });
   }
   return { type, claims: r.claims, tcbStatus: r.tcbStatus, advisoryIds: r.advisoryIds, detail: r };
-}
-
-/**
- * FMSPC and issuing CA of a quote's PCK certificate, to look collateral up. The leaf is only
- * read here; it is verified like every other certificate by `verifyDcapQuote`.
- */
-function quotePckQuery(quote: ReturnType<typeof parseDcapQuote>): {
-  fmspc: string;
-  ca: 'processor' | 'platform';
-} {
-  const der = quote.pckChain.certificates.find((c) => {
-    const cert = parseCertificate(c, 'PCK certificate');
-    return cert.subject.includes('PCK Certificate');
-  });
-  if (der === undefined)
-    throw evidenceError('CHAIN_INCOMPLETE', 'the quote carries no PCK leaf certificate');
-  const cert = parseCertificate(der, 'PCK certificate');
-  const ext = cert.getExtension(SGX_EXTENSION_OID);
-  if (ext === null)
-    throw evidenceError('CHAIN_BAD_EXTENSION', 'the PCK certificate has no SGX extension');
-  const { fmspc } = parsePckExtension(new Uint8Array(ext.value));
-  return { fmspc, ca: cert.issuer.includes('Platform CA') ? 'platform' : 'processor' };
 }
 
 async function verifySnp(bytes: Uint8Array, opts: VerifyEvidenceOptions): Promise<EvidenceVerdict> {

@@ -25,7 +25,15 @@ import type { IntelCollateralJson } from '../collateral/types.js';
 import { ecdsaVerify, importEcRawXY, importEcSpki, sha256 } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
 import type { TrustAnchor } from '../pki/chain.js';
-import { BoundedMemo, bytesKey, extensionValue, rawCert, type CertInfo } from './cert-cache.js';
+import {
+  BoundedMemo,
+  bytesKey,
+  certInfo,
+  extensionValue,
+  rawCert,
+  type CertInfo,
+  type RawCert,
+} from './cert-cache.js';
 import {
   anchorRawCert,
   buildSignedPath,
@@ -45,6 +53,7 @@ import { parsePckExtension, SGX_EXTENSION_OID, type PckExtension } from './pck-e
 import {
   decodePckChainData,
   parseDcapQuoteLayout,
+  type DcapQuote,
   type SgxReportBody,
   type TdReportBody,
 } from './quote.js';
@@ -141,26 +150,23 @@ function regionState(region: Uint8Array, qeSignature: Uint8Array): RegionState {
 const CA_PROCESSOR = 'Intel SGX PCK Processor CA';
 const CA_PLATFORM = 'Intel SGX PCK Platform CA';
 
-async function pckEntry(chainRaw: Uint8Array, anchors: readonly TrustAnchor[]): Promise<PckEntry> {
-  const der = decodePckChainData(chainRaw).certificates;
-  const raws = der.map((d, i) => rawCert(d, `pck_chain[${i}]`));
-  // The leaf is the one certificate that issued none of the others (Intel's samples carry the
-  // chain root first, real quotes leaf first).
+/** The leaf of a carried PCK chain: the one certificate that issued none of the others (Intel's
+ * samples carry the chain root first, real quotes leaf first). */
+function pckLeaf(raws: readonly RawCert[]): RawCert {
   const leaves = raws.filter((c) => !raws.some((o) => o !== c && o.issuerKey === c.subjectKey));
-  const leafRaw = leaves[0];
-  if (leafRaw === undefined || leaves.length !== 1) {
+  const leaf = leaves[0];
+  if (leaf === undefined || leaves.length !== 1) {
     throw evidenceError('CHAIN_INCOMPLETE', 'PCK chain has no single leaf certificate', {
       details: { leaves: leaves.length },
     });
   }
-  const path = await buildSignedPath(
-    leafRaw,
-    raws.filter((c) => c !== leafRaw),
-    anchors.map(anchorRawCert),
-    'PCK chain',
-  );
-  const leaf = path.certs[0] as CertInfo;
-  if (extensionValue(leaf, SGX_EXTENSION_OID) === undefined) {
+  return leaf;
+}
+
+/** The SGX extension of a PCK certificate and which Intel CA issued it (selects the PCK CRL). */
+function pckFacts(leaf: CertInfo): { ext: PckExtension; ca: 'processor' | 'platform' } {
+  const value = extensionValue(leaf, SGX_EXTENSION_OID);
+  if (value === undefined) {
     throw evidenceError('CHAIN_BAD_EXTENSION', 'PCK certificate has no SGX extension');
   }
   const issuerCn = /(?:^|,\s*)CN=([^,]+)/.exec(leaf.issuer)?.[1]?.trim();
@@ -175,13 +181,38 @@ async function pckEntry(chainRaw: Uint8Array, anchors: readonly TrustAnchor[]): 
       },
     );
   }
-  const ext = parsePckExtension(extensionValue(leaf, SGX_EXTENSION_OID) as Uint8Array);
-  const entry: PckEntry = {
-    path,
-    leaf,
-    pck: { ...ext, ca, subject: leaf.subject, issuer: leaf.issuer },
-  };
-  return entry;
+  return { ext: parsePckExtension(value), ca };
+}
+
+function pckRawCerts(chainRaw: Uint8Array): RawCert[] {
+  return decodePckChainData(chainRaw).certificates.map((d, i) => rawCert(d, `pck_chain[${i}]`));
+}
+
+/**
+ * Which Intel collateral a quote needs (FMSPC and issuing CA of its PCK certificate), read
+ * without verifying anything: the quote is verified afterwards against what is fetched.
+ */
+export function pckCollateralQuery(quote: DcapQuote): {
+  fmspc: string;
+  ca: 'processor' | 'platform';
+} {
+  const leaf = certInfo(pckLeaf(pckRawCerts(quote.pckChain.raw)).der, 'PCK certificate');
+  const { ext, ca } = pckFacts(leaf);
+  return { fmspc: ext.fmspc, ca };
+}
+
+async function pckEntry(chainRaw: Uint8Array, anchors: readonly TrustAnchor[]): Promise<PckEntry> {
+  const raws = pckRawCerts(chainRaw);
+  const leafRaw = pckLeaf(raws);
+  const path = await buildSignedPath(
+    leafRaw,
+    raws.filter((c) => c !== leafRaw),
+    anchors.map(anchorRawCert),
+    'PCK chain',
+  );
+  const leaf = path.certs[0] as CertInfo;
+  const { ext, ca } = pckFacts(leaf);
+  return { path, leaf, pck: { ...ext, ca, subject: leaf.subject, issuer: leaf.issuer } };
 }
 
 async function verifyQeReportSignature(
