@@ -21,12 +21,14 @@ export { DerivedKeySealer } from './store/sealer.js';
 export type { Sealer } from './store/sealer.js';
 export { NonceStore, DEFAULT_MAX_OUTSTANDING_NONCES } from './nonces.js';
 export { LiveInstances } from './live-instances.js';
+export { bundleSealer, openBundle, sealBundle } from './bundle-seal.js';
+export type { BundleSealer } from './bundle-seal.js';
 export {
   createRootCa,
   createIntermediateCa,
   issueLeaf,
   issueServerCert,
-  agentKey,
+  agentPoint,
   leafDnsNames,
   loadCa,
   spiffeId,

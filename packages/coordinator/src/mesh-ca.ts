@@ -26,7 +26,6 @@ import { coordinatorError } from './error-codes.js';
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 const EC: EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' };
-const ECDH: EcKeyImportParams = { name: 'ECDH', namedCurve: 'P-256' };
 const SIG: EcdsaParams = { name: 'ECDSA', hash: 'SHA-256' };
 const subtle = webcrypto.subtle as unknown as SubtleCrypto;
 
@@ -155,19 +154,13 @@ function checkP256Spki(spkiDer: Uint8Array): void {
 }
 
 /**
- * Imports an agent's P-256 SubjectPublicKeyInfo as an ECDH key (for the bundle's JWE);
- * COORDINATOR_KEY_INVALID on anything else. The import rejects points not on the curve, which
- * stops invalid-curve attacks on the ECDH that encrypts the bundle.
+ * The uncompressed point (0x04 || X || Y) of an agent's P-256 SubjectPublicKeyInfo, for the
+ * bundle's ECDH; COORDINATOR_KEY_INVALID on any other form. Whether the point is on the curve is
+ * checked by the key agreement itself (`bundleSealer`), which stops invalid-curve attacks.
  */
-export async function agentKey(spkiDer: Uint8Array): Promise<CryptoKey> {
+export function agentPoint(spkiDer: Uint8Array): Uint8Array {
   checkP256Spki(spkiDer);
-  try {
-    return await subtle.importKey('spki', new Uint8Array(spkiDer), ECDH, true, []);
-  } catch (cause) {
-    throw coordinatorError('COORDINATOR_KEY_INVALID', 'the agent key is not a P-256 public key', {
-      cause,
-    });
-  }
+  return spkiDer.subarray(P256_SPKI_PREFIX.length - 1);
 }
 
 /** Imports an agent's P-256 SubjectPublicKeyInfo; COORDINATOR_KEY_INVALID on anything else. */

@@ -27,7 +27,6 @@ import {
   verifyOwnerSignature,
   verifyTransitionApproval,
   workloadTemplatePaths,
-  encryptBundle,
   toPem,
 } from '@cloister/protocol';
 import type {
@@ -46,11 +45,12 @@ import type {
   TransitionKind,
 } from '@cloister/protocol';
 import type { FastifyBaseLogger } from 'fastify';
+import { bundleSealer } from './bundle-seal.js';
 import { coordinatorError } from './error-codes.js';
 import type { EvidenceInput, EvidenceVerifier } from './evidence-verifier.js';
 import type { ActivateBody, PutSecretBody, SetManifestBody } from './http/schemas.js';
 import {
-  agentKey,
+  agentPoint,
   createIntermediateCa,
   generateP256,
   issueLeaf,
@@ -551,7 +551,8 @@ export class CoordinatorService {
     // `publicKey` form needs no proof of possession beyond the binding below: the bundle
     // (certificate key included) is encrypted to this key, so only its holder can use it.
     const spki = 'csr' in body ? await spkiFromCsr(body.csr) : fromB64u(body.publicKey);
-    const agentJweKey = await agentKey(spki);
+    // Agreed now, so that a point off the curve is refused before anything is committed.
+    const sealer = bundleSealer(agentPoint(spki));
     const evidence: EvidenceInput = {
       type: body.evidence.type,
       data: fromB64u(body.evidence.data),
@@ -714,21 +715,18 @@ export class CoordinatorService {
     // Renew at two thirds of the lifetime: early enough to survive a coordinator outage of a
     // third of the validity, late enough not to re-attest needlessly.
     const lifetime = leaf.notAfter.getTime() - now.getTime();
-    const bundle = await encryptBundle(
-      {
-        files: Object.fromEntries(Object.entries(rendered.files).map(([k, v]) => [k, b64u(v)])),
-        env: rendered.env,
-        args: rendered.args,
-        mesh: {
-          cert: leaf.pem,
-          ...(meshKeyPkcs8 === undefined ? {} : { key: toPem('PRIVATE KEY', meshKeyPkcs8) }),
-          rootCa: this.#rootPem,
-          intermediateCa: cur.intermediatePem,
-        },
-        renewAfter: new Date(now.getTime() + Math.floor((lifetime * 2) / 3)).toISOString(),
+    const bundle = sealer.seal({
+      files: Object.fromEntries(Object.entries(rendered.files).map(([k, v]) => [k, b64u(v)])),
+      env: rendered.env,
+      args: rendered.args,
+      mesh: {
+        cert: leaf.pem,
+        ...(meshKeyPkcs8 === undefined ? {} : { key: toPem('PRIVATE KEY', meshKeyPkcs8) }),
+        rootCa: this.#rootPem,
+        intermediateCa: cur.intermediatePem,
       },
-      agentJweKey,
-    );
+      renewAfter: new Date(now.getTime() + Math.floor((lifetime * 2) / 3)).toISOString(),
+    });
     this.#o.logger.info(
       { workload: body.workload, instanceId, serial: leaf.serial },
       'instance activated',
