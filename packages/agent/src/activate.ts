@@ -24,7 +24,12 @@ import {
   nonceFromBase64Url,
   toBase64Url,
 } from '@cloister/protocol';
-import type { ActivateRequest, ActivationBundle, WireEvidence } from '@cloister/protocol';
+import type {
+  ActivateRequest,
+  ActivationBundle,
+  ImageKeyRequest,
+  WireEvidence,
+} from '@cloister/protocol';
 import { isCloisterError } from '@cloister/errors';
 import { agentError } from './error-codes.js';
 import { checkBundleCertificate } from './bundle.js';
@@ -99,6 +104,8 @@ export interface ActivateOptions {
   readonly provider: EvidenceProvider;
   /** Set when renewing: keeps the instance (and its per-instance secrets). */
   readonly instanceId?: string;
+  /** Image workloads: the pulled image manifest, for key release (`imageKeyRequest`). */
+  readonly image?: ImageKeyRequest;
   /**
    * How the key is sent: `public-key` (default: the bare SPKI; the evidence binds its hash and
    * the bundle is encrypted to it, so only the attested holder can use the answer) or `csr` (a
@@ -137,6 +144,7 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
       ? { csr: await buildCsr(key, o.workload) }
       : { publicKey: toBase64Url(key.spkiDer) }),
     ...(o.instanceId === undefined ? {} : { instanceId: o.instanceId }),
+    ...(o.image === undefined ? {} : { image: o.image }),
   };
   const res = checkResponse(
     ActivateResponseSchema,

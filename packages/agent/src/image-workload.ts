@@ -15,7 +15,8 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ActivationBundle, Manifest } from '@cloister/protocol';
+import { toBase64Url } from '@cloister/protocol';
+import type { ActivationBundle, ImageKeyRequest, Manifest } from '@cloister/protocol';
 import {
   buildRuntimeSpec,
   imageError,
@@ -25,6 +26,7 @@ import {
   parseDigest,
   parseImageReference,
   pullImage,
+  releasedKeyUnwrapper,
   resolveImage,
   writeBundle,
 } from '@cloister/image';
@@ -121,12 +123,43 @@ async function loadImageKey(root: string, keyFile: string) {
   return loadPrivateKey(new Uint8Array(bytes), keyFile);
 }
 
+/**
+ * What the agent sends with its activation for key release: the image manifest (and index) the
+ * source serves now, as bytes. The coordinator checks them against the workload's pin; the pull
+ * checks the same pin again before a layer is fetched.
+ */
+export async function imageKeyRequest(sourceRef: string): Promise<ImageKeyRequest> {
+  const src = openSource(parseImageReference(sourceRef));
+  try {
+    const { top, manifestBlob } = await resolveImage(src);
+    return {
+      manifest: toBase64Url(manifestBlob.bytes),
+      manifestMediaType: manifestBlob.mediaType,
+      ...(top.digest === manifestBlob.digest
+        ? {}
+        : { index: toBase64Url(top.bytes), indexMediaType: top.mediaType }),
+    };
+  } finally {
+    await src.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Layer keys: those the coordinator released in the bundle (images converted with
+ * `--coordinator`), else the image private key delivered as a file (images encrypted to a
+ * user's key, the key uploaded as a secret).
+ */
+async function layerKeySource(o: RunImageWorkloadOptions, keyFile: string) {
+  if (o.bundle.layerKeys !== undefined) return releasedKeyUnwrapper(o.bundle.layerKeys);
+  return keyUnwrapper([await loadImageKey(o.filesRoot, keyFile)]);
+}
+
 /** Pulls, decrypts, unpacks and runs the image; resolves with the container's exit status. */
 export async function runImageWorkload(o: RunImageWorkloadOptions): Promise<number> {
   const log = o.log ?? (() => undefined);
   const expected = resolveImagePin(o.manifestImage, o.image);
   const keyFile = o.image.keyFile ?? IMAGE_KEY_FILE;
-  const key = await loadImageKey(o.filesRoot, keyFile);
+  const unwrap = await layerKeySource(o, keyFile);
   const source = openSource(parseImageReference(o.image.source));
   const privateDir = await mkdtemp(join(o.image.workDir ?? DEFAULT_SHM, 'cloister-image-'));
   try {
@@ -139,7 +172,7 @@ export async function runImageWorkload(o: RunImageWorkloadOptions): Promise<numb
       source,
       // Unpinned (development): pin whatever the source serves now.
       expected: expected ?? { manifestDigest: (await resolvePinNow(o.image.source)) as Digest },
-      unwrap: keyUnwrapper([key]),
+      unwrap,
       rootfs,
       stagingDir: staging,
     });

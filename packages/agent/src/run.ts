@@ -6,7 +6,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { ManifestResponseSchema, checkBody } from '@cloister/protocol';
-import type { ActivationBundle, Manifest } from '@cloister/protocol';
+import type { ActivationBundle, ImageKeyRequest, Manifest } from '@cloister/protocol';
 import { isCloisterError } from '@cloister/errors';
 import { activate, releaseInstance } from './activate.js';
 import type { Activation } from './activate.js';
@@ -22,7 +22,7 @@ import {
   writeFileAtomic,
   writeFiles,
 } from './files.js';
-import { runImageWorkload } from './image-workload.js';
+import { imageKeyRequest, runImageWorkload } from './image-workload.js';
 import type { ImageWorkloadOptions } from './image-workload.js';
 import { launch } from './launch.js';
 import { startMeshProxy } from './mesh/proxy.js';
@@ -101,11 +101,17 @@ async function activateWithRetry(
   o: RunAgentOptions,
   client: CoordinatorClient,
   log: AgentLog,
+  image?: ImageKeyRequest,
 ): Promise<Activation> {
   const deadline = Date.now() + (o.retryForMs ?? 0);
   for (let delay = 500; ; delay = Math.min(delay * 2, 5000)) {
     try {
-      return await activate({ client, workload: o.workload, provider: o.provider });
+      return await activate({
+        client,
+        workload: o.workload,
+        provider: o.provider,
+        ...(image === undefined ? {} : { image }),
+      });
     } catch (e) {
       const transient = isCloisterError(e) && e.code === 'AGENT_COORDINATOR_UNREACHABLE';
       if (!transient || Date.now() + delay > deadline) throw e;
@@ -188,7 +194,10 @@ export async function runAgent(o: RunAgentOptions): Promise<number> {
     url: o.coordinator,
     ...(o.rootCa === undefined ? {} : { rootCa: o.rootCa }),
   });
-  let current = await activateWithRetry(o, client, log);
+  // An image workload names its image's manifest in the activation, so the coordinator can
+  // release the layer keys of exactly that (pinned) image with the bundle.
+  const image = o.image === undefined ? undefined : await imageKeyRequest(o.image.source);
+  let current = await activateWithRetry(o, client, log, image);
   log.info('activated', {
     workload: o.workload,
     instanceId: current.instanceId,

@@ -53,6 +53,7 @@ import type { CoordinatorAttester } from './service.js';
 import { DerivedKeySealer } from './store/sealer.js';
 import type { Sealer } from './store/sealer.js';
 import { Store } from './store/store.js';
+import { loadOrCreateImageKey } from './image-keys.js';
 import type { Durability } from './store/store.js';
 
 /** The coordinator package version (reported by /v1/status, part of the sim measurement). */
@@ -280,6 +281,7 @@ export async function createCoordinator(o: CoordinatorOptions): Promise<RunningC
       simulation: o.simulation !== undefined,
       root,
       tlsSpkiDer: tlsSpki,
+      imageKey: loadOrCreateImageKey(store),
       leafValidityMs: o.leafValidityMs ?? 86_400_000,
       metrics,
       logger,

@@ -120,6 +120,18 @@ export const COORDINATOR_ERRORS = defineErrorCodes({
     layer: 'PARSE',
     summary: 'No verifier for this evidence type is available in this build.',
   },
+  COORDINATOR_IMAGE_MISMATCH: {
+    kind: 'rejected',
+    layer: 'POLICY',
+    summary:
+      'Image key release refused: the workload names no pinned image, or the image manifest sent is not the one its `image.manifestDigest` pins; `details` says which.',
+  },
+  COORDINATOR_IMAGE_KEY_UNAVAILABLE: {
+    kind: 'rejected',
+    layer: 'POLICY',
+    summary:
+      "An encrypted layer of the workload's image is not wrapped to this coordinator's image key (convert it with `cloister image convert --coordinator URL`).",
+  },
   COORDINATOR_KEY_INVALID: {
     kind: 'malformed',
     summary: 'The agent public key or CSR is not a valid P-256 key, or the CSR signature fails.',

@@ -34,6 +34,7 @@ import type {
   AttestResponse,
   HistoryEntry,
   HistoryResponse,
+  ImageKeyResponse,
   Manifest,
   ManifestResponse,
   ReleaseInstanceRequest,
@@ -46,6 +47,8 @@ import type {
 } from '@cloister/protocol';
 import type { FastifyBaseLogger } from 'fastify';
 import { bundleSealer } from './bundle-seal.js';
+import { releaseImageKeys } from './image-keys.js';
+import type { ImageKey } from './image-keys.js';
 import { coordinatorError } from './error-codes.js';
 import type { EvidenceInput, EvidenceVerifier } from './evidence-verifier.js';
 import type { ActivateBody, PutSecretBody, SetManifestBody } from './http/schemas.js';
@@ -91,6 +94,8 @@ export interface ServiceOptions {
   readonly root: LoadedCa;
   /** SPKI DER of the TLS listener's key (bound into /v1/attest). */
   readonly tlsSpkiDer: Uint8Array;
+  /** The key image layer keys are wrapped to (image-keys.ts). */
+  readonly imageKey: ImageKey;
   readonly leafValidityMs: number;
   readonly metrics: CoordinatorMetrics;
   readonly logger: FastifyBaseLogger;
@@ -595,6 +600,13 @@ export class CoordinatorService {
       );
     }
 
+    // Image workloads: the keys of the pinned image's layers, for an agent that proved it runs
+    // this workload's package (appraised above), before anything is committed.
+    const layerKeys =
+      body.image === undefined
+        ? undefined
+        : await releaseImageKeys(workload.image, body.image, this.#o.imageKey);
+
     // Renewal keeps the instance (and its per-instance secrets); anything else is new.
     let prior: InstanceRecord | undefined;
     if (body.instanceId !== undefined) {
@@ -726,6 +738,7 @@ export class CoordinatorService {
         intermediateCa: cur.intermediatePem,
       },
       renewAfter: new Date(now.getTime() + Math.floor((lifetime * 2) / 3)).toISOString(),
+      ...(layerKeys === undefined ? {} : { layerKeys }),
     });
     this.#o.logger.info(
       { workload: body.workload, instanceId, serial: leaf.serial },
@@ -737,6 +750,11 @@ export class CoordinatorService {
       expiresAt: leaf.notAfter.toISOString(),
       instanceId,
     };
+  }
+
+  /** The public key image layers are wrapped to (fetch it over TLS pinned to the root). */
+  imageKey(): ImageKeyResponse {
+    return { publicKey: this.#o.imageKey.publicKeyPem };
   }
 
   // ---------------------------------------------------------------- attestation and status

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Command } from 'commander';
+import { ImageSchema, checkBody } from '@cloister/protocol';
 import { registerImage } from '../../cli/src/commands/image.js';
 import { registerKeyprovider } from '../../cli/src/commands/keyprovider.js';
 import type { CommandContext } from '../../cli/src/main.js';
@@ -52,9 +53,14 @@ test('image convert --json prints reference values and the manifest snippet; dec
   assert.equal(j.referenceValues.configDigest, plain.configDigest);
   assert.equal(j.referenceValues.encryptedLayers.length, 1);
   const img = j.manifestSnippet.workloads.web.image;
-  assert.equal(img.manifestDigest, j.referenceValues.manifestDigest);
-  assert.equal(img.keyScheme, 'provider.cloister');
-  assert.equal(img.reference, `oci:${join(dir, 'enc')}@${j.referenceValues.manifestDigest}`);
+  // Pastable: exactly the manifest schema's image fields.
+  assert.deepEqual(checkBody(ImageSchema, img, 'image'), {
+    ref: `oci:${join(dir, 'enc')}@${j.referenceValues.manifestDigest}`,
+    manifestDigest: j.referenceValues.manifestDigest,
+    configDigest: j.referenceValues.configDigest,
+    diffIds: j.referenceValues.diffIds,
+  });
+  assert.deepEqual(Object.keys(j.manifestSnippet), ['workloads'], 'the coordinator releases keys');
 
   const inspect = JSON.parse(
     (await cli(['image', 'inspect', `oci:${join(dir, 'enc')}:v1`, '--json'])).out,
@@ -98,4 +104,41 @@ test('image convert --json prints reference values and the manifest snippet; dec
     { code: 'CLI_USAGE' },
   );
   await assert.rejects(cli(['image', 'inspect', 'nonsense']), { code: 'IMAGE_BAD_REFERENCE' });
+});
+
+test('image convert to a user key: the snippet carries the key secret and the file it goes to', async (t) => {
+  const dir = tempDir(t);
+  const plain = await makeLayout(join(dir, 'p'), [[{ name: 'a', content: 'x' }]]);
+  const user = keyPair(dir, 'ec256', 'user');
+  const { out } = await cli([
+    'image',
+    'convert',
+    `oci:${plain.dir}:latest`,
+    `oci:${join(dir, 'enc')}:v1`,
+    '--recipient',
+    `jwe:${user.pub}`,
+    '--workload',
+    'web',
+    '--json',
+  ]);
+  const snippet = (JSON.parse(out) as { manifestSnippet: Record<string, unknown> }).manifestSnippet;
+  assert.deepEqual(snippet['secrets'], { imageKey: { type: 'plain', userDefined: true } });
+  const web = (snippet['workloads'] as Record<string, Record<string, unknown>>)['web'];
+  assert.deepEqual(web?.['files'], {
+    '/run/cloister/image-key.pem': '{{ raw .secrets.imageKey }}',
+  });
+  checkBody(ImageSchema, web?.['image'], 'image');
+  await assert.rejects(
+    cli([
+      'image',
+      'convert',
+      `oci:${plain.dir}:latest`,
+      `oci:${join(dir, 'x')}`,
+      '--coordinator',
+      'https://127.0.0.1:1',
+      '--coordinator-key',
+      user.pub,
+    ]),
+    { code: 'CLI_USAGE' },
+  );
 });

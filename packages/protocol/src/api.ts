@@ -13,6 +13,7 @@
  *   PUT  /v1/secrets/{name}          SetSecretRequest -> SetSecretResponse
  *   GET  /v1/status                  -> StatusResponse
  *   DELETE /v1/instances/{id}        ReleaseInstanceRequest -> ReleaseInstanceResponse
+ *   GET  /v1/image-key               -> ImageKeyResponse
  * Errors: application/problem+json (RFC 9457), see problem.ts.
  */
 import { Type } from '@sinclair/typebox';
@@ -73,6 +74,27 @@ export const ChallengeResponseSchema = Type.Object(
 );
 export type ChallengeResponse = Static<typeof ChallengeResponseSchema>;
 
+const MediaType = Type.String({
+  pattern: '^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$',
+});
+
+/**
+ * Key release for an image workload: the image manifest the agent pulled (and the index it was
+ * selected from, when the workload pins an index), exactly as served. The coordinator checks
+ * them against the workload's pinned `image.manifestDigest` and releases the keys of that
+ * manifest's encrypted layers, wrapped to the coordinator's image key, in the bundle.
+ */
+export const ImageKeyRequestSchema = Type.Object(
+  {
+    manifest: Base64Url({ maxLength: 1_048_576, description: 'the image manifest bytes' }),
+    manifestMediaType: MediaType,
+    index: Type.Optional(Base64Url({ maxLength: 1_048_576, description: 'the index bytes' })),
+    indexMediaType: Type.Optional(MediaType),
+  },
+  { additionalProperties: false },
+);
+export type ImageKeyRequest = Static<typeof ImageKeyRequestSchema>;
+
 /**
  * Activation: exactly one of `csr` (PEM PKCS#10) or `publicKey` (SPKI DER, base64url) names the
  * agent's fresh P-256 key; its SPKI is what `activationReportData` hashes.
@@ -85,6 +107,7 @@ export const ActivateRequestSchema = Type.Union([
       evidence: EvidenceSchema,
       csr: PemText('CERTIFICATE REQUEST'),
       instanceId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' })),
+      image: Type.Optional(ImageKeyRequestSchema),
     },
     { additionalProperties: false },
   ),
@@ -95,6 +118,7 @@ export const ActivateRequestSchema = Type.Union([
       evidence: EvidenceSchema,
       publicKey: Base64Url({ maxLength: 1024 }),
       instanceId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' })),
+      image: Type.Optional(ImageKeyRequestSchema),
     },
     { additionalProperties: false },
   ),
@@ -140,10 +164,30 @@ export const ActivationBundleSchema = Type.Object(
     ),
     /** When the agent should re-attest for a new certificate. */
     renewAfter: Timestamp,
+    /**
+     * Image workloads: the released layer keys (ocicrypt PrivateOptions, base64) by encrypted
+     * layer digest, for the manifest the activation named.
+     */
+    layerKeys: Type.Optional(
+      ClosedRecord(
+        Type.String({ pattern: '^sha256:[0-9a-f]{64}$' }),
+        Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$', maxLength: 4096 }),
+      ),
+    ),
   },
   { additionalProperties: false },
 );
 export type ActivationBundle = Static<typeof ActivationBundleSchema>;
+
+/** `GET /v1/image-key`: the public key image layers are wrapped to for key release. */
+export const ImageKeyResponseSchema = Type.Object(
+  {
+    /** PEM SPKI, P-256: ocicrypt wraps with JWE ECDH-ES+A256KW (`provider.cloister`). */
+    publicKey: PemText('PUBLIC KEY'),
+  },
+  { additionalProperties: false },
+);
+export type ImageKeyResponse = Static<typeof ImageKeyResponseSchema>;
 
 export const AttestRequestSchema = Type.Object(
   { nonce: NonceB64 },
@@ -337,6 +381,7 @@ export const ROUTES = {
     response: SetSecretResponseSchema,
   },
   status: { method: 'GET', url: '/v1/status', response: StatusResponseSchema },
+  imageKey: { method: 'GET', url: '/v1/image-key', response: ImageKeyResponseSchema },
   releaseInstance: {
     method: 'DELETE',
     url: '/v1/instances/:id',

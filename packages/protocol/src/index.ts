@@ -14,6 +14,7 @@ export {
   SimPackageSchema,
   SnpTcbSchema,
   WorkloadSchema,
+  ImageSchema,
   SecretSchema,
   SECRET_SCHEMAS,
   OwnerSchema,
@@ -143,6 +144,8 @@ export {
   CoordinatorStateSchema,
   ReleaseInstanceRequestSchema,
   ReleaseInstanceResponseSchema,
+  ImageKeyRequestSchema,
+  ImageKeyResponseSchema,
   InstanceIdPattern,
   releaseSignedBytes,
 } from './api.js';
@@ -165,6 +168,8 @@ export type {
   CoordinatorState,
   ReleaseInstanceRequest,
   ReleaseInstanceResponse,
+  ImageKeyRequest,
+  ImageKeyResponse,
 } from './api.js';
 export { encryptBundle, decryptBundle, BUNDLE_CONTENT_TYPE } from './bundle.js';
 export { problemFromError, ProblemSchema, PROBLEM_CONTENT_TYPE } from './problem.js';

@@ -5,6 +5,7 @@
  */
 import {
   AttestResponseSchema,
+  ImageKeyResponseSchema,
   HistoryResponseSchema,
   ManifestResponseSchema,
   SetManifestResponseSchema,
@@ -15,6 +16,7 @@ import {
 import type {
   AttestResponse,
   HistoryResponse,
+  ImageKeyResponse,
   ManifestResponse,
   Nonce,
   SetManifestRequest,
@@ -68,6 +70,12 @@ export class CoordinatorApi {
       nonce: nonceToBase64Url(nonce),
     });
     return checkPicked(AttestResponseSchema, body, 'POST /v1/attest answer');
+  }
+
+  /** The public key image layer keys are wrapped to (authentic through the pinned root). */
+  async imageKey(): Promise<ImageKeyResponse> {
+    const body = await this.transport.json('GET', '/v1/image-key');
+    return checkPicked(ImageKeyResponseSchema, body, 'GET /v1/image-key answer');
   }
 
   async getManifest(): Promise<ManifestResponse> {

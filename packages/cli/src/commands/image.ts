@@ -19,8 +19,11 @@ import {
   type ReferenceValues,
   type WrapRecipient,
 } from '@cloister/image';
+import { IMAGE_KEY_FILE } from '@cloister/agent';
 import type { CommandContext } from '../main.js';
 import { cliError } from '../error-codes.js';
+import { CoordinatorApi } from '../client/api.js';
+import { endpointFrom, ENV_ROOT_CA } from '../client/local.js';
 import { printJson } from '../output.js';
 
 function readKeyFile(path: string): Uint8Array {
@@ -62,24 +65,29 @@ function progressBar(enabled: boolean): (e: ProgressEvent) => void {
 }
 
 /** The snippet a user pastes into manifest.json under `workloads.<name>.image`. */
+/**
+ * The part of `manifest.json` that runs this image: the workload's `image` with the reference
+ * values (the schema's fields, ready to paste), and for an image encrypted to a user's key
+ * rather than the coordinator's, the secret that carries the key and the file it is delivered
+ * in (docs/images.md "Key release").
+ */
 export function manifestSnippet(
   name: string,
   reference: string,
   rv: ReferenceValues,
-  keyScheme: string,
-): unknown {
+  keys: 'coordinator' | 'user-key',
+): Record<string, unknown> {
+  const image = {
+    ref: reference,
+    manifestDigest: rv.manifestDigest,
+    configDigest: rv.configDigest,
+    diffIds: rv.diffIds,
+  };
+  if (keys === 'coordinator') return { workloads: { [name]: { image } } };
   return {
+    secrets: { imageKey: { type: 'plain', userDefined: true } },
     workloads: {
-      [name]: {
-        image: {
-          reference,
-          manifestDigest: rv.manifestDigest,
-          configDigest: rv.configDigest,
-          diffIds: rv.diffIds,
-          encryptedLayers: rv.encryptedLayers,
-          keyScheme,
-        },
-      },
+      [name]: { image, files: { [IMAGE_KEY_FILE]: '{{ raw .secrets.imageKey }}' } },
     },
   };
 }
@@ -92,6 +100,25 @@ function printReference(ctx: CommandContext, rv: ReferenceValues): void {
     ctx.io.out(
       `layer ${i}   ${l.digest} ${l.encrypted ? `encrypted [${l.keySchemes.join(', ')}]` : 'plain'} diff_id ${rv.diffIds[i] ?? '?'}`,
     );
+}
+
+/**
+ * The coordinator's image key, read over TLS pinned to the verified root CA: the TLS key is
+ * bound into the coordinator's attestation, so this is the key of the attested coordinator.
+ */
+async function fetchImageKey(
+  coordinator: string,
+  rootCa: string | undefined,
+): Promise<WrapRecipient> {
+  const api = new CoordinatorApi(
+    endpointFrom({ coordinator, ...(rootCa === undefined ? {} : { rootCa }) }),
+  );
+  try {
+    const { publicKey } = await api.imageKey();
+    return loadPublicKey(new Uint8Array(Buffer.from(publicKey)), `${coordinator}/v1/image-key`);
+  } finally {
+    await api.close();
+  }
 }
 
 /** Registers `cloister image ...`. */
@@ -110,8 +137,13 @@ export function registerImage(program: Command, ctx: CommandContext): void {
       [],
     )
     .option(
+      '--coordinator <URL>',
+      "wrap layer keys to this coordinator's image key (provider.cloister), fetched over TLS pinned to --root-ca",
+    )
+    .option('--root-ca <FILE>', `the coordinator's verified root CA (or ${ENV_ROOT_CA})`)
+    .option(
       '--coordinator-key <FILE>',
-      'wrap layer keys to the coordinator key (provider.cloister)',
+      'wrap layer keys to this coordinator image key (PEM, from GET /v1/image-key) instead',
     )
     .option('--workload <NAME>', 'workload name used in the manifest snippet', 'app')
     .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
@@ -123,6 +155,8 @@ export function registerImage(program: Command, ctx: CommandContext): void {
         dstArg: string,
         o: {
           recipient: string[];
+          coordinator?: string;
+          rootCa?: string;
           coordinatorKey?: string;
           workload: string;
           platform: string;
@@ -131,14 +165,18 @@ export function registerImage(program: Command, ctx: CommandContext): void {
         },
       ) => {
         const recipients = o.recipient.map(parseRecipient);
+        if (o.coordinator !== undefined && o.coordinatorKey !== undefined)
+          throw cliError('CLI_USAGE', 'give --coordinator URL or --coordinator-key FILE, not both');
         const coordinatorKey =
-          o.coordinatorKey === undefined
-            ? undefined
-            : loadPublicKey(readKeyFile(o.coordinatorKey), o.coordinatorKey);
+          o.coordinator !== undefined
+            ? await fetchImageKey(o.coordinator, o.rootCa)
+            : o.coordinatorKey === undefined
+              ? undefined
+              : loadPublicKey(readKeyFile(o.coordinatorKey), o.coordinatorKey);
         if (recipients.length === 0 && coordinatorKey === undefined)
           throw cliError(
             'CLI_USAGE',
-            'give --coordinator-key FILE and/or --recipient jwe:KEYFILE',
+            'give --coordinator URL --root-ca FILE (or --coordinator-key FILE) and/or --recipient jwe:KEYFILE',
             {},
           );
         const [os = '', architecture = '', variant] = o.platform.split('/');
@@ -153,12 +191,11 @@ export function registerImage(program: Command, ctx: CommandContext): void {
             platform: { os, architecture, ...(variant === undefined ? {} : { variant }) },
             onProgress: progressBar(o.json !== true),
           });
-          const keyScheme = coordinatorKey !== undefined ? 'provider.cloister' : 'jwe';
           const snippet = manifestSnippet(
             o.workload,
             pinnedReference(dstRef, rv.manifestDigest),
             rv,
-            keyScheme,
+            coordinatorKey !== undefined ? 'coordinator' : 'user-key',
           );
           if (o.json === true) printJson(ctx.io, { referenceValues: rv, manifestSnippet: snippet });
           else {

@@ -171,6 +171,18 @@ export async function buildServer(
     () => svc.status(),
   );
 
+  typed.get(
+    '/v1/image-key',
+    {
+      config: {
+        summary:
+          'The public key image layer keys are wrapped to (fetch it over TLS pinned to the verified root).',
+      },
+      schema: { response: { 200: ROUTES.imageKey.response } },
+    },
+    () => svc.imageKey(),
+  );
+
   typed.delete(
     '/v1/instances/:id',
     {
