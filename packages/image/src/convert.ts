@@ -37,6 +37,7 @@ import {
   PUBOPTS_ANNOTATION,
   STREAM_CHUNK,
   decryptLayerToFile,
+  encryptLayerToFile,
   decryptedDescriptor,
   keyUnwrapper,
   newPrivateOptions,
@@ -142,6 +143,18 @@ class ProgressTap extends Transform {
     this.report(this.#bytes);
     cb();
   }
+}
+
+/** A progress callback called at most every 100 ms (and always with the final count). */
+function throttled(report: (bytes: number) => void): (bytes: number, done?: boolean) => void {
+  let last = 0;
+  return (bytes, done) => {
+    const now = Date.now();
+    if (done === true || now - last > 100) {
+      last = now;
+      report(bytes);
+    }
+  };
 }
 
 async function readAll(stream: Readable, max: number, what: string): Promise<Uint8Array> {
@@ -311,31 +324,63 @@ export async function copyImage(
           ).toString('base64');
         // Hash the plaintext's decompressed form on the way: we refuse to encrypt (and print
         // reference values for) a layer that does not match the config's diff_id.
-        const diff = new DiffIdStream(lt.compression);
-        const enc = new LayerEncryptStream(priv);
-        const body = await src.getBlob(layer);
-        const out = new ProgressTap(report);
-        const put = dst.putBlob(out);
-        put.catch((e: unknown) => out.destroy(e as Error));
-        const [, stored] = await Promise.all([pipeline(body, diff, enc, out), put]);
-        if (diff.digest !== diffId)
+        let encrypted: { digest: Digest; size: number; hmac: Uint8Array; diffId: Digest };
+        if (dst.adoptBlobFile !== undefined) {
+          // Into a staging file the destination adopts: reused buffers, the helper thread
+          // verifying the source and computing the diff_id (see encryptLayerToFile).
+          // Ciphertext is not secret: staged next to the destination when it offers a place.
+          const path =
+            dst.blobStagingPath !== undefined
+              ? await dst.blobStagingPath()
+              : join(await stagingRoot(), `layer-${i}`);
+          const file = await src.blobFile?.(layer);
+          try {
+            const r = await encryptLayerToFile({
+              plaintext: file === undefined ? await src.getBlob(layer) : { path: file },
+              descriptor: layer,
+              options: priv,
+              outPath: path,
+              diffId: true,
+              onBytes: throttled(report),
+            });
+            encrypted = { ...r, diffId: r.diffId as Digest };
+            if (r.diffId === diffId)
+              await dst.adoptBlobFile(path, {
+                mediaType: layer.mediaType,
+                digest: r.digest,
+                size: r.size,
+              });
+          } finally {
+            await rm(path, { force: true });
+          }
+          report(layer.size);
+        } else {
+          const diff = new DiffIdStream(lt.compression);
+          const enc = new LayerEncryptStream(priv);
+          const body = await src.getBlob(layer);
+          const out = new ProgressTap(report);
+          const put = dst.putBlob(out);
+          put.catch((e: unknown) => out.destroy(e as Error));
+          const [, stored] = await Promise.all([pipeline(body, diff, enc, out), put]);
+          encrypted = { ...stored, hmac: enc.result.hmac, diffId: diff.digest };
+        }
+        if (encrypted.diffId !== diffId)
           throw imageError(
             'IMAGE_DIFF_ID_MISMATCH',
             `source layer ${i} does not match its diff_id`,
             {
-              details: { layer: i, expected: diffId, actual: diff.digest },
+              details: { layer: i, expected: diffId, actual: encrypted.diffId },
             },
           );
-        const r = enc.result;
-        annotations[PUBOPTS_ANNOTATION] = serializePublicOptions(r.hmac);
+        annotations[PUBOPTS_ANNOTATION] = serializePublicOptions(encrypted.hmac);
         changed = true;
         return {
           mediaType: `${ociLayerMediaType(layer.mediaType)}+encrypted`.replace(
             /\+encrypted\+encrypted$/,
             '+encrypted',
           ),
-          digest: stored.digest,
-          size: stored.size,
+          digest: encrypted.digest,
+          size: encrypted.size,
           annotations,
         };
       } else if (lt.encrypted && unwrap !== undefined) {
@@ -344,17 +389,25 @@ export async function copyImage(
           annotations: layer.annotations ?? {},
         });
         const path = join(await stagingRoot(), `layer-${i}`);
-        const body = await src.getBlob(layer);
-        const tap = new ProgressTap(report);
-        body.on('error', (e) => tap.destroy(e));
+        const file = await src.blobFile?.(layer);
+        let ciphertext: Readable | { path: string };
+        if (file !== undefined) ciphertext = { path: file };
+        else {
+          const body = await src.getBlob(layer);
+          const tap = new ProgressTap(report);
+          body.on('error', (e) => tap.destroy(e));
+          ciphertext = body.pipe(tap);
+        }
         const dec = await decryptLayerToFile({
-          // getBlob's stream fails unless the ciphertext matches the descriptor.
+          // getBlob's stream fails unless the ciphertext matches the descriptor; a local file
+          // is checked by decryptLayerToFile itself.
           ciphertextVerified: true,
-          ciphertext: body.pipe(tap),
+          ciphertext,
           descriptor: layer,
           options: priv,
           stagingPath: path,
           expectedDiffId: diffId,
+          onBytes: throttled(report),
         });
         const plain = decryptedDescriptor(layer, { digest: dec.plaintextDigest, size: dec.size });
         if (dst.adoptBlobFile !== undefined) await dst.adoptBlobFile(path, plain);

@@ -257,6 +257,12 @@ export class DockerArchiveSource implements ImageSource {
     return verifiedFileStream(local, d);
   }
 
+  /** The extracted member (our private staging copy), read in place by the layer functions. */
+  async blobFile(d: Descriptor): Promise<string | undefined> {
+    await this.getManifest();
+    return this.#blobs.get(d.digest);
+  }
+
   async close(): Promise<void> {
     if (this.#dir !== undefined) await rm(this.#dir, { recursive: true, force: true });
   }

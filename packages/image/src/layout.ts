@@ -132,6 +132,15 @@ export class OciLayoutSource implements ImageSource {
     return verifiedFileStream(p, d);
   }
 
+  async blobFile(d: Descriptor): Promise<string | undefined> {
+    const p = blobPath(this.#dir, d.digest);
+    try {
+      return (await stat(p)).isFile() ? p : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   async close(): Promise<void> {}
 }
 
@@ -208,6 +217,11 @@ export class OciLayoutDestination implements ImageDestination {
     );
     await rename(tmpName, blobPath(this.#dir, r.digest));
     return r;
+  }
+
+  async blobStagingPath(): Promise<string> {
+    await this.#prepare();
+    return join(this.#dir, 'blobs', 'sha256', `.incoming-${stagingSuffix()}`);
   }
 
   async adoptBlobFile(path: string, d: Descriptor): Promise<void> {

@@ -9,6 +9,10 @@
  * HMAC-SHA256 over the ciphertext with the same 32-byte key, stored in the public options.
  * We never decrypt a byte before the HMAC over the whole ciphertext is verified: decryption
  * stages the ciphertext, authenticates it, and only then decrypts the staged file.
+ *
+ * The layer functions (`encryptLayerToFile`, `decryptLayerToFile`) read into reused buffers
+ * and split the work between this thread and the helper thread (`offload.ts`), so both cores
+ * work on one layer and nothing is allocated per chunk but the cipher's output.
  */
 import {
   createCipheriv,
@@ -17,21 +21,19 @@ import {
   randomBytes,
   timingSafeEqual,
   type Cipher,
-  type Decipher,
   type Hmac,
   type KeyObject,
 } from 'node:crypto';
-import { close, createWriteStream, open, read } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import * as jose from 'jose';
-import { HashingStream, parseDigest, type Digest, VerifyingStream } from './digest.js';
+import { parseDigest, type Digest } from './digest.js';
 import { imageError } from './error-codes.js';
+import { FileChunks, FileSink, StreamChunks, type ChunkSource } from './file-chunks.js';
 import { KEY_WRAP_ALGS, type WrapRecipient } from './keys.js';
 import { obj, str } from './json.js';
-import { OffloadedHash } from './offload.js';
+import { OffloadedHash, OffloadedTap, type SinkResult, type SinkSpec } from './offload.js';
 import { layerType, type Descriptor } from './manifest.js';
 
 export const ENC_ANNOTATION_PREFIX = 'org.opencontainers.image.enc.';
@@ -328,81 +330,6 @@ export class LayerEncryptStream extends Transform {
   }
 }
 
-/**
- * Pass 1 of decryption: HMAC-SHA256 over the ciphertext, bytes passed through unchanged (to the
- * staging file). Nothing is decrypted here.
- */
-class HmacTap extends Transform {
-  readonly #hmac: Hmac;
-  mac: Buffer | undefined;
-
-  constructor(key: Uint8Array) {
-    super({ highWaterMark: STREAM_CHUNK });
-    this.#hmac = createHmac('sha256', key);
-  }
-
-  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
-    this.#hmac.update(chunk);
-    cb(null, chunk);
-  }
-
-  override _flush(cb: TransformCallback): void {
-    this.mac = this.#hmac.digest();
-    cb();
-  }
-}
-
-/**
- * Pass 2 of decryption: reads the staged ciphertext, whose HMAC already verified, and emits its
- * AES-256-CTR decryption. Reading and deciphering are fused so one read buffer is reused for
- * the whole file (the cipher copies out of it synchronously): no per-chunk allocation besides
- * the plaintext itself.
- */
-class CtrDecryptFileStream extends Readable {
-  readonly #path: string;
-  readonly #decipher: Decipher;
-  readonly #buf = Buffer.allocUnsafeSlow(STREAM_CHUNK);
-  #fd: number | undefined;
-
-  constructor(path: string, opts: PrivateOptions) {
-    super({ highWaterMark: STREAM_CHUNK });
-    this.#path = path;
-    this.#decipher = createDecipheriv('aes-256-ctr', opts.symkey, opts.nonce);
-  }
-
-  override _construct(cb: (error?: Error | null) => void): void {
-    open(this.#path, 'r', (err, fd) => {
-      this.#fd = fd;
-      cb(err);
-    });
-  }
-
-  override _read(): void {
-    const fd = this.#fd;
-    if (fd === undefined) return;
-    read(fd, this.#buf, 0, this.#buf.length, null, (err, n) => {
-      if (err !== null) {
-        this.destroy(err);
-        return;
-      }
-      if (n === 0) {
-        const tail = this.#decipher.final();
-        if (tail.length > 0) this.push(tail);
-        this.push(null);
-        return;
-      }
-      this.push(this.#decipher.update(this.#buf.subarray(0, n)));
-    });
-  }
-
-  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
-    const fd = this.#fd;
-    this.#fd = undefined;
-    if (fd === undefined) return cb(err);
-    close(fd, (e) => cb(err ?? e));
-  }
-}
-
 /** Default cap on a decompressed layer (64 GiB): stops decompression bombs. */
 export const MAX_UNCOMPRESSED_LAYER = 64 * 1024 ** 3;
 
@@ -521,6 +448,163 @@ export class DiffIdStream extends Transform {
   }
 }
 
+/**
+ * A blob as a local file whose bytes are not verified yet (an OCI layout's or an extracted
+ * archive's blob). The layer functions read it in place and check its digest and size.
+ */
+export interface LocalBlob {
+  readonly path: string;
+}
+
+/**
+ * Bytes fed to the cipher per call. Node allocates the output of every `update`; allocations
+ * up to this size come from the allocator's reused heap, larger ones as fresh pages (faults
+ * and zeroing cost more than the AES itself).
+ */
+const CIPHER_SLICE = 256 * 1024;
+
+async function chunksOf(src: Readable | LocalBlob): Promise<ChunkSource> {
+  return src instanceof Readable ? new StreamChunks(src) : FileChunks.open(src.path);
+}
+
+function tooLarge(d: Descriptor): Error {
+  return imageError('IMAGE_DIGEST_MISMATCH', `content of ${d.digest} is larger than declared`, {
+    details: { digest: d.digest, expectedSize: d.size },
+  });
+}
+
+/** The same checks as `VerifyingStream`, on a digest computed by a tap. */
+function checkBlob(d: Descriptor, bytes: number, r: SinkResult | undefined): void {
+  if (bytes !== d.size)
+    throw imageError('IMAGE_DIGEST_MISMATCH', `content of ${d.digest} has the wrong size`, {
+      details: { digest: d.digest, expectedSize: d.size, actualSize: bytes },
+    });
+  const actual = r !== undefined && 'digest' in r ? `sha256:${r.digest.toString('hex')}` : '';
+  if (actual !== d.digest)
+    throw imageError('IMAGE_DIGEST_MISMATCH', `content does not match ${d.digest}`, {
+      details: { expected: d.digest, actual },
+    });
+}
+
+/** The diff_id a tap computed, or the gzip or size failure it recorded. */
+function diffIdOf(r: SinkResult | undefined): Digest {
+  if (r === undefined) throw new Error('no diff_id result');
+  if ('digest' in r) return `sha256:${r.digest.toString('hex')}` as Digest;
+  if (r.failure === 'limit')
+    throw imageError('IMAGE_UNPACK_LIMIT', 'decompressed layer exceeds the size limit', {
+      details: { limit: MAX_UNCOMPRESSED_LAYER },
+    });
+  throw imageError('IMAGE_UNPACK_MALFORMED', 'layer is not valid gzip', {
+    cause: new Error(r.message),
+  });
+}
+
+function diffIdSink(
+  compression: 'none' | 'gzip' | 'zstd',
+  max = MAX_UNCOMPRESSED_LAYER,
+): SinkSpec & { kind: 'diffId' } {
+  if (compression === 'zstd')
+    throw imageError('IMAGE_UNSUPPORTED', 'zstd-compressed layers are not supported yet', {
+      details: { compression },
+    });
+  return { kind: 'diffId', compression, max };
+}
+
+/** What `encryptLayerToFile` wrote and computed. */
+export interface EncryptedLayerFile extends EncryptedLayer {
+  /** Digest of the ciphertext (the encrypted layer's blob digest). */
+  readonly digest: Digest;
+  /** Digest of the decompressed plaintext, when it was asked for. */
+  readonly diffId: Digest | undefined;
+}
+
+/**
+ * Encrypts one layer blob into a new file `outPath` (created exclusively, mode 0644): AES-256-
+ * CTR, HMAC-SHA256 and the ciphertext digest on this thread; the plaintext's digest (for a
+ * `LocalBlob`) and its diff_id (with `diffId`) on the helper thread, from one copy of each
+ * chunk. Read buffers are reused, so memory stays flat. A `Readable` must come from
+ * `ImageSource.getBlob` (already verified); a `LocalBlob` is checked against `descriptor`.
+ * Throws (and removes `outPath`) on a digest, size, gzip or size-limit failure; the caller
+ * compares the returned diff_id with the config's.
+ */
+export async function encryptLayerToFile(args: {
+  plaintext: Readable | LocalBlob;
+  descriptor: Descriptor;
+  options: PrivateOptions;
+  outPath: string;
+  /** Compute the diff_id of the plaintext (gzip inflated) on the way. */
+  diffId?: boolean;
+  maxUncompressed?: number;
+  /** Progress: bytes read so far (`done` on the last call). */
+  onBytes?: (bytes: number, done?: boolean) => void;
+}): Promise<EncryptedLayerFile> {
+  const d = args.descriptor;
+  const verify = !(args.plaintext instanceof Readable);
+  // One tap per function, spread over the helpers; this thread keeps AES and the HMAC.
+  const diffSpec =
+    args.diffId === true
+      ? diffIdSink(layerType(d.mediaType).compression, args.maxUncompressed)
+      : undefined;
+  const inSinks: SinkSpec[] = [];
+  if (verify) inSinks.push({ kind: 'sha256' });
+  if (diffSpec !== undefined) inSinks.push(diffSpec);
+  // Plaintext functions from one copy on one helper, ciphertext ones (HMAC and digest) from
+  // one copy on another; this thread only reads, enciphers and writes.
+  const inTap = inSinks.length > 0 ? new OffloadedTap(inSinks) : undefined;
+  const outTap = new OffloadedTap([{ kind: 'hmac', key: args.options.symkey }, { kind: 'sha256' }]);
+  const cipher = createCipheriv('aes-256-ctr', args.options.symkey, args.options.nonce);
+  const src = await chunksOf(args.plaintext);
+  let sink: FileSink | undefined;
+  try {
+    // Ciphertext is not secret: readable like any other blob.
+    sink = await FileSink.create(args.outPath, { mode: 0o644 });
+    let bytes = 0;
+    for (let chunk = await src.next(); chunk !== null; chunk = await src.next()) {
+      bytes += chunk.length;
+      if (verify && bytes > d.size) throw tooLarge(d);
+      const queued = inTap?.update(chunk);
+      const parts: Buffer[] = [];
+      let outQueued: Promise<void> | undefined;
+      for (let o = 0; o < chunk.length; o += CIPHER_SLICE) {
+        const ct = cipher.update(chunk.subarray(o, o + CIPHER_SLICE));
+        outQueued = outTap.update(ct) ?? outQueued;
+        parts.push(ct);
+      }
+      if (queued !== undefined) await queued;
+      src.release(chunk);
+      if (outQueued !== undefined) await outQueued;
+      await sink.write(parts);
+      args.onBytes?.(bytes);
+    }
+    args.onBytes?.(bytes, true);
+    const tail = cipher.final();
+    if (tail.length > 0) {
+      await outTap.update(tail);
+      await sink.write([tail]);
+    }
+    await sink.finish();
+    const inResults = inTap === undefined ? [] : await inTap.results();
+    const [mac, out] = await outTap.results();
+    if (verify) checkBlob(d, bytes, inResults[0]);
+    if (mac === undefined || !('digest' in mac) || out === undefined || !('digest' in out))
+      throw new Error('no ciphertext HMAC or digest');
+    return {
+      size: sink.bytes,
+      hmac: new Uint8Array(mac.digest),
+      digest: `sha256:${out.digest.toString('hex')}` as Digest,
+      diffId: diffSpec === undefined ? undefined : diffIdOf(inResults[verify ? 1 : 0]),
+    };
+  } catch (e) {
+    inTap?.abandon();
+    outTap.abandon();
+    await sink?.close();
+    await rm(args.outPath, { force: true });
+    throw e;
+  } finally {
+    await src.close();
+  }
+}
+
 /** What `decryptLayerToFile` verified. */
 export interface DecryptedLayer {
   readonly path: string;
@@ -534,25 +618,30 @@ export interface DecryptedLayer {
  * Decrypts one encrypted layer into `stagingPath`, in two passes so that no byte is decrypted
  * or decompressed before the whole ciphertext is authenticated:
  *
- * 1. the ciphertext is written to a sibling staging file while its digest and size are checked
- *    against the descriptor (registry substitution) and its HMAC against pubopts (tampering by
- *    anyone without the key);
+ * 1. the ciphertext is copied to a private sibling staging file (so what is decrypted is
+ *    exactly what was authenticated, even if the source changes meanwhile) while its digest
+ *    and size are checked against the descriptor (registry substitution) and its HMAC against
+ *    pubopts (tampering by anyone without the key);
  * 2. only then is that file decrypted into `stagingPath`, and the decompressed plaintext is
  *    checked against `expectedDiffId` (a layer swapped for another one encrypted under a key the
  *    attacker could unwrap).
  *
- * `ciphertextVerified` skips the digest check of pass 1 for streams from
+ * HMAC, AES and the plaintext digest run on this thread; the ciphertext digest and the diff_id
+ * on the helper thread. `ciphertextVerified` skips the digest check of pass 1 for streams from
  * `ImageSource.getBlob`, whose contract already fails the stream on a digest or size mismatch
- * (hashing the same bytes twice buys nothing). On any failure both staging files are removed.
+ * (hashing the same bytes twice buys nothing); a `LocalBlob` is always checked. On any failure
+ * both staging files are removed.
  */
 export async function decryptLayerToFile(args: {
-  ciphertext: Readable;
+  ciphertext: Readable | LocalBlob;
   descriptor: Descriptor;
   options: PrivateOptions;
   stagingPath: string;
   expectedDiffId?: Digest;
   maxUncompressed?: number;
   ciphertextVerified?: boolean;
+  /** Progress: ciphertext bytes read so far (`done` on the last call). */
+  onBytes?: (bytes: number, done?: boolean) => void;
 }): Promise<DecryptedLayer> {
   const { descriptor } = args;
   const lt = layerType(descriptor.mediaType);
@@ -561,27 +650,50 @@ export async function decryptLayerToFile(args: {
       details: { mediaType: descriptor.mediaType },
     });
   const { hmac } = parsePublicOptions(descriptor.annotations?.[PUBOPTS_ANNOTATION]);
-  const diff = new DiffIdStream(lt.compression, args.maxUncompressed);
+  const diffSink = diffIdSink(lt.compression, args.maxUncompressed);
   const ctPath = `${args.stagingPath}.ciphertext`;
+  const verify = !(args.ciphertext instanceof Readable) || args.ciphertextVerified !== true;
+  let src: ChunkSource | undefined;
+  let sink: FileSink | undefined;
+  let tap: OffloadedTap | undefined;
+  let plainTap: OffloadedTap | undefined;
+  let macTap: OffloadedTap | undefined;
+  let plainWritten = false;
   try {
     // Pass 1: authenticate the ciphertext (digest on the hash thread, HMAC here).
-    const tap = new HmacTap(args.options.symkey);
-    const ctOut = createWriteStream(ctPath, {
-      flags: 'wx',
-      mode: 0o600,
-      highWaterMark: 4 * STREAM_CHUNK,
-    });
-    if (args.ciphertextVerified === true) await pipeline(args.ciphertext, tap, ctOut);
-    else
-      await pipeline(
-        args.ciphertext,
-        new VerifyingStream(descriptor.digest, descriptor.size),
-        tap,
-        ctOut,
-      );
-    const mac = tap.mac;
+    src = await chunksOf(args.ciphertext);
+    sink = await FileSink.create(ctPath);
+    // Digest and HMAC on two helpers; this thread reads and writes the staging copy.
+    tap = verify ? new OffloadedTap([{ kind: 'sha256' }]) : undefined;
+    macTap = new OffloadedTap([{ kind: 'hmac', key: args.options.symkey }]);
+    let bytes = 0;
+    for (let chunk = await src.next(); chunk !== null; chunk = await src.next()) {
+      bytes += chunk.length;
+      if (verify && bytes > descriptor.size) throw tooLarge(descriptor);
+      const q1 = tap?.update(chunk);
+      const q2 = macTap.update(chunk);
+      if (q1 !== undefined) await q1;
+      if (q2 !== undefined) await q2;
+      const c = chunk;
+      const s = src;
+      await sink.write([c], () => s.release(c));
+      args.onBytes?.(bytes);
+    }
+    args.onBytes?.(bytes, true);
+    await sink.finish();
+    await src.close();
+    if (tap !== undefined) {
+      const t = tap;
+      tap = undefined;
+      checkBlob(descriptor, bytes, (await t.results())[0]);
+    }
+    const m = macTap;
+    macTap = undefined;
+    const [macResult] = await m.results();
+    if (macResult === undefined || !('digest' in macResult)) throw new Error('no HMAC');
+    const mac1 = macResult.digest;
     // Constant-time compare: a timing oracle on the MAC would let a forger learn it bytewise.
-    if (mac === undefined || mac.length !== hmac.length || !timingSafeEqual(mac, hmac))
+    if (mac1.length !== hmac.length || !timingSafeEqual(mac1, hmac))
       throw imageError(
         'IMAGE_ENC_HMAC_MISMATCH',
         `HMAC of layer ${descriptor.digest} does not verify`,
@@ -589,20 +701,44 @@ export async function decryptLayerToFile(args: {
           details: { digest: descriptor.digest },
         },
       );
-    // Pass 2: decrypt the authenticated file (plaintext digest on the hash thread, AES and
-    // the diff_id here).
-    const plainHash = new HashingStream();
-    await pipeline(
-      new CtrDecryptFileStream(ctPath, args.options),
-      plainHash,
-      diff,
-      createWriteStream(args.stagingPath, {
-        flags: 'wx',
-        mode: 0o600,
-        highWaterMark: 4 * STREAM_CHUNK,
-      }),
-    );
-    if (args.expectedDiffId !== undefined && diff.digest !== args.expectedDiffId)
+
+    // Pass 2: decrypt the authenticated file (AES and the plaintext digest here, the diff_id
+    // on the hash thread).
+    src = await FileChunks.open(ctPath);
+    plainWritten = true;
+    sink = await FileSink.create(args.stagingPath);
+    // The diff_id and the plaintext digest on two helpers; AES here.
+    tap = new OffloadedTap([diffSink]);
+    plainTap = new OffloadedTap([{ kind: 'sha256' }]);
+    const decipher = createDecipheriv('aes-256-ctr', args.options.symkey, args.options.nonce);
+    for (let chunk = await src.next(); chunk !== null; chunk = await src.next()) {
+      const parts: Buffer[] = [];
+      let queued: Promise<void> | undefined;
+      for (let o = 0; o < chunk.length; o += CIPHER_SLICE) {
+        const pt = decipher.update(chunk.subarray(o, o + CIPHER_SLICE));
+        queued = plainTap.update(pt) ?? queued;
+        queued = tap.update(pt) ?? queued;
+        parts.push(pt);
+      }
+      src.release(chunk);
+      if (queued !== undefined) await queued;
+      await sink.write(parts);
+    }
+    const tail = decipher.final();
+    if (tail.length > 0) {
+      await plainTap.update(tail);
+      await tap.update(tail);
+      await sink.write([tail]);
+    }
+    await sink.finish();
+    const t = tap;
+    const pTap = plainTap;
+    tap = undefined;
+    plainTap = undefined;
+    const [plain] = await pTap.results();
+    const diffId = diffIdOf((await t.results())[0]);
+    if (plain === undefined || !('digest' in plain)) throw new Error('no plaintext digest');
+    if (args.expectedDiffId !== undefined && diffId !== args.expectedDiffId)
       throw imageError(
         'IMAGE_DIFF_ID_MISMATCH',
         `layer ${descriptor.digest} does not match its diff_id`,
@@ -610,20 +746,25 @@ export async function decryptLayerToFile(args: {
           details: {
             digest: descriptor.digest,
             expected: args.expectedDiffId,
-            actual: diff.digest,
+            actual: diffId,
           },
         },
       );
     return {
       path: args.stagingPath,
-      size: plainHash.bytes,
-      plaintextDigest: plainHash.digest,
-      diffId: diff.digest,
+      size: sink.bytes,
+      plaintextDigest: `sha256:${plain.digest.toString('hex')}` as Digest,
+      diffId,
     };
   } catch (e) {
-    await rm(args.stagingPath, { force: true });
+    tap?.abandon();
+    plainTap?.abandon();
+    macTap?.abandon();
+    await sink?.close();
+    if (plainWritten) await rm(args.stagingPath, { force: true });
     throw e;
   } finally {
+    await src?.close();
     await rm(ctPath, { force: true });
   }
 }

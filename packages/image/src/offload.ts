@@ -1,56 +1,203 @@
 /**
- * SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104) computed on a helper thread.
+ * SHA-256 (FIPS 180-4), HMAC-SHA256 (RFC 2104) and layer diff_ids (gzip, RFC 1952, inflated
+ * and hashed; OCI image-spec `config.md` §rootfs) computed on a helper thread.
  *
  * Why: a layer passes through several hash functions (source digest, HMAC, ciphertext digest,
  * diff_id) and Node runs `hash.update` synchronously on the calling thread, so a copy that
  * hashes everything in the main thread uses one core however many it has. Moving some of the
- * hashes here lets the main thread cipher while another core hashes the same bytes.
+ * work here lets the main thread cipher while another core hashes the same bytes.
  *
- * Each update copies the chunk into a ring of shared memory owned by that hash (allocating a
- * fresh buffer per chunk costs more in page faults and GC than the copy); once `update` has
- * returned (or its promise resolved) the caller may reuse or forward its buffer. The ring
- * bounds the bytes in flight, so memory stays flat in the size of the data. With one CPU, or
- * when a worker cannot be started, the same API hashes in-thread.
+ * Each update copies the chunk once into a ring of shared memory owned by one tap; the helper
+ * thread feeds that slot to every sink of the tap (say the source digest and the diff_id), so
+ * several functions of the same bytes cost one copy. Allocating a fresh buffer per chunk costs
+ * more in page faults and GC than the copy. Once `update` has returned (or its promise
+ * resolved) the caller may reuse or forward its buffer. The ring bounds the bytes in flight, so
+ * memory stays flat in the size of the data. With one CPU, or when a worker cannot be started,
+ * the same API computes in-thread. There is one helper per core (the main thread has its own
+ * share of the work: the cipher), taken round robin, so the taps of one layer land on different
+ * cores.
  */
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { createGunzip, type Gunzip } from 'node:zlib';
+
+/** What a tap computes over the bytes it is fed. */
+export type SinkSpec =
+  | { readonly kind: 'sha256' }
+  | { readonly kind: 'hmac'; readonly key: Uint8Array }
+  /**
+   * SHA-256 of the decompressed bytes (a layer's diff_id), with a cap on the decompressed size.
+   * Malformed gzip or an exceeded cap is recorded, not thrown while streaming: on plaintext that
+   * is not authenticated yet, an early error would be an oracle. `digest` reports it.
+   */
+  | { readonly kind: 'diffId'; readonly compression: 'none' | 'gzip'; readonly max: number };
+
+/** The result of one sink: a 32-byte digest, or why a diffId sink failed. */
+export type SinkResult =
+  { readonly digest: Buffer } | { readonly failure: 'gzip' | 'limit'; readonly message: string };
+
+/** Output chunk of inflate: small enough to be served by the allocator's reused heap. */
+const INFLATE_CHUNK = 256 * 1024;
+
+/**
+ * One sink's state, the same code on the helper thread and in-thread (the worker source below
+ * is built from this function's text, so both run exactly this logic).
+ */
+function makeSink(
+  spec: { kind: string; key?: Uint8Array; compression?: string; max?: number },
+  deps: {
+    createHash: typeof createHash;
+    createHmac: typeof createHmac;
+    createGunzip: typeof createGunzip;
+    inflateChunk: number;
+  },
+): {
+  update(b: Uint8Array, done: () => void): boolean;
+  finish(cb: (r: { digest?: Uint8Array; failure?: string; message?: string }) => void): void;
+  drop(): void;
+} {
+  if (spec.kind === 'sha256' || spec.kind === 'hmac' || spec.compression !== 'gzip') {
+    const h =
+      spec.kind === 'hmac'
+        ? deps.createHmac('sha256', spec.key as Uint8Array)
+        : deps.createHash('sha256');
+    const max = spec.kind === 'diffId' ? (spec.max as number) : Infinity;
+    let n = 0;
+    let failure: string | undefined;
+    return {
+      update(b) {
+        if (failure !== undefined) return true;
+        n += b.byteLength;
+        if (n > max) failure = 'limit';
+        else h.update(b);
+        return true;
+      },
+      finish(cb) {
+        if (failure !== undefined)
+          cb({ failure, message: 'decompressed layer exceeds the size limit' });
+        else cb({ digest: h.digest() });
+      },
+      drop() {},
+    };
+  }
+  // gzip: inflate (on the libuv pool) and hash the output on this thread.
+  const h = deps.createHash('sha256');
+  const max = spec.max as number;
+  const gz: Gunzip = deps.createGunzip({ chunkSize: deps.inflateChunk });
+  let out = 0;
+  let failure: string | undefined;
+  let message = '';
+  let pending = 0;
+  let onIdle: (() => void) | undefined;
+  const waiting = new Set<() => void>();
+  const fail = (f: string, m: string): void => {
+    if (failure !== undefined) return;
+    failure = f;
+    message = m;
+    gz.destroy();
+    // The input is no longer read: release every slot still queued.
+    for (const w of [...waiting]) w();
+  };
+  gz.on('data', (d: Uint8Array) => {
+    if (failure !== undefined) return;
+    out += d.byteLength;
+    if (out > max) fail('limit', 'decompressed layer exceeds the size limit');
+    else h.update(d);
+  });
+  gz.on('error', (e: Error) => fail('gzip', e.message));
+  return {
+    update(b, done) {
+      if (failure !== undefined) return true;
+      pending++;
+      let called = false;
+      const release = (): void => {
+        if (called) return;
+        called = true;
+        waiting.delete(release);
+        pending--;
+        done();
+        if (pending === 0 && onIdle !== undefined) onIdle();
+      };
+      waiting.add(release);
+      gz.write(b, () => release());
+      return false;
+    },
+    finish(cb) {
+      const end = (): void => {
+        if (failure !== undefined) return cb({ failure, message });
+        let settled = false;
+        const settle = (): void => {
+          if (settled) return;
+          settled = true;
+          if (failure !== undefined) cb({ failure, message });
+          else cb({ digest: h.digest() });
+        };
+        gz.once('end', settle);
+        gz.once('close', settle);
+        gz.end();
+      };
+      if (pending === 0 || failure !== undefined) end();
+      else onIdle = end;
+    },
+    drop() {
+      failure ??= 'gzip';
+      gz.destroy();
+    },
+  };
+}
 
 // Plain CommonJS run with `eval: true`: no module resolution, so it works from sources and
-// from the compiled package alike.
+// from the compiled package alike. `makeSink` is inlined from its text; `__name` is the no-op
+// that transpilers keeping function names (esbuild `keepNames`) wrap nested functions in.
 const WORKER_SOURCE = `
+var __name = (f) => f;
 const { parentPort } = require('node:worker_threads');
 const { createHash, createHmac } = require('node:crypto');
+const { createGunzip } = require('node:zlib');
+const deps = { createHash, createHmac, createGunzip, inflateChunk: ${INFLATE_CHUNK} };
+const makeSink = ${makeSink.toString()};
 const open = new Map();
 parentPort.on('message', (m) => {
   if (m.op === 'update') {
     const o = open.get(m.id);
-    if (o !== undefined) o.h.update(o.ring.subarray(m.off, m.off + m.len));
-    parentPort.postMessage({ op: 'ack', id: m.id });
+    if (o === undefined) return parentPort.postMessage({ op: 'ack', id: m.id });
+    const b = o.ring.subarray(m.off, m.off + m.len);
+    let left = o.sinks.length;
+    const done = () => { if (--left === 0) parentPort.postMessage({ op: 'ack', id: m.id }); };
+    for (const s of o.sinks) if (s.update(b, done)) done();
   } else if (m.op === 'new') {
-    const h = m.key === undefined ? createHash('sha256') : createHmac('sha256', m.key);
-    open.set(m.id, { h, ring: new Uint8Array(m.ring) });
+    open.set(m.id, { ring: new Uint8Array(m.ring), sinks: m.sinks.map((s) => makeSink(s, deps)) });
   } else if (m.op === 'digest') {
     const o = open.get(m.id);
     open.delete(m.id);
-    parentPort.postMessage({ op: 'digest', id: m.id, digest: o === undefined ? null : o.h.digest() });
+    if (o === undefined) return parentPort.postMessage({ op: 'digest', id: m.id, results: null });
+    const results = new Array(o.sinks.length);
+    let left = o.sinks.length;
+    const reply = () => parentPort.postMessage({ op: 'digest', id: m.id, results });
+    if (left === 0) return reply();
+    o.sinks.forEach((s, i) => s.finish((r) => { results[i] = r; if (--left === 0) reply(); }));
   } else if (m.op === 'drop') {
+    const o = open.get(m.id);
     open.delete(m.id);
+    if (o !== undefined) for (const s of o.sinks) s.drop();
     parentPort.postMessage({ op: 'dropped', id: m.id });
   }
 });
 `;
 
-/** Size of one slot of a hash's shared ring, and slots per ring. */
+/** Size of one slot of a tap's shared ring, and slots per ring. */
 const SLOT = 1024 * 1024;
-const SLOTS = 6;
+const SLOTS = 4;
 
-/** Bytes a single hash may have queued on the helper thread (its ring). */
+/** Bytes a single tap may have queued on the helper thread (its ring). */
 export const MAX_INFLIGHT_BYTES = SLOT * SLOTS;
 
+type RawResult = { digest?: Uint8Array; failure?: string; message?: string };
+
 /**
- * One open hash on the helper thread. Data goes through a ring of shared-memory slots that is
- * reused from hash to hash: no per-chunk allocation, no transfer, one memcpy per byte.
+ * One open tap on the helper thread. Data goes through a ring of shared-memory slots that is
+ * reused from tap to tap: no per-chunk allocation, no transfer, one memcpy per byte.
  */
 interface Open {
   readonly ring: SharedArrayBuffer;
@@ -61,9 +208,11 @@ interface Open {
   slot: number;
   fill: number;
   waiters: (() => void)[];
-  onDigest: ((d: Buffer) => void) | undefined;
+  onDigest: ((r: RawResult[]) => void) | undefined;
   onFail: ((e: Error) => void) | undefined;
   failed: Error | undefined;
+  /** What this tap adds to its thread's `load` (reserved when the tap is created). */
+  readonly weight: number;
 }
 
 class HashThread {
@@ -74,10 +223,12 @@ class HashThread {
   #awaited = 0;
   dead = false;
 
+  /** Taps open on this thread, weighted by sinks (how busy a new tap would find it). */
+  load = 0;
+
   constructor() {
     this.#worker = new Worker(WORKER_SOURCE, { eval: true });
-    this.#worker.unref();
-    this.#worker.on('message', (m: { op: string; id: number; digest?: Uint8Array | null }) =>
+    this.#worker.on('message', (m: { op: string; id: number; results?: RawResult[] | null }) =>
       this.#onMessage(m),
     );
     const die = (e: Error): void => {
@@ -88,11 +239,13 @@ class HashThread {
     };
     this.#worker.on('error', die);
     this.#worker.on('exit', () => die(new Error('hash worker exited')));
+    // After the listeners: attaching a 'message' listener refs the worker again.
+    this.#worker.unref();
   }
 
   /**
    * Keeps the process alive exactly while someone awaits the worker (a digest, or room in a
-   * ring). An idle worker, or a hash whose stream was abandoned unread, never holds it open.
+   * ring). An idle worker, or a tap whose stream was abandoned unread, never holds it open.
    */
   async #awaiting<T>(p: Promise<T>): Promise<T> {
     if (this.#awaited++ === 0) this.#worker.ref();
@@ -103,7 +256,7 @@ class HashThread {
     }
   }
 
-  #onMessage(m: { op: string; id: number; digest?: Uint8Array | null }): void {
+  #onMessage(m: { op: string; id: number; results?: RawResult[] | null }): void {
     const o = this.#open.get(m.id);
     if (o === undefined) return;
     if (m.op === 'ack') {
@@ -111,12 +264,17 @@ class HashThread {
       for (const w of o.waiters.splice(0)) w();
     } else if (m.op === 'digest' || m.op === 'dropped') {
       this.#open.delete(m.id);
+      this.load -= o.weight;
       this.#rings.push(o.ring);
-      if (m.op === 'digest') o.onDigest?.(Buffer.from(m.digest ?? new Uint8Array(0)));
+      if (m.op === 'digest') {
+        if (m.results === null || m.results === undefined)
+          o.onFail?.(new Error('hash worker lost the tap'));
+        else o.onDigest?.(m.results);
+      }
     }
   }
 
-  open(key: Uint8Array | undefined): { id: number; o: Open } {
+  open(sinks: readonly SinkSpec[]): { id: number; o: Open } {
     const id = this.#nextId++;
     const ring = this.#rings.pop() ?? new SharedArrayBuffer(SLOT * SLOTS);
     const o: Open = {
@@ -129,13 +287,14 @@ class HashThread {
       onDigest: undefined,
       onFail: undefined,
       failed: undefined,
+      weight: weightOf(sinks),
     };
     this.#open.set(id, o);
     this.#worker.postMessage({
       op: 'new',
       id,
       ring,
-      key: key === undefined ? undefined : Buffer.from(key),
+      sinks: sinks.map((s) => (s.kind === 'hmac' ? { ...s, key: Buffer.from(s.key) } : s)),
     });
     return { id, o };
   }
@@ -168,7 +327,7 @@ class HashThread {
     return undefined;
   }
 
-  digest(id: number, o: Open): Promise<Buffer> {
+  digest(id: number, o: Open): Promise<RawResult[]> {
     return this.#awaiting(
       new Promise((resolve, reject) => {
         if (o.failed !== undefined) return reject(o.failed);
@@ -181,7 +340,11 @@ class HashThread {
   }
 
   drop(id: number): void {
-    if (this.#open.has(id)) this.#worker.postMessage({ op: 'drop', id });
+    const o = this.#open.get(id);
+    if (o === undefined) return;
+    // Whoever still waits for room in the ring stops waiting (and stops holding the worker).
+    fail(o, new Error('hash abandoned'));
+    this.#worker.postMessage({ op: 'drop', id });
   }
 }
 
@@ -191,53 +354,78 @@ function fail(o: Open, e: Error): void {
   o.onFail?.(e);
 }
 
-let shared: HashThread | undefined;
-let disabled = availableParallelism() < 2;
+/** Rough cost of a tap's sinks per byte (a gzip diff_id is a hash plus inflate's callbacks). */
+function weightOf(sinks: readonly SinkSpec[]): number {
+  let w = 0;
+  for (const s of sinks) w += s.kind === 'diffId' && s.compression === 'gzip' ? 2 : 1;
+  return w;
+}
 
+/** Helper threads: one per core (capped), so the taps of one layer hash on several cores. */
+const HELPERS = Math.min(availableParallelism(), 4);
+const helpers: (HashThread | undefined)[] = [];
+let disabled = HELPERS < 2;
+
+/** The helper thread with the fewest open taps (spreads the taps of a copy over the cores). */
 function thread(): HashThread | undefined {
   if (disabled) return undefined;
-  if (shared === undefined || shared.dead) {
+  let best = -1;
+  for (let i = 0; i < HELPERS; i++) {
+    const t = helpers[i];
+    if (t === undefined || t.dead) {
+      best = i;
+      break;
+    }
+    if (best < 0 || t.load < (helpers[best] as HashThread).load) best = i;
+  }
+  let t = helpers[best];
+  if (t === undefined || t.dead) {
     try {
-      shared = new HashThread();
+      t = new HashThread();
+      helpers[best] = t;
     } catch {
       disabled = true;
       return undefined;
     }
   }
-  return shared;
+  return t;
 }
 
+const LOCAL_DEPS = { createHash, createHmac, createGunzip, inflateChunk: INFLATE_CHUNK };
+
 /**
- * An incremental SHA-256 or HMAC-SHA256 whose updates run on the helper thread when there is
- * one. Feed it with `update` (awaiting what it returns, if anything), then `digest` once.
+ * Several functions (SHA-256, HMAC-SHA256, diff_id) of one byte stream, computed on the helper
+ * thread when there is one. Feed it with `update` (awaiting what it returns, if anything), then
+ * call `results` once: one result per sink, in the order given.
  */
-export class OffloadedHash {
-  readonly #local: Hash | Hmac | undefined;
+export class OffloadedTap {
+  readonly #sinks: readonly SinkSpec[];
   readonly #thread: HashThread | undefined;
-  readonly #key: Uint8Array | undefined;
+  readonly #local: ReturnType<typeof makeSink>[] | undefined;
+  #localPending: Promise<void> | undefined;
   #id = 0;
   #o: Open | undefined;
   #tail: Promise<void> | undefined;
   #done = false;
 
-  /** SHA-256, or HMAC-SHA256 when `hmacKey` is given. `offload: false` hashes in-thread. */
-  constructor(opts: { hmacKey?: Uint8Array; offload?: boolean } = {}) {
+  /** `offload: false` computes in-thread (inflate still runs on the libuv pool). */
+  constructor(sinks: readonly SinkSpec[], opts: { offload?: boolean } = {}) {
+    this.#sinks = sinks;
     const t = opts.offload === false ? undefined : thread();
-    if (t === undefined) {
-      this.#local =
-        opts.hmacKey === undefined ? createHash('sha256') : createHmac('sha256', opts.hmacKey);
-      return;
+    if (t === undefined) this.#local = sinks.map((s) => makeSink(s, LOCAL_DEPS));
+    else {
+      this.#thread = t;
+      // Reserved now, so the next taps of the same layer pick other threads.
+      t.load += weightOf(sinks);
     }
-    this.#thread = t;
-    this.#key = opts.hmacKey;
   }
 
-  // Opened on first use: a stream that is created but never read costs no ring.
+  // Opened on first use: a tap that is created but never fed costs no ring.
   #opened(): { t: HashThread; o: Open } {
     const t = this.#thread;
     if (t === undefined) throw new Error('unreachable');
     if (this.#o === undefined) {
-      const { id, o } = t.open(this.#key);
+      const { id, o } = t.open(this.#sinks);
       this.#id = id;
       this.#o = o;
     }
@@ -249,10 +437,7 @@ export class OffloadedHash {
    * caller reuses `chunk` or feeds more (the ring is full: backpressure).
    */
   update(chunk: Uint8Array): Promise<void> | undefined {
-    if (this.#local !== undefined) {
-      this.#local.update(chunk);
-      return undefined;
-    }
+    if (this.#local !== undefined) return this.#updateLocal(chunk);
     const { t, o } = this.#opened();
     // Updates stay in order even when a caller feeds more before the last one was queued.
     const run = (): Promise<void> | undefined => t.write(this.#id, o, chunk);
@@ -265,20 +450,113 @@ export class OffloadedHash {
     return tail;
   }
 
+  #updateLocal(chunk: Uint8Array): Promise<void> | undefined {
+    const local = this.#local as ReturnType<typeof makeSink>[];
+    const run = (): Promise<void> | undefined => {
+      let left = local.length;
+      let resolve: (() => void) | undefined;
+      const done = (): void => {
+        if (--left === 0) resolve?.();
+      };
+      for (const s of local) if (s.update(chunk, done)) done();
+      if (left === 0) return undefined;
+      return new Promise<void>((r) => {
+        resolve = r;
+        if (left === 0) r();
+      });
+    };
+    const queued = this.#localPending === undefined ? run() : this.#localPending.then(run);
+    if (queued === undefined) return undefined;
+    const tail: Promise<void> = queued.then(() => {
+      if (this.#localPending === tail) this.#localPending = undefined;
+    });
+    this.#localPending = tail;
+    return tail;
+  }
+
+  /** One result per sink. Rejects if the helper thread died. */
+  async results(): Promise<SinkResult[]> {
+    if (this.#done) throw new Error('OffloadedTap finished twice');
+    this.#done = true;
+    let raw: RawResult[];
+    if (this.#local !== undefined) {
+      while (this.#localPending !== undefined) await this.#localPending;
+      const local = this.#local;
+      raw = await Promise.all(
+        local.map((s) => new Promise<RawResult>((resolve) => s.finish(resolve))),
+      );
+    } else {
+      const { t, o } = this.#opened();
+      while (this.#tail !== undefined) await this.#tail;
+      raw = await t.digest(this.#id, o);
+    }
+    return raw.map((r): SinkResult => {
+      if (r.digest !== undefined) return { digest: Buffer.from(r.digest) };
+      return {
+        failure: r.failure === 'limit' ? 'limit' : 'gzip',
+        message: r.message ?? '',
+      };
+    });
+  }
+
+  /** Forgets an unfinished tap (on error paths). */
+  abandon(): void {
+    if (this.#done) return;
+    this.#done = true;
+    if (this.#local !== undefined) for (const s of this.#local) s.drop();
+    else if (this.#o !== undefined) this.#thread?.drop(this.#id);
+    else if (this.#thread !== undefined) this.#thread.load -= weightOf(this.#sinks);
+  }
+}
+
+/**
+ * An incremental SHA-256 or HMAC-SHA256 whose updates run on the helper thread when there is
+ * one. Feed it with `update` (awaiting what it returns, if anything), then `digest` once.
+ */
+export class OffloadedHash {
+  readonly #local: Hash | Hmac | undefined;
+  readonly #tap: OffloadedTap | undefined;
+
+  /** SHA-256, or HMAC-SHA256 when `hmacKey` is given. `offload: false` hashes in-thread. */
+  constructor(opts: { hmacKey?: Uint8Array; offload?: boolean } = {}) {
+    if (opts.offload === false || disabled) {
+      this.#local =
+        opts.hmacKey === undefined ? createHash('sha256') : createHmac('sha256', opts.hmacKey);
+      return;
+    }
+    this.#tap = new OffloadedTap([
+      opts.hmacKey === undefined ? { kind: 'sha256' } : { kind: 'hmac', key: opts.hmacKey },
+    ]);
+  }
+
+  /**
+   * Feeds bytes. Returns undefined when they are queued, or a promise to await before the
+   * caller reuses `chunk` or feeds more (the ring is full: backpressure).
+   */
+  update(chunk: Uint8Array): Promise<void> | undefined {
+    if (this.#local !== undefined) {
+      this.#local.update(chunk);
+      return undefined;
+    }
+    return this.#tap?.update(chunk);
+  }
+
+  #digested = false;
+
   /** The final digest (32 bytes). Rejects if the helper thread died. */
   async digest(): Promise<Buffer> {
-    if (this.#done) throw new Error('OffloadedHash digested twice');
-    this.#done = true;
+    if (this.#digested) throw new Error('OffloadedHash digested twice');
+    this.#digested = true;
     if (this.#local !== undefined) return this.#local.digest();
-    const { t, o } = this.#opened();
-    while (this.#tail !== undefined) await this.#tail;
-    return t.digest(this.#id, o);
+    const [r] = await (this.#tap as OffloadedTap).results();
+    if (r === undefined || !('digest' in r)) throw new Error('hash worker returned no digest');
+    return r.digest;
   }
 
   /** Forgets an unfinished hash (on error paths). */
   abandon(): void {
-    if (this.#done) return;
-    this.#done = true;
-    if (this.#o !== undefined) this.#thread?.drop(this.#id);
+    if (this.#digested) return;
+    this.#digested = true;
+    this.#tap?.abandon();
   }
 }

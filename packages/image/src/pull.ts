@@ -118,10 +118,12 @@ export async function pullImage(o: PullOptions): Promise<PullResult> {
           layerDigest: layer.digest,
           annotations: layer.annotations ?? {},
         });
+        // A local blob (layout, archive) is read in place and checked by decryptLayerToFile.
+        const file = await o.source.blobFile?.(layer);
         await decryptLayerToFile({
           // getBlob's stream fails unless the ciphertext matches the descriptor.
           ciphertextVerified: true,
-          ciphertext: await o.source.getBlob(layer),
+          ciphertext: file === undefined ? await o.source.getBlob(layer) : { path: file },
           descriptor: layer,
           options,
           stagingPath: path,

@@ -30,6 +30,13 @@ export interface ImageSource {
   getManifestByDescriptor(d: Descriptor): Promise<ManifestBlob>;
   /** A blob stream that errors unless the bytes hash to `d.digest` and count `d.size`. */
   getBlob(d: Descriptor): Promise<Readable>;
+  /**
+   * The path of a local regular file holding the blob, when the source has one (layouts,
+   * extracted archives), so a layer can be read in place with reused buffers. Its bytes are
+   * NOT verified: whoever reads it must check them against `d` (the layer functions in
+   * `ocicrypt.ts` do). Optional; undefined when the blob is missing or not a regular file.
+   */
+  blobFile?(d: Descriptor): Promise<string | undefined>;
   close(): Promise<void>;
 }
 
@@ -54,6 +61,11 @@ export interface ImageDestination {
    * decrypted layer), avoiding a second copy; optional.
    */
   adoptBlobFile?(path: string, d: Descriptor): Promise<void>;
+  /**
+   * A fresh path on the destination's own filesystem for a file `adoptBlobFile` will take
+   * (so adopting is a rename, not a copy); optional. Only for content that is not secret.
+   */
+  blobStagingPath?(): Promise<string>;
   /** Cross-repository mount when the source is another repository of the same registry. */
   tryMount?(d: Descriptor): Promise<boolean>;
   /** Stores a manifest or index (not yet tagged). */
