@@ -7,12 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { webcrypto } from 'node:crypto';
-import { readFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { pino } from 'pino';
-import { exportSimHardware, generateSimHardware, simMeasurement, toHex } from '@cloister/evidence';
+import { simMeasurement, toHex } from '@cloister/evidence';
 import {
   OciLayoutDestination,
   OciLayoutSource,
@@ -22,18 +20,11 @@ import {
   releasedKeyUnwrapper,
 } from '@cloister/image';
 import type { ReferenceValues } from '@cloister/image';
-import {
-  ImageKeyResponseSchema,
-  checkBody,
-  manifestHash,
-  signAsOwner,
-  transitionHash,
-  transitionSignedBytes,
-  ZERO_HASH,
-} from '@cloister/protocol';
+import { ImageKeyResponseSchema, checkBody, ZERO_HASH } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
-import { createCoordinator } from '../../coordinator/src/index.js';
 import type { RunningCoordinator } from '../../coordinator/src/index.js';
+import { signTransition, startFixture } from '../../coordinator/test/helpers.js';
+import type { Fixture } from '../../coordinator/test/helpers.js';
 import { makeLayout } from '../../image/test/fixtures.js';
 import { activate } from '../src/activate.js';
 import { CoordinatorClient } from '../src/coordinator-client.js';
@@ -41,6 +32,7 @@ import { imageKeyRequest } from '../src/image-workload.js';
 import { simProvider } from '../src/providers/sim.js';
 
 const EXE = new TextEncoder().encode('cloister image key release test');
+let fixture: Fixture;
 let tmp: string;
 let simDir: string;
 let coord: RunningCoordinator;
@@ -48,18 +40,6 @@ let pinned: ReferenceValues;
 let pinnedSrc: string;
 let otherSrc: string;
 let userKeyedSrc: string;
-
-async function ownerKey() {
-  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
-    'sign',
-    'verify',
-  ]);
-  const der = Buffer.from(await webcrypto.subtle.exportKey('spki', keys.publicKey)).toString(
-    'base64',
-  );
-  const pem = `-----BEGIN PUBLIC KEY-----\n${der.match(/.{1,64}/g)?.join('\n') ?? ''}\n-----END PUBLIC KEY-----\n`;
-  return { keys, pem };
-}
 
 async function encrypt(
   name: string,
@@ -80,20 +60,8 @@ async function encrypt(
 }
 
 before(async () => {
-  tmp = await mkdtemp(join(tmpdir(), 'cloister-key-release-'));
-  simDir = join(tmp, 'sim');
-  await mkdir(simDir);
-  for (const [n, t] of Object.entries(await exportSimHardware(await generateSimHardware()))) {
-    await writeFile(join(simDir, n), t);
-  }
-  const install = await ownerKey();
-  coord = await createCoordinator({
-    dataDir: join(tmp, 'data'),
-    listen: '127.0.0.1:0',
-    ownerKeyPem: install.pem,
-    simulation: { rootDir: simDir },
-    logger: pino({ level: 'silent' }),
-  });
+  fixture = await startFixture();
+  ({ coord, simDir, dir: tmp } = fixture);
   const res = await coord.server.inject({ method: 'GET', url: '/v1/image-key' });
   assert.equal(res.statusCode, 200, res.body);
   const { publicKey } = checkBody(ImageKeyResponseSchema, res.json());
@@ -136,13 +104,7 @@ before(async () => {
     },
     policy: { allowSimulation: true },
   } as Manifest;
-  const th = await transitionHash({
-    seq: 0,
-    prevHash: ZERO_HASH,
-    manifestHash: await manifestHash(manifest),
-    kind: 'set',
-  });
-  const sig = await signAsOwner(transitionSignedBytes(th), 'install', install.keys.privateKey);
+  const sig = await signTransition(manifest, 0, ZERO_HASH, 'set', fixture.install);
   const put = await coord.server.inject({
     method: 'PUT',
     url: '/v1/manifest',
@@ -152,8 +114,7 @@ before(async () => {
 });
 
 after(async () => {
-  await coord.close();
-  await rm(tmp, { recursive: true, force: true });
+  await fixture.cleanup();
 });
 
 async function activateWith(workload: string, imageSource: string) {
