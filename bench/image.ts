@@ -156,16 +156,23 @@ export async function makeImage(dir: string, layers: number, layerMiB: number): 
   return layers * layerMiB;
 }
 
-function cloister(
-  op: 'encrypt' | 'decrypt',
-  src: string,
-  dst: string,
-  key: string,
-): [string, string[]] {
+/** `encrypt-unchecked`: `--no-verify-diff-ids`, the work skopeo does (blob digests only). */
+type Op = 'encrypt' | 'encrypt-unchecked' | 'decrypt';
+
+function cloister(op: Op, src: string, dst: string, key: string): [string, string[]] {
   const args =
-    op === 'encrypt'
-      ? ['image', 'convert', src, dst, '--coordinator-key', key, '--json']
-      : ['image', 'decrypt', src, dst, '--key', key, '--json'];
+    op === 'decrypt'
+      ? ['image', 'decrypt', src, dst, '--key', key, '--json']
+      : [
+          'image',
+          'convert',
+          src,
+          dst,
+          '--coordinator-key',
+          key,
+          '--json',
+          ...(op === 'encrypt-unchecked' ? ['--no-verify-diff-ids'] : []),
+        ];
   return [
     process.execPath,
     ['--conditions=source', '--import', 'tsx', join(root, 'bench', 'image.ts'), '--cli', ...args],
@@ -238,7 +245,7 @@ export async function benchImage(): Promise<Record<string, unknown>> {
     }
     const skopeo = (args: string[]): Promise<Job> =>
       timed('skopeo', ['--insecure-policy', 'copy', '-q', ...args]);
-    const ours = (op: 'encrypt' | 'decrypt', src: string, dst: string, key: string): Promise<Job> =>
+    const ours = (op: Op, src: string, dst: string, key: string): Promise<Job> =>
       timed(...cloister(op, src, dst, key));
     const rate = (mib: number, big: Job, tiny: Job, copy?: number): Run => ({
       wall: MB(mib) / big.seconds,
@@ -252,6 +259,13 @@ export async function benchImage(): Promise<Record<string, unknown>> {
       const r: Record<string, Job> = {};
       const te = join(dir, 'tiny-enc');
       r.oursEnc = await ours('encrypt', `oci:${join(dir, 'tiny')}:latest`, `oci:${te}:x`, pub);
+      rmSync(te, { recursive: true, force: true });
+      r.oursEncUnchecked = await ours(
+        'encrypt-unchecked',
+        `oci:${join(dir, 'tiny')}:latest`,
+        `oci:${te}:x`,
+        pub,
+      );
       r.oursDec = await ours('decrypt', `oci:${te}:x`, `oci:${join(dir, 'tiny-dec')}:x`, priv);
       if (haveSkopeo) {
         const ts = join(dir, 'tiny-senc');
@@ -275,8 +289,12 @@ export async function benchImage(): Promise<Record<string, unknown>> {
 
     // Medians of at least 3 runs; more on a busy machine (BENCH_IMAGE_RUNS=5).
     const runs = Math.max(3, Number(process.env.BENCH_IMAGE_RUNS ?? 3) || 3);
-    const res: Record<'oursEnc' | 'oursDec' | 'skopeoEnc' | 'skopeoDec', Run[]> = {
+    const res: Record<
+      'oursEnc' | 'oursEncUnchecked' | 'oursDec' | 'skopeoEnc' | 'skopeoDec',
+      Run[]
+    > = {
       oursEnc: [],
+      oursEncUnchecked: [],
       oursDec: [],
       skopeoEnc: [],
       skopeoDec: [],
@@ -288,6 +306,17 @@ export async function benchImage(): Promise<Record<string, unknown>> {
       res.oursEnc.push(
         rate(bigMiB, je, t.oursEnc as Job, je.copySeconds && MB(bigMiB) / je.copySeconds),
       );
+      const eu = join(dir, `encu-${r}`);
+      const ju = await ours(
+        'encrypt-unchecked',
+        `oci:${join(dir, 'big')}:latest`,
+        `oci:${eu}:x`,
+        pub,
+      );
+      res.oursEncUnchecked.push(
+        rate(bigMiB, ju, t.oursEncUnchecked as Job, ju.copySeconds && MB(bigMiB) / ju.copySeconds),
+      );
+      rmSync(eu, { recursive: true, force: true });
       // Both tools decrypt the same (skopeo-encrypted, jwe) image; without skopeo, ours.
       let toDecrypt = `oci:${e}:x`;
       if (haveSkopeo) {
@@ -369,6 +398,7 @@ export async function benchImage(): Promise<Record<string, unknown>> {
       ratioToSkopeo: haveSkopeo
         ? {
             encryptSteady: med('oursEnc', 'steady') / med('skopeoEnc', 'steady'),
+            encryptUncheckedSteady: med('oursEncUnchecked', 'steady') / med('skopeoEnc', 'steady'),
             decryptSteady: med('oursDec', 'steady') / med('skopeoDec', 'steady'),
             encryptWall: med('oursEnc', 'wall') / med('skopeoEnc', 'wall'),
             decryptWall: med('oursDec', 'wall') / med('skopeoDec', 'wall'),
@@ -416,10 +446,12 @@ export async function benchImage(): Promise<Record<string, unknown>> {
         `encrypt  cloister steady ${fmt(med('oursEnc', 'steady'))} (${perRun('oursEnc', 'steady')})  wall ${fmt(med('oursEnc', 'wall'))} (${perRun('oursEnc', 'wall')})  copy ${fmt(med('oursEnc', 'copy'))} (${perRun('oursEnc', 'copy')})`,
         `         skopeo   steady ${sk('skopeoEnc', 'steady')}  wall ${sk('skopeoEnc', 'wall')}`,
         `         ratio    steady ${ratio('oursEnc', 'skopeoEnc', 'steady')}  wall ${ratio('oursEnc', 'skopeoEnc', 'wall')}`,
+        `encrypt  --no-verify-diff-ids (skopeo's work)  steady ${fmt(med('oursEncUnchecked', 'steady'))} (${perRun('oursEncUnchecked', 'steady')})  wall ${fmt(med('oursEncUnchecked', 'wall'))}  copy ${fmt(med('oursEncUnchecked', 'copy'))}`,
+        `         ratio    steady ${ratio('oursEncUnchecked', 'skopeoEnc', 'steady')}  wall ${ratio('oursEncUnchecked', 'skopeoEnc', 'wall')}`,
         `decrypt  cloister steady ${fmt(med('oursDec', 'steady'))} (${perRun('oursDec', 'steady')})  wall ${fmt(med('oursDec', 'wall'))} (${perRun('oursDec', 'wall')})  copy ${fmt(med('oursDec', 'copy'))} (${perRun('oursDec', 'copy')})`,
         `         skopeo   steady ${sk('skopeoDec', 'steady')}  wall ${sk('skopeoDec', 'wall')}`,
         `         ratio    steady ${ratio('oursDec', 'skopeoDec', 'steady')}  wall ${ratio('oursDec', 'skopeoDec', 'wall')}`,
-        `modes    cloister encrypt checks each source layer against the config's diff_id (skopeo does not); both tools check blob digests; decrypt checks HMAC, digests and diff_ids`,
+        `modes    cloister encrypt (default) also checks each source layer against the config's diff_id, skopeo does not; both tools check blob digests; decrypt checks HMAC, digests and diff_ids`,
         `primitives, one core: openssl speed -bytes 16384: aes-256-ctr ${fmt(aes)}  sha256 ${fmt(sha)}  hmac-sha256 ${fmt(hmac)};  zlib inflate ${fmt(inflate)}`,
         `         (inflate: ${INFLATE_METHOD})`,
         `limit 1  slowest primitive on the path (the issue's limit): ${slowestName} ${fmt(slowest)} MB/s;  target 50% = ${fmt(slowest / 2)} MB/s`,

@@ -101,6 +101,13 @@ export interface CopyOptions {
   readonly onProgress?: (e: ProgressEvent) => void;
   /** Where decrypted layers are staged before they are verified (default: a temp dir). */
   readonly stagingDir?: string;
+  /**
+   * Encrypting: check each source layer against the config's diff_id (default true). Off, the
+   * copy does what skopeo does (blob digests only) and a wrong diff_id surfaces only where the
+   * image is decrypted, which always checks it; the reference values then repeat the source
+   * config's diff_ids unchecked.
+   */
+  readonly verifyDiffIds?: boolean;
 }
 
 /** What a Cloister manifest pins for an image. */
@@ -324,7 +331,13 @@ export async function copyImage(
           ).toString('base64');
         // Hash the plaintext's decompressed form on the way: we refuse to encrypt (and print
         // reference values for) a layer that does not match the config's diff_id.
-        let encrypted: { digest: Digest; size: number; hmac: Uint8Array; diffId: Digest };
+        const checkDiffId = opts.verifyDiffIds !== false;
+        let encrypted: {
+          digest: Digest;
+          size: number;
+          hmac: Uint8Array;
+          diffId?: Digest | undefined;
+        };
         if (dst.adoptBlobFile !== undefined) {
           // Into a staging file the destination adopts: reused buffers, the helper thread
           // verifying the source and computing the diff_id (see encryptLayerToFile).
@@ -340,11 +353,11 @@ export async function copyImage(
               descriptor: layer,
               options: priv,
               outPath: path,
-              diffId: true,
+              diffId: checkDiffId,
               onBytes: throttled(report),
             });
-            encrypted = { ...r, diffId: r.diffId as Digest };
-            if (r.diffId === diffId)
+            encrypted = r;
+            if (!checkDiffId || r.diffId === diffId)
               await dst.adoptBlobFile(path, {
                 mediaType: layer.mediaType,
                 digest: r.digest,
@@ -355,16 +368,21 @@ export async function copyImage(
           }
           report(layer.size);
         } else {
-          const diff = new DiffIdStream(lt.compression);
           const enc = new LayerEncryptStream(priv);
           const body = await src.getBlob(layer);
           const out = new ProgressTap(report);
           const put = dst.putBlob(out);
           put.catch((e: unknown) => out.destroy(e as Error));
-          const [, stored] = await Promise.all([pipeline(body, diff, enc, out), put]);
-          encrypted = { ...stored, hmac: enc.result.hmac, diffId: diff.digest };
+          if (checkDiffId) {
+            const diff = new DiffIdStream(lt.compression);
+            const [, stored] = await Promise.all([pipeline(body, diff, enc, out), put]);
+            encrypted = { ...stored, hmac: enc.result.hmac, diffId: diff.digest };
+          } else {
+            const [, stored] = await Promise.all([pipeline(body, enc, out), put]);
+            encrypted = { ...stored, hmac: enc.result.hmac };
+          }
         }
-        if (encrypted.diffId !== diffId)
+        if (checkDiffId && encrypted.diffId !== diffId)
           throw imageError(
             'IMAGE_DIFF_ID_MISMATCH',
             `source layer ${i} does not match its diff_id`,

@@ -217,6 +217,32 @@ test('a wrong diff_id in the config is refused', async (t) => {
   assertNothingWritten(dir, rootfs);
 });
 
+test('a source layer that does not match its diff_id: convert refuses it unless told not to check, and the pull refuses it then', async (t) => {
+  const dir = tempDir(t);
+  const plain = await makeLayout(join(dir, 'plain'), [base]);
+  const cfg = JSON.parse(readFileSync(blobPath(plain.dir, plain.configDigest), 'utf8')) as {
+    rootfs: { diff_ids: string[] };
+  };
+  cfg.rootfs.diff_ids = [sha('something else')];
+  const cfgBytes = JSON.stringify(cfg);
+  writeFileSync(blobPath(plain.dir, sha(cfgBytes)), cfgBytes);
+  rewriteManifest(plain.dir, (m) => {
+    m.config = { ...(m.config as Json), digest: sha(cfgBytes), size: Buffer.byteLength(cfgBytes) };
+    return m;
+  });
+  const copy = (to: string, verifyDiffIds?: boolean) =>
+    copyImage(new OciLayoutSource(plain.dir, 'latest'), new OciLayoutDestination(to, 'latest'), {
+      coordinatorKey: coordPub,
+      ...(verifyDiffIds === undefined ? {} : { verifyDiffIds }),
+    });
+  await assert.rejects(copy(join(dir, 'checked')), { code: 'IMAGE_DIFF_ID_MISMATCH' });
+  const enc = join(dir, 'unchecked');
+  const rv = await copy(enc, false);
+  const { rootfs, run } = pullInto(dir, enc, rv.manifestDigest);
+  await assert.rejects(run, { code: 'IMAGE_DIFF_ID_MISMATCH' });
+  assertNothingWritten(dir, rootfs);
+});
+
 test('a manifest that is not the pinned one is refused', async (t) => {
   const { dir, enc } = await encryptedImage(t, [base]);
   const { rootfs, run } = pullInto(dir, enc, sha('another manifest'));

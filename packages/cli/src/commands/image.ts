@@ -145,6 +145,10 @@ export function registerImage(program: Command, ctx: CommandContext): void {
       '--coordinator-key <FILE>',
       'wrap layer keys to this coordinator image key (PEM, from GET /v1/image-key) instead',
     )
+    .option(
+      '--no-verify-diff-ids',
+      "skip checking each source layer against the config's diff_id (as skopeo does; decryption always checks)",
+    )
     .option('--workload <NAME>', 'workload name used in the manifest snippet', 'app')
     .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
     .option('--insecure-http', 'allow plain HTTP to a non-loopback registry')
@@ -158,6 +162,7 @@ export function registerImage(program: Command, ctx: CommandContext): void {
           coordinator?: string;
           rootCa?: string;
           coordinatorKey?: string;
+          verifyDiffIds: boolean;
           workload: string;
           platform: string;
           insecureHttp?: boolean;
@@ -188,6 +193,7 @@ export function registerImage(program: Command, ctx: CommandContext): void {
           const rv = await copyImage(src, openDestination(dstRef, reg), {
             recipients,
             ...(coordinatorKey === undefined ? {} : { coordinatorKey }),
+            verifyDiffIds: o.verifyDiffIds,
             platform: { os, architecture, ...(variant === undefined ? {} : { variant }) },
             onProgress: progressBar(o.json !== true),
           });
