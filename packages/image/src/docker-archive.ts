@@ -160,8 +160,21 @@ export class DockerArchiveSource implements ImageSource {
         details: { file: this.#file },
       });
     }
-    this.#dir = await mkdtemp(join(tmpdir(), 'cloister-archive-'));
-    const files = await extractArchive(this.#file, this.#dir);
+    const dir = await mkdtemp(join(tmpdir(), 'cloister-archive-'));
+    try {
+      this.#manifest = await this.#load(dir);
+      this.#dir = dir;
+      return this.#manifest;
+    } catch (e) {
+      // A refused archive leaves nothing behind, whether or not the caller closes the source.
+      this.#blobs.clear();
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  async #load(dir: string): Promise<ManifestBlob> {
+    const files = await extractArchive(this.#file, dir);
     const mf = files.get('manifest.json');
     if (mf === undefined)
       throw imageError(
@@ -236,8 +249,7 @@ export class DockerArchiveSource implements ImageSource {
       layers,
     };
     const bytes = utf8(JSON.stringify(manifest));
-    this.#manifest = { bytes, mediaType: MEDIA_TYPES.ociManifest, digest: sha256Digest(bytes) };
-    return this.#manifest;
+    return { bytes, mediaType: MEDIA_TYPES.ociManifest, digest: sha256Digest(bytes) };
   }
 
   async getManifestByDescriptor(d: Descriptor): Promise<ManifestBlob> {

@@ -19,6 +19,7 @@ import { test } from 'node:test';
 import {
   OciLayoutDestination,
   OciLayoutSource,
+  DockerArchiveSource,
   PUBOPTS_ANNOTATION,
   copyImage,
   keyUnwrapper,
@@ -442,4 +443,22 @@ test('a layer that is not tar or not gzip is refused as malformed', async (t) =>
     { code: 'IMAGE_UNPACK_MALFORMED' },
   );
   assert.deepEqual(readdirSync(dir), []);
+});
+
+test('a refused docker-archive leaves no extracted files behind, closed or not', async (t) => {
+  const dir = tempDir(t);
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp);
+  const before = process.env['TMPDIR'];
+  process.env['TMPDIR'] = tmp;
+  t.after(() => {
+    if (before === undefined) delete process.env['TMPDIR'];
+    else process.env['TMPDIR'] = before;
+  });
+  const notArchive = join(dir, 'img.tar');
+  writeFileSync(notArchive, await makeTar([{ name: 'hello.txt', content: 'no manifest.json' }]));
+  await assert.rejects(new DockerArchiveSource(notArchive).getManifest(), {
+    code: 'IMAGE_MALFORMED',
+  });
+  assert.deepEqual(readdirSync(tmp), []);
 });

@@ -222,7 +222,9 @@ test('layers copied concurrently keep their order (OCI layout and docker-archive
     new DockerArchiveDestination(archive),
     { decryptKeys: [kp.privateKey] },
   );
-  const back = await resolveImage(new DockerArchiveSource(archive));
+  const archiveSource = new DockerArchiveSource(archive);
+  t.after(() => archiveSource.close());
+  const back = await resolveImage(archiveSource);
   assert.deepEqual(back.config.diffIds, built.diffIds);
   const original = await resolveImage(new OciLayoutSource(built.dir, 'latest'));
   assert.deepEqual(
