@@ -119,33 +119,35 @@ export async function releaseImageKeys(
       manifest.config.digest,
     );
   }
-  // Each layer on its own: an image encrypted to a user's key (delivered as a secret file) has
-  // no layer wrapped to the coordinator, and its agent gets no layer keys, not a refusal.
-  const layers = manifest.layers.map((l) => l.digest);
-  const released: Record<string, string> = {};
-  const missing: string[] = [];
-  for (const wrapped of wrappedLayerKeys(manifest.layers)) {
-    try {
-      Object.assign(released, await releaseLayerKeys([wrapped], [key.privateKey], layers));
-    } catch (e) {
-      if ((e as { code?: string }).code !== 'IMAGE_NO_KEY') {
-        throw coordinatorError(
-          'COORDINATOR_IMAGE_KEY_UNAVAILABLE',
-          'a wrapped layer key of this image cannot be used',
-          { cause: e, details: { rule: 'image.layers', actual: wrapped.layerDigest } },
-        );
-      }
-      missing.push(wrapped.layerDigest);
-    }
+  let result;
+  try {
+    result = await releaseLayerKeys(
+      wrappedLayerKeys(manifest.layers),
+      [key.privateKey],
+      manifest.layers.map((l) => l.digest),
+    );
+  } catch (cause) {
+    throw coordinatorError(
+      'COORDINATOR_IMAGE_KEY_UNAVAILABLE',
+      'a wrapped layer key of this image cannot be used',
+      { cause, details: { rule: 'image.layers' } },
+    );
   }
+  const { released, notWrapped } = result;
+  // An image encrypted to a user's key (delivered as a secret file) has no layer wrapped to the
+  // coordinator: its agent gets no layer keys, not a refusal.
   if (Object.keys(released).length === 0) return undefined;
-  if (missing.length > 0) {
+  if (notWrapped.length > 0) {
     // Some layers for the coordinator, some not: a conversion went wrong; run nothing half-keyed.
     throw coordinatorError(
       'COORDINATOR_IMAGE_KEY_UNAVAILABLE',
       'some encrypted layers of this image are not wrapped to the coordinator image key',
       {
-        details: { rule: 'image.layers', expected: 'enc.keys.provider.cloister', actual: missing },
+        details: {
+          rule: 'image.layers',
+          expected: 'enc.keys.provider.cloister',
+          actual: notWrapped,
+        },
       },
     );
   }

@@ -85,7 +85,7 @@ export { OffloadedHash } from './offload.js';
 export { copyImage, resolveImage, referenceValues } from './convert.js';
 export type { CopyOptions, ProgressEvent, ReferenceValues } from './convert.js';
 export { pullImage, wrappedLayerKeys, releaseLayerKeys, releasedKeyUnwrapper } from './pull.js';
-export type { PinnedImage, PullOptions, PullResult } from './pull.js';
+export type { PinnedImage, PullOptions, PullResult, ReleasedLayerKeys } from './pull.js';
 export { unpackRootfs, resolveInRoot, cleanEntryPath, DEFAULT_UNPACK_LIMITS } from './unpack.js';
 export type { UnpackLimits, UnpackOptions, UnpackResult, LayerToUnpack } from './unpack.js';
 export { handleKeyproviderRequest, runKeyprovider, KEYPROVIDER_ENV } from './keyprovider.js';

@@ -168,29 +168,46 @@ export function wrappedLayerKeys(layers: readonly Descriptor[]): WrappedLayerKey
     .map((l) => ({ layerDigest: l.digest, annotations: l.annotations ?? {} }));
 }
 
+/** What `releaseLayerKeys` gives back. */
+export interface ReleasedLayerKeys {
+  /** base64 PrivateOptions by layer digest, to be sent back encrypted to the agent key. */
+  readonly released: Record<string, string>;
+  /** Layers with no wrapped key any of the given keys opens (e.g. encrypted to a user's key). */
+  readonly notWrapped: string[];
+}
+
 /**
  * Coordinator side of key release: unwraps the layer keys with the coordinator's private
- * key(s), only for layers listed in `allowedLayers` (the workload's pinned `encryptedLayers`),
- * so an attested agent of workload A cannot obtain the keys of workload B's image. Returns
- * base64 PrivateOptions by layer digest, to be sent back encrypted to the agent key.
+ * key(s), only for layers listed in `allowedLayers` (the layers of the image the workload pins),
+ * so an attested agent of workload A cannot obtain the keys of workload B's image. A layer
+ * outside `allowedLayers`, or a wrapped key that is malformed, refuses the whole request; a
+ * layer simply not wrapped to these keys is listed in `notWrapped` for the caller to decide.
  */
 export async function releaseLayerKeys(
   requests: readonly WrappedLayerKey[],
   keys: readonly KeyObject[],
   allowedLayers: readonly string[],
-): Promise<Record<string, string>> {
+): Promise<ReleasedLayerKeys> {
   const allowed = new Set(allowedLayers);
-  const out: Record<string, string> = {};
+  const released: Record<string, string> = {};
+  const notWrapped: string[] = [];
   for (const r of requests) {
     const digest = parseDigest(r.layerDigest, 'layerDigest');
     if (!allowed.has(digest))
       throw imageError('IMAGE_NO_KEY', `layer ${digest} is not part of this workload's image`, {
         details: { layer: digest },
       });
-    const opts = await unwrapLayerKey(r.annotations, keys);
-    out[digest] = Buffer.from(serializePrivateOptions(opts)).toString('base64');
+    let opts: PrivateOptions;
+    try {
+      opts = await unwrapLayerKey(r.annotations, keys);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'IMAGE_NO_KEY') throw e;
+      notWrapped.push(digest);
+      continue;
+    }
+    released[digest] = Buffer.from(serializePrivateOptions(opts)).toString('base64');
   }
-  return out;
+  return { released, notWrapped };
 }
 
 /** Agent side of key release: an unwrapper over the keys the coordinator released. */

@@ -127,7 +127,12 @@ test('an encrypted image pulls, verifies and unpacks (local keys and key release
   assert.equal(parsed.kind, 'manifest');
   if (parsed.kind !== 'manifest') return;
   const requests = wrappedLayerKeys(parsed.layers);
-  const released = await releaseLayerKeys(requests, [coord.privateKey], rv.encryptedLayers);
+  const { released, notWrapped } = await releaseLayerKeys(
+    requests,
+    [coord.privateKey],
+    rv.encryptedLayers,
+  );
+  assert.deepEqual(notWrapped, []);
   const rootfs2 = join(dir, 'out', 'rootfs2');
   await pullImage({
     source: new OciLayoutSource(enc, 'latest'),
@@ -147,6 +152,12 @@ test('an encrypted image pulls, verifies and unpacks (local keys and key release
       code: 'IMAGE_NO_KEY',
     },
   );
+  // A key no layer is wrapped to releases nothing and names every layer.
+  const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+  assert.deepEqual(await releaseLayerKeys(requests, [stranger], rv.encryptedLayers), {
+    released: {},
+    notWrapped: [...rv.encryptedLayers],
+  });
 });
 
 test('tampered ciphertext (descriptor unchanged) is refused: digest', async (t) => {
