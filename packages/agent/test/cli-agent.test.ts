@@ -62,10 +62,13 @@ test('cloister agent: usage errors exit 2', async () => {
   assert.equal(r.code, 2); // no --sim-dir and no CLOISTER_SIM_DIR in this environment
 });
 
-test('cloister agent: exec mode passes the exit code through; --init measures the agent', async () => {
-  const sh = resolveExecutable('sh');
-  const measurement = await simMeasurement(new Uint8Array(await readFile(sh)), ['-c', 'exit 42']);
-  const stub = await startStub({
+/** A stub coordinator for workload `web` that accepts `measurement` and delivers one file. */
+function stubFor(
+  measurement: Uint8Array,
+  path: string,
+  content: string,
+): ReturnType<typeof startStub> {
+  return startStub({
     manifest: {
       version: 1,
       trustDomain: 'cli.test',
@@ -77,8 +80,14 @@ test('cloister agent: exec mode passes the exit code through; --init measures th
     root,
     sim: hw,
     measurement,
-    files: { '/conf/x': new TextEncoder().encode('x=1') },
+    files: { [path]: new TextEncoder().encode(content) },
   });
+}
+
+test('cloister agent: exec mode passes the exit code through; --init measures the agent', async () => {
+  const sh = resolveExecutable('sh');
+  const measurement = await simMeasurement(new Uint8Array(await readFile(sh)), ['-c', 'exit 42']);
+  const stub = await stubFor(measurement, '/conf/x', 'x=1');
   const rootCaFile = join(tmp, 'root.pem');
   await writeFile(rootCaFile, root.certPem);
   const common = [
@@ -114,20 +123,7 @@ test('cloister agent: exec mode passes the exit code through; --init measures th
     new Uint8Array(await readFile(process.execPath)),
     [],
   );
-  const stub2 = await startStub({
-    manifest: {
-      version: 1,
-      trustDomain: 'cli.test',
-      packages: { p: { tee: 'sim', measurement: '00'.repeat(48) } },
-      workloads: { web: { package: 'p' } },
-    },
-    workload: 'web',
-    meshCa,
-    root,
-    sim: hw,
-    measurement: nodeMeasurement,
-    files: { '/conf/y': new TextEncoder().encode('y=2') },
-  });
+  const stub2 = await stubFor(nodeMeasurement, '/conf/y', 'y=2');
   const init2 = await cli([
     'agent',
     '--coordinator',

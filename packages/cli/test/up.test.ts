@@ -252,26 +252,28 @@ describe('cloister up (command)', () => {
   });
 });
 
+/** An up directory: a manifest with one workload `w` (a measurement nothing matches), and `runs`. */
+async function writeUpDir(dir: string, runs: Record<string, unknown>): Promise<void> {
+  const owner = await generateOwnerKey('owner', dir);
+  await writeFile(
+    join(dir, 'manifest.json'),
+    JSON.stringify({
+      version: 1,
+      trustDomain: 'bad.test',
+      packages: { p: { tee: 'sim', measurement: 'ab'.repeat(48) } },
+      workloads: { w: { package: 'p' } },
+      owners: { owner: { publicKey: owner.publicKeyPem, roles: ['update'] } },
+      policy: { allowSimulation: true },
+    }),
+  );
+  await writeFile(join(dir, 'workloads.json'), JSON.stringify({ workloads: runs }));
+}
+
 describe('cloister up: bad input changes nothing', () => {
   it('refuses a run-file naming a workload the manifest lacks, before starting anything', async () => {
     const t = await tempDir('cloister-up-bad-');
     try {
-      const owner = await generateOwnerKey('owner', t.dir);
-      await writeFile(
-        join(t.dir, 'manifest.json'),
-        JSON.stringify({
-          version: 1,
-          trustDomain: 'bad.test',
-          packages: { p: { tee: 'sim', measurement: 'ab'.repeat(48) } },
-          workloads: { w: { package: 'p' } },
-          owners: { owner: { publicKey: owner.publicKeyPem, roles: ['update'] } },
-          policy: { allowSimulation: true },
-        }),
-      );
-      await writeFile(
-        join(t.dir, 'workloads.json'),
-        JSON.stringify({ workloads: { nope: { command: ['true'] } } }),
-      );
+      await writeUpDir(t.dir, { nope: { command: ['true'] } });
       const r = await cli(['up', t.dir, '--json']);
       assert.equal(r.code, 30);
       const err = r.json()['error'] as { code: string; details: { problems: { path: string }[] } };
@@ -286,22 +288,7 @@ describe('cloister up: bad input changes nothing', () => {
   it('a one-shot workload whose activation is refused makes up fail with UP_START_FAILED', async () => {
     const t = await tempDir('cloister-up-refused-');
     try {
-      const owner = await generateOwnerKey('owner', t.dir);
-      await writeFile(
-        join(t.dir, 'manifest.json'),
-        JSON.stringify({
-          version: 1,
-          trustDomain: 'bad.test',
-          packages: { p: { tee: 'sim', measurement: 'ab'.repeat(48) } },
-          workloads: { w: { package: 'p' } },
-          owners: { owner: { publicKey: owner.publicKeyPem, roles: ['update'] } },
-          policy: { allowSimulation: true },
-        }),
-      );
-      await writeFile(
-        join(t.dir, 'workloads.json'),
-        JSON.stringify({ workloads: { w: { command: ['true'], oneShot: true } } }),
-      );
+      await writeUpDir(t.dir, { w: { command: ['true'], oneShot: true } });
       const r = await cli(['up', t.dir, '--json']);
       assert.notEqual(r.code, 0);
       assert.equal((r.json()['error'] as { code: string }).code, 'UP_START_FAILED');
