@@ -35,14 +35,14 @@ import { createECDH } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { activationReportData, nonceFromBase64Url, toBase64Url } from '@cloister/protocol';
-import { createCoordinator, createLogger, openBundle } from '@cloister/coordinator';
+import { createCoordinator, createLogger, openBundle, p256Spki } from '@cloister/coordinator';
 import { generateSimHardware, simMeasurement, simReportFrom, toHex } from '@cloister/evidence';
 import type { SimHardware } from '@cloister/evidence';
 import { CoordinatorApi } from '../packages/cli/src/client/api.js';
 import { generateOwnerKey, loadOwnerKey } from '../packages/cli/src/client/local.js';
 import { signAndSetManifest } from '../packages/cli/src/client/ops.js';
 import { loadSimHardware, writeSimHardware } from '../packages/cli/src/sim-hardware.js';
-import { fmt, median, opensslEcdsaVerify } from './measure.js';
+import { fmt, median, opensslEcSpeed, opensslEcdsaVerify } from './measure.js';
 
 const CONCURRENCY = 50;
 const RUN_SECONDS = Number(process.env['BENCH_SECONDS'] ?? 6);
@@ -87,9 +87,6 @@ function post(
   });
 }
 
-/** The DER prefix of a P-256 SubjectPublicKeyInfo before its uncompressed point. */
-const P256_SPKI_HEAD = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
-
 /**
  * How the agents reach the coordinator: `fresh` opens one TLS connection per activation (full
  * handshake, no resumption; challenge and activation share it), as new agents do; `kept` keeps
@@ -112,7 +109,7 @@ async function leanActivation(
   measurement: Uint8Array,
 ): Promise<void> {
   const ecdh = createECDH('prime256v1');
-  const spki = new Uint8Array(Buffer.concat([P256_SPKI_HEAD, ecdh.generateKeys()]));
+  const spki = p256Spki(ecdh.generateKeys());
   const { nonce } = (await post(agent, tls, url, '/v1/activate/challenge', {})) as {
     nonce: string;
   };
@@ -138,28 +135,6 @@ async function serve(dir: string): Promise<void> {
   });
   process.stdout.write(`${JSON.stringify({ url: coord.url, rootCaPem: coord.rootCaPem })}\n`);
   process.on('SIGTERM', () => void coord.close().then(() => process.exit(0)));
-}
-
-/** `openssl speed` sign/s (ECDSA) or op/s (ECDH) for one curve, median of `runs`. */
-function opensslOps(
-  alg: 'ecdsap256' | 'ecdsap384' | 'ecdhp256' | 'ecdhx25519',
-  column: 'sign' | 'op',
-  runs = 3,
-): number {
-  const xs: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const out = execFileSync('openssl', ['speed', '-seconds', '1', alg], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    const line = out.split('\n').find((l) => /bits ec(dsa|dh) \((nistp|X25519)/.test(l)) ?? '';
-    const cols = line.trim().split(/\s+/);
-    // "256 bits ecdsa (nistp256) 0.0000s 0.0001s 29170.3 10206.4" / "256 bits ecdh (nistp256) 0.0001s 15241.7"
-    const v = Number(column === 'sign' ? cols.at(-2) : cols.at(-1));
-    if (!Number.isFinite(v)) throw new Error(`cannot parse openssl speed ${alg}`);
-    xs.push(v);
-  }
-  return median(xs);
 }
 
 /** CPU seconds (user + system) a process has used so far. */
@@ -412,9 +387,9 @@ export async function benchCoordinator(): Promise<void> {
     const rss = await rssMiB(pid);
 
     const v256 = opensslEcdsaVerify('p256');
-    const s256 = opensslOps('ecdsap256', 'sign');
-    const dh256 = opensslOps('ecdhp256', 'op');
-    const x25519 = opensslOps('ecdhx25519', 'op');
+    const s256 = opensslEcSpeed('ecdsap256', 'sign');
+    const dh256 = opensslEcSpeed('ecdhp256', 'op');
+    const x25519 = opensslEcSpeed('ecdhx25519', 'op');
     // Seconds of one core per activation for the public-key work alone: the report signature,
     // the leaf signature, the JWE (key generation ~ one ECDH, plus the ECDH); a fresh connection
     // adds one TLS handshake (server signature + X25519).

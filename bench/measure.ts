@@ -43,22 +43,35 @@ export async function measureRate(
   return { perSecond: median(wall), perCpuSecond: median(cpu), runs };
 }
 
-/** `openssl speed` ECDSA verifications per second on one core, median of `runs`. */
-export function opensslEcdsaVerify(curve: 'p256' | 'p384', runs = 3): number {
-  const alg = curve === 'p256' ? 'ecdsap256' : 'ecdsap384';
-  const bits = curve === 'p256' ? '256' : '384';
+/**
+ * `openssl speed ALG` on one core, median of `runs`: ECDSA signatures or verifications per
+ * second, or ECDH operations per second.
+ */
+export function opensslEcSpeed(
+  alg: 'ecdsap256' | 'ecdsap384' | 'ecdhp256' | 'ecdhx25519',
+  column: 'sign' | 'verify' | 'op',
+  runs = 3,
+): number {
   const xs: number[] = [];
   for (let i = 0; i < runs; i++) {
     const out = execFileSync('openssl', ['speed', '-seconds', '1', alg], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'ignore'],
     });
-    const line = out.split('\n').find((l) => l.includes(`${bits} bits ecdsa`));
-    const verify = Number(line?.trim().split(/\s+/).at(-1));
-    if (!Number.isFinite(verify)) throw new Error(`cannot parse openssl speed output for ${alg}`);
-    xs.push(verify);
+    // "256 bits ecdsa (nistp256) 0.0000s 0.0001s 29170.3 10206.4" (sign/s, verify/s)
+    // "256 bits ecdh (nistp256) 0.0001s 15241.7" (op/s)
+    const line = out.split('\n').find((l) => /bits ec(dsa|dh) \((nistp|X25519)/.test(l)) ?? '';
+    const cols = line.trim().split(/\s+/);
+    const v = Number(column === 'sign' ? cols.at(-2) : cols.at(-1));
+    if (!Number.isFinite(v)) throw new Error(`cannot parse openssl speed output for ${alg}`);
+    xs.push(v);
   }
   return median(xs);
+}
+
+/** `openssl speed` ECDSA verifications per second on one core, median of `runs`. */
+export function opensslEcdsaVerify(curve: 'p256' | 'p384', runs = 3): number {
+  return opensslEcSpeed(curve === 'p256' ? 'ecdsap256' : 'ecdsap384', 'verify', runs);
 }
 
 /** `openssl speed -evp ALG` throughput in MB/s for 16 KiB blocks, median of `runs`. */

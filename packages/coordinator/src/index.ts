@@ -29,6 +29,7 @@ export {
   issueLeaf,
   issueServerCert,
   agentPoint,
+  p256Spki,
   leafDnsNames,
   loadCa,
   spiffeId,

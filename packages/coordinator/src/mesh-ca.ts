@@ -153,6 +153,19 @@ function checkP256Spki(spkiDer: Uint8Array): void {
   }
 }
 
+/** The P-256 SubjectPublicKeyInfo of an uncompressed point (0x04 || X || Y): `agentPoint`'s inverse. */
+export function p256Spki(point: Uint8Array): Uint8Array {
+  if (point.length !== 65 || point[0] !== 4) {
+    throw coordinatorError('COORDINATOR_KEY_INVALID', 'not an uncompressed P-256 point', {
+      details: { rule: 'key', expected: '65 bytes starting 0x04', actual: point.length },
+    });
+  }
+  const spki = new Uint8Array(P256_SPKI_LENGTH);
+  spki.set(P256_SPKI_PREFIX);
+  spki.set(point.subarray(1), P256_SPKI_PREFIX.length);
+  return spki;
+}
+
 /**
  * The uncompressed point (0x04 || X || Y) of an agent's P-256 SubjectPublicKeyInfo, for the
  * bundle's ECDH; COORDINATOR_KEY_INVALID on any other form. Whether the point is on the curve is

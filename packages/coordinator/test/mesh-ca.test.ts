@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import * as x509 from '@peculiar/x509';
 import {
   agentPoint,
+  p256Spki,
   createIntermediateCa,
   leafDnsNames,
   createRootCa,
@@ -134,6 +135,9 @@ describe('mesh CA', () => {
       );
     }
     assert.deepEqual(agentPoint(good), good.subarray(26));
+    assert.deepEqual(p256Spki(agentPoint(good)), good);
+    assert.throws(() => p256Spki(good.subarray(25)), { code: 'COORDINATOR_KEY_INVALID' });
+    assert.throws(() => p256Spki(good.subarray(26, 90)), { code: 'COORDINATOR_KEY_INVALID' });
     // On the curve or not is the key agreement's check (bundle-seal.test.ts).
     assert.deepEqual(agentPoint(offCurve), offCurve.subarray(26));
   });
