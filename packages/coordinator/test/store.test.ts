@@ -155,6 +155,51 @@ describe('store', () => {
     assert.equal(st.get('meta', 'y'), undefined);
     st.close();
   });
+
+  it('serves cached reads that never show a rolled-back write and cannot be changed', async () => {
+    const st = await Store.open(tmp(), sealer());
+    st.put('secrets', 'a', { value: 'one' });
+    st.put('secrets', 'b', { value: 'two' });
+    // Cached now (reads outside any transaction).
+    assert.deepEqual(st.get('secrets', 'a'), { value: 'one' });
+    assert.deepEqual(st.list('secrets').length, 2);
+    assert.equal(st.get('secrets', 'missing'), undefined);
+
+    // A write that rolls back: read inside (sees it), then after (does not).
+    await assert.rejects(
+      st.commit(() => {
+        st.put('secrets', 'a', { value: 'rolled back' });
+        st.put('secrets', 'missing', { value: 'rolled back' });
+        assert.deepEqual(st.get('secrets', 'a'), { value: 'rolled back' });
+        assert.equal(st.list('secrets').length, 3);
+        throw new Error('refused');
+      }),
+    );
+    assert.deepEqual(st.get('secrets', 'a'), { value: 'one' });
+    assert.equal(st.get('secrets', 'missing'), undefined);
+    assert.deepEqual(
+      st.list('secrets').map(([k]) => k),
+      ['a', 'b'],
+    );
+
+    // Committed writes and deletes are seen at once.
+    await st.commit(() => st.put('secrets', 'missing', { value: 'three' }));
+    assert.deepEqual(st.get('secrets', 'missing'), { value: 'three' });
+    st.delete('secrets', 'b');
+    assert.deepEqual(
+      st.list('secrets').map(([k]) => k),
+      ['a', 'missing'],
+    );
+
+    // A cached value is shared, so it is frozen all the way down.
+    st.put('meta', 'state', { head: { seq: 1 } });
+    const state = st.get<{ head: { seq: number } }>('meta', 'state');
+    assert.throws(() => {
+      (state as { head: { seq: number } }).head.seq = 2;
+    }, TypeError);
+    assert.deepEqual(st.get('meta', 'state'), { head: { seq: 1 } });
+    st.close();
+  });
 });
 
 describe('nonces', () => {

@@ -19,6 +19,12 @@
  *   of this process without any lock held across an `await` (activations verify evidence
  *   concurrently and only their final check-and-insert is serialised).
  *
+ * - Reads of the small tables every activation consults (the state, the current manifest and
+ *   its CA, the secrets) are served from a cache of decrypted, frozen values: without it each
+ *   activation paid an SQLite read, an AES-GCM decryption and a JSON parse per row, i.e. per
+ *   secret of the manifest. The cache is filled only outside transactions (never with a write
+ *   that could still roll back) and a table's entries are dropped on every write to it.
+ *
  * Row metadata (`grp`, `exp`) is kept in the clear so the store can count live instances per
  * workload and purge expired nonces without decrypting; it holds workload names and expiry
  * times only, never secret material.
@@ -59,6 +65,29 @@ export interface PutOptions {
   readonly grp?: string;
   /** Clear-text expiry in ms since the epoch, for counting live rows and purging. */
   readonly exp?: number;
+}
+
+/** Tables read on every activation and written rarely: their decrypted rows are cached. */
+const CACHED_TABLES: ReadonlySet<TableName> = new Set([
+  'meta',
+  'manifests',
+  'intermediates',
+  'secrets',
+]);
+
+/** Freezes a parsed JSON value all the way down, so a cached row cannot be changed by a caller. */
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+/** Decrypted rows of one cached table; `all` is the whole table in key order once listed. */
+interface TableCache {
+  readonly rows: Map<string, unknown>;
+  all: [string, unknown][] | undefined;
 }
 
 const DB_FILE = 'state.db';
@@ -133,6 +162,7 @@ async function loadDataKey(dataDir: string, sealer: Sealer): Promise<Buffer> {
 export class Store {
   readonly #db: Database.Database;
   readonly #key: Buffer;
+  readonly #cache = new Map<TableName, TableCache>();
   readonly #stmts: {
     get: Database.Statement<[string, string], { v: Buffer }>;
     put: Database.Statement<[string, string, Buffer, string | null, number | null]>;
@@ -218,22 +248,54 @@ export class Store {
     }
   }
 
+  /** The cache of `tbl` when reads of it may be cached now (a cached table, no open transaction). */
+  #cacheOf(tbl: TableName): TableCache | undefined {
+    if (!CACHED_TABLES.has(tbl) || this.#db.inTransaction) return undefined;
+    let c = this.#cache.get(tbl);
+    if (c === undefined) {
+      c = { rows: new Map(), all: undefined };
+      this.#cache.set(tbl, c);
+    }
+    return c;
+  }
+
+  /**
+   * A row's value, or undefined. Values of the cached tables are frozen (shared between
+   * callers): copy before changing one.
+   */
   get<T>(tbl: TableName, k: string): T | undefined {
+    const cache = this.#cacheOf(tbl);
+    if (cache?.rows.has(k) === true) return cache.rows.get(k) as T;
     const row = this.#stmts.get.get(tbl, k);
-    return row === undefined ? undefined : (this.#decrypt(tbl, k, row.v) as T);
+    const value = row === undefined ? undefined : this.#decrypt(tbl, k, row.v);
+    // A missing row is cached too (it is dropped with the table's entries on the next write).
+    cache?.rows.set(k, deepFreeze(value));
+    return value as T;
   }
 
   put(tbl: TableName, k: string, value: unknown, opts: PutOptions = {}): void {
+    this.#cache.delete(tbl);
     this.#stmts.put.run(tbl, k, this.#encrypt(tbl, k, value), opts.grp ?? null, opts.exp ?? null);
   }
 
   /** Deletes a row; true when it existed. */
   delete(tbl: TableName, k: string): boolean {
+    this.#cache.delete(tbl);
     return this.#stmts.del.run(tbl, k).changes > 0;
   }
 
+  /** Every row of `tbl` in key order (frozen for the cached tables, see `get`). */
   list<T>(tbl: TableName): [string, T][] {
-    return this.#stmts.list.all(tbl).map((r) => [r.k, this.#decrypt(tbl, r.k, r.v) as T]);
+    const cache = this.#cacheOf(tbl);
+    if (cache?.all !== undefined) return [...cache.all] as [string, T][];
+    const all = this.#stmts.list
+      .all(tbl)
+      .map((r): [string, unknown] => [r.k, this.#decrypt(tbl, r.k, r.v)]);
+    if (cache !== undefined) {
+      cache.all = all.map(([k, v]) => [k, deepFreeze(v)]);
+      for (const [k, v] of cache.all) cache.rows.set(k, v);
+    }
+    return all as [string, T][];
   }
 
   /** Rows of `tbl` in group `grp` whose expiry is after `now`. */
@@ -248,6 +310,7 @@ export class Store {
 
   /** Deletes rows of `tbl` that expired at or before `now`. */
   purgeExpired(tbl: TableName, now: number): number {
+    this.#cache.delete(tbl);
     return this.#stmts.purge.run(tbl, now).changes;
   }
 
