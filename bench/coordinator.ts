@@ -160,6 +160,14 @@ interface ModeResult {
   p50: number;
   p99: number;
   perCpu: number;
+  /** Milliseconds of this process's CPU (the 50 agents) per activation. */
+  agentMs: number;
+}
+
+/** CPU milliseconds (user + system) this process has used so far. */
+function ownCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 /**
@@ -332,6 +340,7 @@ export async function benchCoordinator(): Promise<void> {
       for (let r = 0; r < RUNS; r++) {
         const lat: number[] = [];
         const c0 = await cpuSeconds(pid);
+        const a0 = ownCpuMs();
         const t0 = performance.now();
         const end = t0 + RUN_SECONDS * 1000;
         await Promise.all(
@@ -341,15 +350,17 @@ export async function benchCoordinator(): Promise<void> {
         );
         const dt = (performance.now() - t0) / 1000;
         const dc = (await cpuSeconds(pid)) - c0;
+        const agentMs = (ownCpuMs() - a0) / lat.length;
         const x = {
           rate: lat.length / dt,
           p50: percentile(lat, 50),
           p99: percentile(lat, 99),
           perCpu: lat.length / dc,
+          agentMs,
         };
         runs.push(x);
         console.log(
-          `  ${mode} run ${r + 1}: ${fmt(x.rate)} /s, ${fmt(x.perCpu)} per coordinator CPU-s, p50 ${fmt(x.p50, 1)} ms, p99 ${fmt(x.p99, 1)} ms`,
+          `  ${mode} run ${r + 1}: ${fmt(x.rate)} /s, ${fmt(x.perCpu)} per coordinator CPU-s, agents ${fmt(x.agentMs, 2)} ms CPU each, p50 ${fmt(x.p50, 1)} ms, p99 ${fmt(x.p99, 1)} ms`,
         );
       }
       kept.destroy();
@@ -358,6 +369,7 @@ export async function benchCoordinator(): Promise<void> {
         p50: median(runs.map((x) => x.p50)),
         p99: median(runs.map((x) => x.p99)),
         perCpu: median(runs.map((x) => x.perCpu)),
+        agentMs: median(runs.map((x) => x.agentMs)),
       };
     };
     // BENCH_MODES=kept (or fresh) measures one mode only (for profiling).
@@ -416,6 +428,9 @@ export async function benchCoordinator(): Promise<void> {
       );
       console.log(
         `    coordinator       ${fmt(r.perCpu)} activations per coordinator CPU-second (${fmt(1000 / r.perCpu, 2)} ms each)`,
+      );
+      console.log(
+        `    agents            ${fmt(r.agentMs, 2)} ms of the load generator's CPU per activation (its core's limit: ${fmt(1000 / r.agentMs)} /s)`,
       );
       console.log(
         `    openssl ceiling   ${fmt(1 / cost)} /s per core for its public-key work: ${fmt(r.perCpu * cost * 100, 1)} %`,
