@@ -11,9 +11,9 @@ import {
   simProvider,
   simProgramMeasurement,
 } from '@cloister/agent';
-import { ZERO_HASH, toHex } from '@cloister/protocol';
+import { toHex } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
-import { signTransition, startFixture } from './helpers.js';
+import { installManifest, startFixture } from './helpers.js';
 import type { Fixture } from './helpers.js';
 
 describe('agent interop', () => {
@@ -39,13 +39,7 @@ describe('agent interop', () => {
       secrets: { k: { type: 'symmetric', bits: 128, perInstance: true } },
       policy: { allowSimulation: true },
     } as Manifest;
-    const sig = await signTransition(m, 0, ZERO_HASH, 'set', f.install);
-    const r = await f.coord.server.inject({
-      method: 'PUT',
-      url: '/v1/manifest',
-      payload: { manifest: m, signatures: [sig] },
-    });
-    assert.equal(r.statusCode, 200, r.body);
+    await installManifest(f, m);
   });
   after(async () => f.cleanup());
 

@@ -5,9 +5,8 @@
  */
 import { strict as assert } from 'node:assert';
 import { after, before, describe, it } from 'node:test';
-import { ZERO_HASH } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
-import { agentKey, MEASUREMENT, signTransition, simEvidence, startFixture } from './helpers.js';
+import { agentKey, installManifest, MEASUREMENT, simEvidence, startFixture } from './helpers.js';
 import type { Fixture } from './helpers.js';
 
 describe('concurrent activations', () => {
@@ -21,13 +20,7 @@ describe('concurrent activations', () => {
       workloads: { limited: { package: 'dev', maxInstances: 5 } },
       policy: { allowSimulation: true },
     } as Manifest;
-    const sig = await signTransition(m, 0, ZERO_HASH, 'set', f.install);
-    const r = await f.coord.server.inject({
-      method: 'PUT',
-      url: '/v1/manifest',
-      payload: { manifest: m, signatures: [sig] },
-    });
-    assert.equal(r.statusCode, 200, r.body);
+    await installManifest(f, m);
   });
   after(async () => f.cleanup());
 

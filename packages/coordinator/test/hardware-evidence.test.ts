@@ -7,9 +7,9 @@
 import { strict as assert } from 'node:assert';
 import { after, before, describe, it } from 'node:test';
 import { readVector, requireVectors } from '@cloister/testkit';
-import { ZERO_HASH, toBase64Url } from '@cloister/protocol';
+import { toBase64Url } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
-import { agentKey, signTransition, startFixture } from './helpers.js';
+import { agentKey, installManifest, startFixture } from './helpers.js';
 import type { Fixture } from './helpers.js';
 
 const skip = requireVectors() === undefined;
@@ -26,13 +26,7 @@ describe('hardware evidence (SEV-SNP vector)', { skip }, () => {
       packages: { web: { tee: 'sev-snp', measurement: OAK_MEASUREMENT } },
       workloads: { web: { package: 'web' } },
     } as Manifest;
-    const sig = await signTransition(m, 0, ZERO_HASH, 'set', f.install);
-    const r = await f.coord.server.inject({
-      method: 'PUT',
-      url: '/v1/manifest',
-      payload: { manifest: m, signatures: [sig] },
-    });
-    assert.equal(r.statusCode, 200, r.body);
+    await installManifest(f, m);
   });
   after(async () => f.cleanup());
 

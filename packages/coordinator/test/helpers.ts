@@ -1,5 +1,6 @@
 /** Shared fixtures of the coordinator tests: sim hardware, owner keys, manifests, a fake agent. */
 import 'reflect-metadata';
+import { strict as assert } from 'node:assert';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -164,6 +165,17 @@ export async function startFixture(
       cleanup();
     },
   };
+}
+
+/** Installs the first manifest of `f`'s coordinator, signed by the install owner; fails otherwise. */
+export async function installManifest(f: Fixture, manifest: Manifest): Promise<void> {
+  const sig = await signTransition(manifest, 0, ZERO_HASH, 'set', f.install);
+  const r = await f.coord.server.inject({
+    method: 'PUT',
+    url: '/v1/manifest',
+    payload: { manifest, signatures: [sig] },
+  });
+  assert.equal(r.statusCode, 200, r.body);
 }
 
 /** A fake agent: a fresh P-256 key and its CSR. */
