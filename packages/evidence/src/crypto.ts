@@ -26,21 +26,17 @@ export type EcCurve = 'P-256' | 'P-384';
 const HASH_OF: Record<EcCurve, string> = { 'P-256': 'SHA-256', 'P-384': 'SHA-384' };
 const COORD_LEN: Record<EcCurve, number> = { 'P-256': 32, 'P-384': 48 };
 
-/** Imports an uncompressed EC public key given as x||y (no 0x04 prefix), as Intel quotes carry it. */
-export async function importEcRawXY(
+/** Imports an ECDSA public key for verification; a key WebCrypto refuses is malformed input. */
+async function importEcdsaKey(
+  format: 'raw' | 'spki',
   curve: EcCurve,
-  xy: Uint8Array,
+  bytes: Uint8Array,
   field: string,
 ): Promise<CryptoKey> {
-  if (xy.length !== 2 * COORD_LEN[curve]) {
-    throw evidenceError('EVIDENCE_BAD_FIELD', `${field}: expected ${2 * COORD_LEN[curve]} bytes`, {
-      details: { field },
-    });
-  }
   try {
     return await subtle().importKey(
-      'raw',
-      buf(concatBytes(Uint8Array.of(4), xy)),
+      format,
+      buf(bytes),
       { name: 'ECDSA', namedCurve: curve },
       false,
       ['verify'],
@@ -54,26 +50,27 @@ export async function importEcRawXY(
   }
 }
 
+/** Imports an uncompressed EC public key given as x||y (no 0x04 prefix), as Intel quotes carry it. */
+export async function importEcRawXY(
+  curve: EcCurve,
+  xy: Uint8Array,
+  field: string,
+): Promise<CryptoKey> {
+  if (xy.length !== 2 * COORD_LEN[curve]) {
+    throw evidenceError('EVIDENCE_BAD_FIELD', `${field}: expected ${2 * COORD_LEN[curve]} bytes`, {
+      details: { field },
+    });
+  }
+  return importEcdsaKey('raw', curve, concatBytes(Uint8Array.of(4), xy), field);
+}
+
 /** Imports a SubjectPublicKeyInfo (DER) ECDSA key. */
 export async function importEcSpki(
   curve: EcCurve,
   spki: Uint8Array,
   field: string,
 ): Promise<CryptoKey> {
-  try {
-    return await subtle().importKey(
-      'spki',
-      buf(spki),
-      { name: 'ECDSA', namedCurve: curve },
-      false,
-      ['verify'],
-    );
-  } catch (cause) {
-    throw evidenceError('EVIDENCE_BAD_FIELD', `${field}: not a valid ${curve} public key`, {
-      cause,
-      details: { field },
-    });
-  }
+  return importEcdsaKey('spki', curve, spki, field);
 }
 
 /** Verifies a raw r||s ECDSA signature; the hash is the curve's (SHA-256 for P-256, SHA-384 for P-384). */
