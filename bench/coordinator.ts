@@ -29,8 +29,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Agent, request } from 'node:https';
-import type { RequestOptions } from 'node:https';
+import { buildConnector, Client, Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import { createECDH } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import type { SecureContext } from 'node:tls';
@@ -47,44 +47,30 @@ import { fmt, median, opensslEcSpeed, opensslEcdsaVerify } from './measure.js';
 const CONCURRENCY = 50;
 const RUN_SECONDS = Number(process.env['BENCH_SECONDS'] ?? 6);
 const RUNS = 3;
+const WARM_UP_SECONDS = Number(process.env['BENCH_WARM_UP'] ?? 3);
 const TARGET_INSTANCES = 10_000;
 const AGENT_EXE = new TextEncoder().encode('cloister bench agent');
 
-/** One JSON POST over `agent`'s connections, pinned to the coordinator's root (`tls`). */
-function post(
-  agent: Agent,
-  tls: SecureContext,
-  url: URL,
-  path: string,
-  body: unknown,
-): Promise<unknown> {
-  const text = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    // `secureContext` (one parsed CA for all requests) is honoured by tls.connect but missing
-    // from the https typings.
-    const options: RequestOptions & { secureContext: SecureContext } = {
-      host: url.hostname,
-      port: url.port,
-      path,
-      method: 'POST',
-      agent,
-      secureContext: tls,
-      servername: 'localhost',
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
-    };
-    const req = request(options, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const out = Buffer.concat(chunks).toString('utf8');
-        if (res.statusCode !== 200) reject(new Error(`${path}: ${res.statusCode} ${out}`));
-        else resolve(JSON.parse(out));
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(text);
+/** One JSON POST over one of `pool`'s connections (TLS pinned to the coordinator's root). */
+async function post(pool: Dispatcher, path: string, body: unknown): Promise<unknown> {
+  const res = await pool.request({
+    path,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
   });
+  const out = await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`${path}: ${res.statusCode} ${out}`);
+  return JSON.parse(out);
+}
+
+/**
+ * TLS to the coordinator pinned to its root (`secureContext`: one parsed CA for every
+ * connection, passed through to tls.connect) and no session cache: every new connection is a
+ * full handshake, as a new agent's is.
+ */
+function coordinatorConnector(tls: SecureContext): buildConnector.connector {
+  return buildConnector({ secureContext: tls, servername: 'localhost', maxCachedSessions: 0 });
 }
 
 /**
@@ -96,26 +82,25 @@ type Connections = 'fresh' | 'kept';
 
 /**
  * A lean agent: the work a real agent must do per activation, without its start-up checks and
- * with Node's crypto instead of WebCrypto and jose (a load generator plays 50 agents on one
- * core). A fresh P-256 key, the challenge, a sim report over activationReportData(nonce, SPKI)
+ * with Node's crypto instead of WebCrypto and jose and undici's HTTP client instead of
+ * node:https (a load generator plays 50 agents on one core; undici costs the agents about a
+ * third less CPU per request). A fresh P-256 key, the challenge, a sim report over activationReportData(nonce, SPKI)
  * signed with the platform's P-256 key, the activation in the `publicKey` form, and the bundle
  * opened with the key (openBundle: ECDH, AES-GCM tag, schema).
  */
 async function leanActivation(
-  agent: Agent,
-  tls: SecureContext,
-  url: URL,
+  pool: Dispatcher,
   hw: SimHardware,
   measurement: Uint8Array,
 ): Promise<void> {
   const ecdh = createECDH('prime256v1');
   const spki = p256Spki(ecdh.generateKeys());
-  const { nonce } = (await post(agent, tls, url, '/v1/activate/challenge', {})) as {
+  const { nonce } = (await post(pool, '/v1/activate/challenge', {})) as {
     nonce: string;
   };
   const reportData = await activationReportData(nonceFromBase64Url(nonce), spki);
   const data = await simReportFrom(hw, { measurement, reportData });
-  const res = (await post(agent, tls, url, '/v1/activate', {
+  const res = (await post(pool, '/v1/activate', {
     workload: 'bench',
     nonce,
     evidence: { type: 'sim', data: toBase64Url(data) },
@@ -312,30 +297,36 @@ export async function benchCoordinator(): Promise<void> {
     const hw = await loadSimHardware(join(dir, 'sim'));
     const measurement = await simMeasurement(AGENT_EXE, []);
     const target = new URL(url);
-    const tls = createSecureContext({ ca: rootCaPem });
+    const connect = coordinatorConnector(createSecureContext({ ca: rootCaPem }));
     const pinned = process.env['BENCH_PIN'] !== '0' && pinCores(pid);
     let total = 0;
 
     /** RUNS timed runs of CONCURRENCY agents activating back to back; medians. */
     const measureMode = async (mode: Connections): Promise<ModeResult> => {
-      const kept = new Agent({ keepAlive: true, maxSockets: CONCURRENCY, maxCachedSessions: 0 });
+      const kept = new Pool(target.origin, { connect, connections: CONCURRENCY });
       const one = async (lat: number[]): Promise<void> => {
         const t0 = performance.now();
         if (mode === 'kept') {
-          await leanActivation(kept, tls, target, hw, measurement);
+          await leanActivation(kept, hw, measurement);
         } else {
-          const fresh = new Agent({ keepAlive: true, maxSockets: 1, maxCachedSessions: 0 });
+          const fresh = new Client(target.origin, { connect });
           try {
-            await leanActivation(fresh, tls, target, hw, measurement);
+            await leanActivation(fresh, hw, measurement);
           } finally {
-            fresh.destroy();
+            await fresh.destroy();
           }
         }
         lat.push(performance.now() - t0);
         total++;
       };
-      // Warm-up (JIT, caches, connection setup paths).
-      await Promise.all(Array.from({ length: CONCURRENCY }, () => one([])));
+      // Warm-up, not measured: the JIT optimises both sides' hot paths over the first thousand
+      // or so activations (a run measured right after 50 was 20-30 % slower than the next).
+      const warm = performance.now() + WARM_UP_SECONDS * 1000;
+      await Promise.all(
+        Array.from({ length: CONCURRENCY }, async () => {
+          while (performance.now() < warm) await one([]);
+        }),
+      );
       const runs: ModeResult[] = [];
       for (let r = 0; r < RUNS; r++) {
         const lat: number[] = [];
@@ -363,7 +354,7 @@ export async function benchCoordinator(): Promise<void> {
           `  ${mode} run ${r + 1}: ${fmt(x.rate)} /s, ${fmt(x.perCpu)} per coordinator CPU-s, agents ${fmt(x.agentMs, 2)} ms CPU each, p50 ${fmt(x.p50, 1)} ms, p99 ${fmt(x.p99, 1)} ms`,
         );
       }
-      kept.destroy();
+      await kept.destroy();
       return {
         rate: median(runs.map((x) => x.rate)),
         p50: median(runs.map((x) => x.p50)),
@@ -381,7 +372,7 @@ export async function benchCoordinator(): Promise<void> {
 
     // Top up to the instance count at which memory is measured.
     const instances = Number(process.env['BENCH_INSTANCES'] ?? TARGET_INSTANCES);
-    const kept = new Agent({ keepAlive: true, maxSockets: CONCURRENCY, maxCachedSessions: 0 });
+    const kept = new Pool(target.origin, { connect, connections: CONCURRENCY });
     let shown = Date.now();
     while (total < instances) {
       if (Date.now() - shown > 10_000) {
@@ -390,12 +381,10 @@ export async function benchCoordinator(): Promise<void> {
       }
       const n = Math.min(CONCURRENCY, instances - total);
       await Promise.all(
-        Array.from({ length: n }, () =>
-          leanActivation(kept, tls, target, hw, measurement).then(() => total++),
-        ),
+        Array.from({ length: n }, () => leanActivation(kept, hw, measurement).then(() => total++)),
       );
     }
-    kept.destroy();
+    await kept.destroy();
     const rss = await rssMiB(pid);
 
     const v256 = opensslEcdsaVerify('p256');

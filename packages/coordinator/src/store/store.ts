@@ -171,6 +171,9 @@ export class Store {
     count: Database.Statement<[string, string, number], { n: number }>;
     live: Database.Statement<[string, number], { k: string; grp: string | null; exp: number }>;
     purge: Database.Statement<[string, number]>;
+    savepoint: Database.Statement<[]>;
+    release: Database.Statement<[]>;
+    rollbackTo: Database.Statement<[]>;
   };
 
   private constructor(db: Database.Database, key: Buffer) {
@@ -186,6 +189,11 @@ export class Store {
       count: db.prepare('SELECT count(*) AS n FROM rows WHERE tbl = ? AND grp = ? AND exp > ?'),
       live: db.prepare('SELECT k, grp, exp FROM rows WHERE tbl = ? AND exp > ? ORDER BY exp'),
       purge: db.prepare('DELETE FROM rows WHERE tbl = ? AND exp <= ?'),
+      // One savepoint per queued commit inside the shared transaction (prepared once: building
+      // a nested better-sqlite3 transaction function per commit cost more than the SQL).
+      savepoint: db.prepare('SAVEPOINT queued'),
+      release: db.prepare('RELEASE queued'),
+      rollbackTo: db.prepare('ROLLBACK TO queued'),
     };
   }
 
@@ -341,9 +349,13 @@ export class Store {
       this.#db
         .transaction(() => {
           for (const item of batch) {
+            this.#stmts.savepoint.run();
             try {
-              results.push({ ok: true, value: this.#db.transaction(item.fn)() });
+              results.push({ ok: true, value: item.fn() });
+              this.#stmts.release.run();
             } catch (error) {
+              this.#stmts.rollbackTo.run();
+              this.#stmts.release.run();
               results.push({ ok: false, error });
             }
           }
