@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
@@ -33,6 +33,9 @@ const hex = (r: SinkResult | undefined): string =>
     ? `sha256:${r.digest.toString('hex')}`
     : `failed:${JSON.stringify(r)}`;
 const code = (e: unknown): string | undefined => (e as { code?: string }).code;
+/** Files in `dir` named `stagingPath` or after it (what a decryption may have staged). */
+const staged = (dir: string, stagingPath: string): string[] =>
+  readdirSync(dir).filter((n) => n.startsWith(basename(stagingPath)));
 
 async function feed(tap: OffloadedTap, b: Uint8Array, cuts: number[]): Promise<SinkResult[]> {
   let at = 0;
@@ -208,9 +211,13 @@ test('decryptLayerToFile from a local blob: checked even when told it is verifie
     [{}, 'IMAGE_DIGEST_MISMATCH'],
     // A descriptor naming the tampered bytes: the HMAC still refuses them.
     [{ digest: sha(bad) }, 'IMAGE_ENC_HMAC_MISMATCH'],
+    // A blob longer than declared: refused mid-stream, once a chunk was decrypted.
+    [{ digest: sha(bad), size: bad.length - 1 }, 'IMAGE_DIGEST_MISMATCH'],
+    // A blob shorter than declared: refused at the end.
+    [{ digest: sha(bad), size: bad.length + 1 }, 'IMAGE_DIGEST_MISMATCH'],
   ];
-  for (const [patch, want] of cases) {
-    const staging = join(dir, `plain-${want}`);
+  for (const [i, [patch, want]] of cases.entries()) {
+    const staging = join(dir, `plain-${i}`);
     await assert.rejects(
       decryptLayerToFile({
         ciphertext: { path: join(dir, 'ct') },
@@ -222,8 +229,8 @@ test('decryptLayerToFile from a local blob: checked even when told it is verifie
       }),
       (e) => code(e) === want,
     );
-    assert.equal(existsSync(staging), false);
-    assert.equal(existsSync(`${staging}.ciphertext`), false);
+    // No staged file of any name is left, plaintext or ciphertext.
+    assert.deepEqual(staged(dir, staging), []);
   }
 
   // Authentic ciphertext of another layer than the config names.
@@ -238,5 +245,5 @@ test('decryptLayerToFile from a local blob: checked even when told it is verifie
     }),
     (e) => code(e) === 'IMAGE_DIFF_ID_MISMATCH',
   );
-  assert.equal(existsSync(join(dir, 'plain-diff')), false);
+  assert.deepEqual(staged(dir, join(dir, 'plain-diff')), []);
 });

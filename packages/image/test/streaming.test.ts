@@ -1,12 +1,13 @@
 /**
  * The streaming layer pipeline: hashes computed on the helper thread equal in-thread ones for
- * any chunking, decryption authenticates the whole ciphertext before it decrypts a byte, and
+ * any chunking, decryption puts nothing at the caller's path before the whole ciphertext, its
+ * digest and the diff_id verify and leaves no staged plaintext behind on any failure, and
  * concurrent layer copies keep every layer in its place.
  */
 import assert from 'node:assert/strict';
 import { createHash, createHmac, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
@@ -125,24 +126,43 @@ async function encryptedLayer(n: number): Promise<{
   };
 }
 
-/** Yields `ct` in 64 KiB chunks; before the last one, records whether plaintext exists yet. */
-function watchedCiphertext(ct: Buffer, stagingPath: string, seen: { early: boolean }): Readable {
+/** What `watchedCiphertext` saw while the ciphertext was being read. */
+interface Seen {
+  /** Chunks yielded (so a test knows the watcher ran). */
+  chunks: number;
+  /** Whether the staging path existed before some chunk was read. */
+  early: boolean;
+  /** Every name in the directory, and its permission bits, before some chunk was read. */
+  files: Map<string, number>;
+}
+
+/**
+ * Yields `ct` in 64 KiB chunks (failing the stream `failAt` bytes in, if given) and records,
+ * before each chunk, whether `stagingPath` exists and what its directory holds.
+ */
+function watchedCiphertext(ct: Buffer, stagingPath: string, seen: Seen, failAt?: number): Readable {
+  const dir = dirname(stagingPath);
   return Readable.from(
     (function* () {
       for (let o = 0; o < ct.length; o += 65536) {
-        if (o + 65536 >= ct.length) seen.early = existsSync(stagingPath);
+        if (failAt !== undefined && o >= failAt) throw new Error('source broke');
+        if (existsSync(stagingPath)) seen.early = true;
+        for (const n of readdirSync(dir)) seen.files.set(n, statSync(join(dir, n)).mode & 0o777);
+        seen.chunks++;
         yield ct.subarray(o, o + 65536);
       }
     })(),
   );
 }
 
-test('decryption authenticates the whole ciphertext before it writes a byte of plaintext', async (t) => {
+const watch = (): Seen => ({ chunks: 0, early: false, files: new Map() });
+
+test('decryption puts nothing at the staging path before the whole ciphertext is authenticated', async (t) => {
   const dir = tempDir(t);
   const layer = await encryptedLayer(3 * 1024 * 1024 + 7);
 
   const ok = join(dir, 'ok');
-  const seen = { early: true };
+  const seen = watch();
   const r = await decryptLayerToFile({
     ciphertext: watchedCiphertext(layer.ct, ok, seen),
     descriptor: layer.descriptor,
@@ -150,7 +170,10 @@ test('decryption authenticates the whole ciphertext before it writes a byte of p
     stagingPath: ok,
     expectedDiffId: layer.diffId,
   });
-  assert.equal(seen.early, false, 'plaintext staging existed while ciphertext was unread');
+  assert.ok(seen.chunks > 40);
+  assert.equal(seen.early, false, 'staging path existed while ciphertext was unread');
+  // Whatever was staged meanwhile was private to this user.
+  for (const [name, mode] of seen.files) assert.equal(mode & 0o077, 0, `${name} is not private`);
   assert.deepEqual(readFileSync(ok), layer.gz);
   assert.equal(r.plaintextDigest, sha(layer.gz));
   assert.equal(r.size, layer.gz.length);
@@ -193,6 +216,95 @@ test('decryption authenticates the whole ciphertext before it writes a byte of p
     { code: 'IMAGE_DIFF_ID_MISMATCH' },
   );
   assert.deepEqual(readdirSync(dir), ['ok']);
+});
+
+test('a failed decryption leaves no staged plaintext, and never a file at the staging path', async (t) => {
+  const layer = await encryptedLayer(3 * 1024 * 1024 + 7);
+  // Flipped bits early (in the gzip header: its plaintext no longer inflates) and late.
+  const flip = (at: number): Buffer => {
+    const b = Buffer.from(layer.ct);
+    b[at] = (b[at] as number) ^ 1;
+    return b;
+  };
+  const early = flip(0);
+  const late = flip(layer.ct.length - 3);
+  const cases: {
+    name: string;
+    ct: Buffer;
+    patch?: Record<string, unknown>;
+    verified?: boolean;
+    failAt?: number;
+    expectedDiffId?: Digest;
+    maxUncompressed?: number;
+    want: { code: string } | { message: string };
+  }[] = [
+    ...[early, late].flatMap((bad, i) =>
+      [true, false].map((verified) => ({
+        name: `tampered-${i}-${verified}`,
+        ct: bad,
+        // An attacker who controls the manifest names the tampered bytes.
+        patch: { digest: sha(bad) },
+        verified,
+        want: { code: 'IMAGE_ENC_HMAC_MISMATCH' },
+      })),
+    ),
+    // Substituted bytes under the authentic descriptor: the digest is checked first.
+    { name: 'substituted', ct: late, want: { code: 'IMAGE_DIGEST_MISMATCH' } },
+    // Tampered and over the cap: still reported as the HMAC failure (checked before the
+    // diff_id, whose inflate recorded the cap without stopping the stream).
+    {
+      name: 'tampered-capped',
+      ct: late,
+      patch: { digest: sha(late) },
+      maxUncompressed: 1024 * 1024,
+      want: { code: 'IMAGE_ENC_HMAC_MISMATCH' },
+    },
+    // Authentic, but another layer than the config names.
+    {
+      name: 'swapped',
+      ct: layer.ct,
+      expectedDiffId: sha(Buffer.from('another layer')),
+      want: { code: 'IMAGE_DIFF_ID_MISMATCH' },
+    },
+    // Authentic, but inflating past the cap.
+    {
+      name: 'capped',
+      ct: layer.ct,
+      maxUncompressed: 1024 * 1024,
+      want: { code: 'IMAGE_UNPACK_LIMIT' },
+    },
+    // The source fails mid-stream, after plaintext was staged: its own error propagates.
+    {
+      name: 'broken',
+      ct: layer.ct,
+      verified: true,
+      failAt: 2 * 1024 * 1024,
+      want: { message: 'source broke' },
+    },
+  ];
+  for (const c of cases) {
+    const dir = tempDir(t);
+    const stagingPath = join(dir, 'layer');
+    const seen = watch();
+    await assert.rejects(
+      decryptLayerToFile({
+        ciphertext: watchedCiphertext(c.ct, stagingPath, seen, c.failAt),
+        descriptor: { ...layer.descriptor, ...c.patch },
+        options: layer.options,
+        stagingPath,
+        ...(c.verified === undefined ? {} : { ciphertextVerified: c.verified }),
+        expectedDiffId: c.expectedDiffId ?? layer.diffId,
+        ...(c.maxUncompressed === undefined ? {} : { maxUncompressed: c.maxUncompressed }),
+      }),
+      c.want,
+      c.name,
+    );
+    // Plaintext was staged while the ciphertext streamed (so its removal is what is tested)...
+    assert.ok(seen.files.size > 0, `${c.name}: nothing was staged`);
+    // ...never at the staging path, and nothing is left.
+    assert.equal(seen.early, false, `${c.name}: staging path existed mid-stream`);
+    assert.deepEqual(readdirSync(dir), [], `${c.name}: left ${readdirSync(dir).join(', ')}`);
+  }
 });
 
 test('layers copied concurrently keep their order (OCI layout and docker-archive)', async (t) => {
