@@ -647,8 +647,9 @@ function checkHmac(d: Descriptor, r: SinkResult | undefined, want: Uint8Array): 
  * bytes are stored only in the private `.partial` file and read only by the hashes and the
  * inflate of the diff_id (which records a gzip or size failure instead of throwing it
  * mid-stream, so an early error is no oracle); on any failure, an exception mid-stream
- * included, that file is removed before the error propagates. The HMAC and the decryption read the same buffer, so what is decrypted is
- * exactly what was authenticated even if the source changes meanwhile.
+ * included, that file is removed before the error propagates. The HMAC and the decryption
+ * read the same buffer, so what is decrypted is exactly what was authenticated even if the
+ * source changes meanwhile.
  *
  * `ciphertextVerified` skips the digest check for streams from `ImageSource.getBlob`, whose
  * contract already fails the stream on a digest or size mismatch (hashing the same bytes twice
