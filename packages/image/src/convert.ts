@@ -102,10 +102,11 @@ export interface CopyOptions {
   /** Where decrypted layers are staged before they are verified (default: a temp dir). */
   readonly stagingDir?: string;
   /**
-   * Encrypting: check each source layer against the config's diff_id (default true). Off, the
-   * copy does what skopeo does (blob digests only) and a wrong diff_id surfaces only where the
-   * image is decrypted, which always checks it; the reference values then repeat the source
-   * config's diff_ids unchecked.
+   * Check each layer against the config's diff_id (default true): the source's plaintext when
+   * encrypting, the decrypted plaintext when decrypting. Off, the copy does what skopeo does
+   * (blob digests, and the HMAC when decrypting) and a wrong diff_id surfaces only where the
+   * image is unpacked (the agent's pull always checks it); the reference values then repeat
+   * the source config's diff_ids unchecked.
    */
   readonly verifyDiffIds?: boolean;
 }
@@ -424,7 +425,7 @@ export async function copyImage(
           descriptor: layer,
           options: priv,
           stagingPath: path,
-          expectedDiffId: diffId,
+          ...(opts.verifyDiffIds === false ? { skipDiffId: true } : { expectedDiffId: diffId }),
           onBytes: throttled(report),
         });
         const plain = decryptedDescriptor(layer, { digest: dec.plaintextDigest, size: dec.size });

@@ -613,8 +613,11 @@ export interface DecryptedLayer {
   readonly path: string;
   readonly size: number;
   readonly plaintextDigest: Digest;
-  /** Digest of the decompressed plaintext (equals the config's diff_id when it verified). */
-  readonly diffId: Digest;
+  /**
+   * Digest of the decompressed plaintext (equals the config's diff_id when it verified);
+   * undefined with `skipDiffId`.
+   */
+  readonly diffId: Digest | undefined;
 }
 
 /** The HMAC a tap computed, compared with the one in the public options. */
@@ -662,6 +665,11 @@ export async function decryptLayerToFile(args: {
   options: PrivateOptions;
   stagingPath: string;
   expectedDiffId?: Digest;
+  /**
+   * Do not decompress and hash the plaintext (no diff_id: what skopeo does). Only for a caller
+   * that asked not to verify diff_ids; the digest and HMAC checks are unchanged.
+   */
+  skipDiffId?: boolean;
   maxUncompressed?: number;
   ciphertextVerified?: boolean;
   /** Progress: ciphertext bytes read so far (`done` on the last call). */
@@ -674,7 +682,8 @@ export async function decryptLayerToFile(args: {
       details: { mediaType: descriptor.mediaType },
     });
   const { hmac } = parsePublicOptions(descriptor.annotations?.[PUBOPTS_ANNOTATION]);
-  const diffSink = diffIdSink(lt.compression, args.maxUncompressed);
+  if (args.skipDiffId === true && args.expectedDiffId !== undefined)
+    throw new TypeError('decryptLayerToFile: expectedDiffId with skipDiffId');
   const partial = `${args.stagingPath}.partial`;
   const verify = !(args.ciphertext instanceof Readable) || args.ciphertextVerified !== true;
   // The ciphertext's digest and HMAC from one copy on one helper, the diff_id (inflate and
@@ -686,8 +695,13 @@ export async function decryptLayerToFile(args: {
     ...(verify ? [{ kind: 'sha256' } as const] : []),
     { kind: 'hmac', key: args.options.symkey },
   ]);
-  const diffTap = new OffloadedTap([diffSink]);
-  const plainHash = createHash('sha256');
+  // Without the diff_id the other helper hashes the plaintext instead, as in encryption.
+  const plainTap = new OffloadedTap([
+    args.skipDiffId === true
+      ? { kind: 'sha256' }
+      : diffIdSink(lt.compression, args.maxUncompressed),
+  ]);
+  const plainHash = args.skipDiffId === true ? undefined : createHash('sha256');
   let src: ChunkSource | undefined;
   let sink: FileSink | undefined;
   try {
@@ -703,8 +717,8 @@ export async function decryptLayerToFile(args: {
       let ptQueued: Promise<void> | undefined;
       for (let o = 0; o < chunk.length; o += CIPHER_SLICE) {
         const pt = decipher.update(chunk.subarray(o, o + CIPHER_SLICE));
-        ptQueued = diffTap.update(pt) ?? ptQueued;
-        plainHash.update(pt);
+        ptQueued = plainTap.update(pt) ?? ptQueued;
+        plainHash?.update(pt);
         parts.push(pt);
       }
       if (ctQueued !== undefined) await ctQueued;
@@ -716,8 +730,8 @@ export async function decryptLayerToFile(args: {
     args.onBytes?.(bytes, true);
     const tail = decipher.final();
     if (tail.length > 0) {
-      await diffTap.update(tail);
-      plainHash.update(tail);
+      await plainTap.update(tail);
+      plainHash?.update(tail);
       await sink.write([tail]);
     }
     await sink.finish();
@@ -726,7 +740,9 @@ export async function decryptLayerToFile(args: {
     const ct = await ctTap.results();
     if (verify) checkBlob(descriptor, bytes, ct[0]);
     checkHmac(descriptor, ct[verify ? 1 : 0], hmac);
-    const diffId = diffIdOf((await diffTap.results())[0]);
+    // The helper's result: the diff_id, or with skipDiffId the plaintext digest.
+    const helperDigest = diffIdOf((await plainTap.results())[0]);
+    const diffId = plainHash === undefined ? undefined : helperDigest;
     if (args.expectedDiffId !== undefined && diffId !== args.expectedDiffId)
       throw imageError(
         'IMAGE_DIFF_ID_MISMATCH',
@@ -743,12 +759,13 @@ export async function decryptLayerToFile(args: {
     return {
       path: args.stagingPath,
       size: sink.bytes,
-      plaintextDigest: `sha256:${plainHash.digest('hex')}` as Digest,
+      plaintextDigest:
+        plainHash === undefined ? helperDigest : (`sha256:${plainHash.digest('hex')}` as Digest),
       diffId,
     };
   } catch (e) {
     ctTap.abandon();
-    diffTap.abandon();
+    plainTap.abandon();
     await sink?.close();
     if (sink !== undefined) await rm(partial, { force: true });
     throw e;

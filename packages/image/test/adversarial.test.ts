@@ -23,6 +23,7 @@ import {
   PUBOPTS_ANNOTATION,
   copyImage,
   keyUnwrapper,
+  loadPrivateKey,
   loadPublicKey,
   pullImage,
   releaseLayerKeys,
@@ -38,6 +39,9 @@ import { tempDir } from './helpers.js';
 const coord = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const coordPub = loadPublicKey(
   new Uint8Array(Buffer.from(coord.publicKey.export({ type: 'spki', format: 'pem' }))),
+);
+const coordPrivPem = new Uint8Array(
+  Buffer.from(coord.privateKey.export({ type: 'pkcs8', format: 'pem' })),
 );
 const sha = (b: Buffer | string): string =>
   `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -229,7 +233,7 @@ test('a wrong diff_id in the config is refused', async (t) => {
   assertNothingWritten(dir, rootfs);
 });
 
-test('a source layer that does not match its diff_id: convert refuses it unless told not to check, and the pull refuses it then', async (t) => {
+test('a layer that does not match its diff_id: convert and decrypt refuse it unless told not to check, and the pull refuses it always', async (t) => {
   const dir = tempDir(t);
   const plain = await makeLayout(join(dir, 'plain'), [base]);
   const cfg = JSON.parse(readFileSync(blobPath(plain.dir, plain.configDigest), 'utf8')) as {
@@ -253,6 +257,16 @@ test('a source layer that does not match its diff_id: convert refuses it unless 
   const { rootfs, run } = pullInto(dir, enc, rv.manifestDigest);
   await assert.rejects(run, { code: 'IMAGE_DIFF_ID_MISMATCH' });
   assertNothingWritten(dir, rootfs);
+
+  const decrypt = (to: string, verifyDiffIds?: boolean) =>
+    copyImage(new OciLayoutSource(enc, 'latest'), new OciLayoutDestination(to, 'latest'), {
+      decryptKeys: [loadPrivateKey(coordPrivPem)],
+      ...(verifyDiffIds === undefined ? {} : { verifyDiffIds }),
+    });
+  await assert.rejects(decrypt(join(dir, 'decrypted')), { code: 'IMAGE_DIFF_ID_MISMATCH' });
+  assert.equal(existsSync(join(dir, 'decrypted', 'index.json')), false);
+  const back = await decrypt(join(dir, 'decrypted-unchecked'), false);
+  assert.deepEqual(back.diffIds, [sha('something else')]);
 });
 
 test('a manifest that is not the pinned one is refused', async (t) => {

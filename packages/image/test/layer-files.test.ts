@@ -247,3 +247,51 @@ test('decryptLayerToFile from a local blob: checked even when told it is verifie
   );
   assert.deepEqual(staged(dir, join(dir, 'plain-diff')), []);
 });
+
+test('decryptLayerToFile with skipDiffId: no diff_id, the same digest and HMAC checks', async (t) => {
+  const dir = tempDir(t);
+  const l = await layer(dir, 512 * 1024 + 7);
+  writeFileSync(join(dir, 'ct'), l.ct);
+  const ok = await decryptLayerToFile({
+    ciphertext: { path: join(dir, 'ct') },
+    descriptor: l.encrypted,
+    options: l.options,
+    stagingPath: join(dir, 'plain'),
+    skipDiffId: true,
+  });
+  assert.deepEqual(readFileSync(ok.path), l.gz);
+  assert.equal(ok.plaintextDigest, sha(l.gz));
+  assert.equal(ok.diffId, undefined);
+
+  const bad = Buffer.from(l.ct);
+  bad[bad.length - 1] = (bad[bad.length - 1] as number) ^ 1;
+  writeFileSync(join(dir, 'ct'), bad);
+  for (const [patch, want] of [
+    [{}, 'IMAGE_DIGEST_MISMATCH'],
+    [{ digest: sha(bad) }, 'IMAGE_ENC_HMAC_MISMATCH'],
+  ] as const) {
+    await assert.rejects(
+      decryptLayerToFile({
+        ciphertext: { path: join(dir, 'ct') },
+        descriptor: { ...l.encrypted, ...patch },
+        options: l.options,
+        stagingPath: join(dir, 'plain-bad'),
+        skipDiffId: true,
+      }),
+      (e) => code(e) === want,
+    );
+    assert.deepEqual(staged(dir, join(dir, 'plain-bad')), []);
+  }
+  // Asking for a diff_id check and skipping it is a caller's mistake, refused before any work.
+  await assert.rejects(
+    decryptLayerToFile({
+      ciphertext: { path: join(dir, 'ct') },
+      descriptor: l.encrypted,
+      options: l.options,
+      stagingPath: join(dir, 'plain-both'),
+      skipDiffId: true,
+      expectedDiffId: sha(l.plain),
+    }),
+    TypeError,
+  );
+});

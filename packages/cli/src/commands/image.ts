@@ -147,7 +147,7 @@ export function registerImage(program: Command, ctx: CommandContext): void {
     )
     .option(
       '--no-verify-diff-ids',
-      "skip checking each source layer against the config's diff_id (as skopeo does; decryption always checks)",
+      "skip checking each source layer against the config's diff_id (as skopeo does; the agent's pull always checks)",
     )
     .option('--workload <NAME>', 'workload name used in the manifest snippet', 'app')
     .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
@@ -269,6 +269,10 @@ export function registerImage(program: Command, ctx: CommandContext): void {
       (v: string, p: string[]) => [...p, v],
       [],
     )
+    .option(
+      '--no-verify-diff-ids',
+      "skip checking each decrypted layer against the config's diff_id (as skopeo does; digests and HMACs are still checked)",
+    )
     .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
     .option('--insecure-http', 'allow plain HTTP to a non-loopback registry')
     .option('--json', 'print JSON')
@@ -276,7 +280,13 @@ export function registerImage(program: Command, ctx: CommandContext): void {
       async (
         srcArg: string,
         dstArg: string,
-        o: { key: string[]; platform: string; insecureHttp?: boolean; json?: boolean },
+        o: {
+          key: string[];
+          verifyDiffIds: boolean;
+          platform: string;
+          insecureHttp?: boolean;
+          json?: boolean;
+        },
       ) => {
         const keys = o.key.map((f) => loadPrivateKey(readKeyFile(f), f));
         const [os = '', architecture = '', variant] = o.platform.split('/');
@@ -285,6 +295,7 @@ export function registerImage(program: Command, ctx: CommandContext): void {
         try {
           const rv = await copyImage(src, openDestination(parseImageReference(dstArg), reg), {
             decryptKeys: keys,
+            verifyDiffIds: o.verifyDiffIds,
             platform: { os, architecture, ...(variant === undefined ? {} : { variant }) },
             onProgress: progressBar(o.json !== true),
           });
