@@ -156,13 +156,25 @@ export async function makeImage(dir: string, layers: number, layerMiB: number): 
   return layers * layerMiB;
 }
 
-/** `encrypt-unchecked`: `--no-verify-diff-ids`, the work skopeo does (blob digests only). */
-type Op = 'encrypt' | 'encrypt-unchecked' | 'decrypt';
+/**
+ * `*-unchecked`: `--no-verify-diff-ids`, the work skopeo does (blob digests, and the HMAC when
+ * decrypting; no inflate and no diff_id).
+ */
+type Op = 'encrypt' | 'encrypt-unchecked' | 'decrypt' | 'decrypt-unchecked';
 
 function cloister(op: Op, src: string, dst: string, key: string): [string, string[]] {
   const args =
-    op === 'decrypt'
-      ? ['image', 'decrypt', src, dst, '--key', key, '--json']
+    op === 'decrypt' || op === 'decrypt-unchecked'
+      ? [
+          'image',
+          'decrypt',
+          src,
+          dst,
+          '--key',
+          key,
+          '--json',
+          ...(op === 'decrypt-unchecked' ? ['--no-verify-diff-ids'] : []),
+        ]
       : [
           'image',
           'convert',
@@ -267,6 +279,13 @@ export async function benchImage(): Promise<Record<string, unknown>> {
         pub,
       );
       r.oursDec = await ours('decrypt', `oci:${te}:x`, `oci:${join(dir, 'tiny-dec')}:x`, priv);
+      rmSync(join(dir, 'tiny-dec'), { recursive: true, force: true });
+      r.oursDecUnchecked = await ours(
+        'decrypt-unchecked',
+        `oci:${te}:x`,
+        `oci:${join(dir, 'tiny-dec')}:x`,
+        priv,
+      );
       if (haveSkopeo) {
         const ts = join(dir, 'tiny-senc');
         r.skopeoEnc = await skopeo([
@@ -290,12 +309,13 @@ export async function benchImage(): Promise<Record<string, unknown>> {
     // Medians of at least 3 runs; more on a busy machine (BENCH_IMAGE_RUNS=5).
     const runs = Math.max(3, Number(process.env.BENCH_IMAGE_RUNS ?? 3) || 3);
     const res: Record<
-      'oursEnc' | 'oursEncUnchecked' | 'oursDec' | 'skopeoEnc' | 'skopeoDec',
+      'oursEnc' | 'oursEncUnchecked' | 'oursDec' | 'oursDecUnchecked' | 'skopeoEnc' | 'skopeoDec',
       Run[]
     > = {
       oursEnc: [],
       oursEncUnchecked: [],
       oursDec: [],
+      oursDecUnchecked: [],
       skopeoEnc: [],
       skopeoDec: [],
     };
@@ -343,6 +363,16 @@ export async function benchImage(): Promise<Record<string, unknown>> {
         rate(bigMiB, jd, t.oursDec as Job, jd.copySeconds && MB(bigMiB) / jd.copySeconds),
       );
       rmSync(join(dir, `dec-${r}`), { recursive: true, force: true });
+      const du = await ours(
+        'decrypt-unchecked',
+        toDecrypt,
+        `oci:${join(dir, `decu-${r}`)}:x`,
+        priv,
+      );
+      res.oursDecUnchecked.push(
+        rate(bigMiB, du, t.oursDecUnchecked as Job, du.copySeconds && MB(bigMiB) / du.copySeconds),
+      );
+      rmSync(join(dir, `decu-${r}`), { recursive: true, force: true });
       rmSync(join(dir, `senc-${r}`), { recursive: true, force: true });
       rmSync(e, { recursive: true, force: true });
     }
@@ -380,6 +410,9 @@ export async function benchImage(): Promise<Record<string, unknown>> {
     const oneCore = 1 / perByte;
     const cores = availableParallelism();
     const allCores = cores / perByte;
+    // Skopeo's work (--no-verify-diff-ids): no inflate and one SHA-256 less, both directions.
+    const uncheckedSlowest = Math.min(aes, sha, hmac);
+    const uncheckedAllCores = cores / (2 / sha + 1 / hmac + 1 / aes);
     const med = (k: keyof typeof res, f: keyof Run): number =>
       median(res[k].map((x) => Number(x[f] ?? NaN)));
     const perRun = (k: keyof typeof res, f: keyof Run): string =>
@@ -400,6 +433,7 @@ export async function benchImage(): Promise<Record<string, unknown>> {
             encryptSteady: med('oursEnc', 'steady') / med('skopeoEnc', 'steady'),
             encryptUncheckedSteady: med('oursEncUnchecked', 'steady') / med('skopeoEnc', 'steady'),
             decryptSteady: med('oursDec', 'steady') / med('skopeoDec', 'steady'),
+            decryptUncheckedSteady: med('oursDecUnchecked', 'steady') / med('skopeoDec', 'steady'),
             encryptWall: med('oursEnc', 'wall') / med('skopeoEnc', 'wall'),
             decryptWall: med('oursDec', 'wall') / med('skopeoDec', 'wall'),
           }
@@ -408,7 +442,13 @@ export async function benchImage(): Promise<Record<string, unknown>> {
       zlibInflateStored: inflate,
       zlibInflateMethod: INFLATE_METHOD,
       encryptChecksDiffIds: true,
-      limit: { slowestPrimitive: { name: slowestName, mbps: slowest }, oneCore, cores, allCores },
+      limit: {
+        slowestPrimitive: { name: slowestName, mbps: slowest },
+        oneCore,
+        cores,
+        allCores,
+        unchecked: { slowestPrimitive: uncheckedSlowest, allCores: uncheckedAllCores },
+      },
       ratioToLimit: {
         encryptSlowestPrimitive: med('oursEnc', 'steady') / slowest,
         decryptSlowestPrimitive: med('oursDec', 'steady') / slowest,
@@ -451,7 +491,9 @@ export async function benchImage(): Promise<Record<string, unknown>> {
         `decrypt  cloister steady ${fmt(med('oursDec', 'steady'))} (${perRun('oursDec', 'steady')})  wall ${fmt(med('oursDec', 'wall'))} (${perRun('oursDec', 'wall')})  copy ${fmt(med('oursDec', 'copy'))} (${perRun('oursDec', 'copy')})`,
         `         skopeo   steady ${sk('skopeoDec', 'steady')}  wall ${sk('skopeoDec', 'wall')}`,
         `         ratio    steady ${ratio('oursDec', 'skopeoDec', 'steady')}  wall ${ratio('oursDec', 'skopeoDec', 'wall')}`,
-        `modes    cloister encrypt (default) also checks each source layer against the config's diff_id, skopeo does not; both tools check blob digests; decrypt checks HMAC, digests and diff_ids`,
+        `decrypt  --no-verify-diff-ids (skopeo's work)  steady ${fmt(med('oursDecUnchecked', 'steady'))} (${perRun('oursDecUnchecked', 'steady')})  wall ${fmt(med('oursDecUnchecked', 'wall'))}  copy ${fmt(med('oursDecUnchecked', 'copy'))}`,
+        `         ratio    steady ${ratio('oursDecUnchecked', 'skopeoDec', 'steady')}  wall ${ratio('oursDecUnchecked', 'skopeoDec', 'wall')}`,
+        `modes    cloister (default) also checks each layer against the config's diff_id (inflate + SHA-256 per byte), skopeo does not; both tools check blob digests and, decrypting, the HMAC`,
         `primitives, one core: openssl speed -bytes 16384: aes-256-ctr ${fmt(aes)}  sha256 ${fmt(sha)}  hmac-sha256 ${fmt(hmac)};  zlib inflate ${fmt(inflate)}`,
         `         (inflate: ${INFLATE_METHOD})`,
         `limit 1  slowest primitive on the path (the issue's limit): ${slowestName} ${fmt(slowest)} MB/s;  target 50% = ${fmt(slowest / 2)} MB/s`,
@@ -459,6 +501,8 @@ export async function benchImage(): Promise<Record<string, unknown>> {
         `         one core 1 / (3/${fmt(sha)} + 1/${fmt(hmac)} + 1/${fmt(aes)} + 1/${fmt(inflate)}) = ${fmt(oneCore)} MB/s;  ${cores} cores, split evenly: ${fmt(allCores)} MB/s`,
         `vs limit encrypt ${fmt(med('oursEnc', 'steady') / slowest, 2)} of limit 1, ${fmt(med('oursEnc', 'steady') / allCores, 2)} of limit 2 (${cores} cores), ${fmt(med('oursEnc', 'steady') / oneCore, 2)} of limit 2 (one core)`,
         `         decrypt ${fmt(med('oursDec', 'steady') / slowest, 2)} of limit 1, ${fmt(med('oursDec', 'steady') / allCores, 2)} of limit 2 (${cores} cores), ${fmt(med('oursDec', 'steady') / oneCore, 2)} of limit 2 (one core)`,
+        `         skopeo's work (2 x SHA-256 + HMAC + AES, no inflate): slowest primitive ${fmt(uncheckedSlowest)} MB/s, all on ${cores} cores ${fmt(uncheckedAllCores)} MB/s;`,
+        `         encrypt ${fmt(med('oursEncUnchecked', 'steady') / uncheckedSlowest, 2)} and ${fmt(med('oursEncUnchecked', 'steady') / uncheckedAllCores, 2)}, decrypt ${fmt(med('oursDecUnchecked', 'steady') / uncheckedSlowest, 2)} and ${fmt(med('oursDecUnchecked', 'steady') / uncheckedAllCores, 2)} of them`,
         `peak RSS MiB  cloister encrypt ${rssList(res.oursEnc.map((x) => x.rssMiB))} (${bigMiB} MiB image) vs ${fmt(smallEnc.maxRssMiB ?? NaN)} (${smallMiB} MiB, also ${layers} layers);  decrypt ${rssList(res.oursDec.map((x) => x.rssMiB))} vs ${fmt(smallDec.maxRssMiB ?? NaN)};  skopeo ${rssList(res.skopeoEnc.map((x) => x.rssMiB))} / ${rssList(res.skopeoDec.map((x) => x.rssMiB))}`,
       ].join('\n'),
     );
