@@ -104,7 +104,7 @@ export interface ActivateOptions {
   readonly provider: EvidenceProvider;
   /** Set when renewing: keeps the instance (and its per-instance secrets). */
   readonly instanceId?: string;
-  /** Image workloads: the pulled image manifest, for key release (`imageKeyRequest`). */
+  /** Image workloads: the pulled image manifest, for key release (`openWorkloadImage`). */
   readonly image?: ImageKeyRequest;
   /**
    * How the key is sent: `public-key` (default: the bare SPKI; the evidence binds its hash and

@@ -30,7 +30,7 @@ import {
   resolveImage,
   writeBundle,
 } from '@cloister/image';
-import type { Digest, PinnedImage, RuntimeFile } from '@cloister/image';
+import type { Digest, ImageSource, PinnedImage, ResolvedImage, RuntimeFile } from '@cloister/image';
 import { agentError } from './error-codes.js';
 import { DEFAULT_SHM, expandFilesToken, mapPath } from './files.js';
 import { FORWARDED_SIGNALS, exitStatus } from './launch.js';
@@ -101,6 +101,8 @@ export function resolveImagePin(
 
 export interface RunImageWorkloadOptions {
   readonly image: ImageWorkloadOptions;
+  /** `image.source`, opened and resolved before activation (`openWorkloadImage`). */
+  readonly workloadImage: WorkloadImage;
   readonly manifestImage: Manifest['workloads'][string]['image'];
   readonly bundle: ActivationBundle;
   /** The in-memory files root the bundle's files were written to. */
@@ -124,23 +126,43 @@ async function loadImageKey(root: string, keyFile: string) {
 }
 
 /**
- * What the agent sends with its activation for key release: the image manifest (and index) the
- * source serves now, as bytes. The coordinator checks them against the workload's pin; the pull
- * checks the same pin again before a layer is fetched.
+ * The workload's image, resolved once before activation: what the key-release request names is
+ * exactly what is pulled (no second fetch that a registry could answer differently). Close it
+ * when the workload ends.
  */
-export async function imageKeyRequest(sourceRef: string): Promise<ImageKeyRequest> {
-  const src = openSource(parseImageReference(sourceRef));
+export interface WorkloadImage {
+  readonly source: ImageSource;
+  readonly resolved: ResolvedImage;
+  /**
+   * What the agent sends with its activation for key release: the image manifest (and index)
+   * as bytes. The coordinator checks them against the workload's pin; the pull checks the same
+   * pin again before a layer is fetched.
+   */
+  readonly keyRequest: ImageKeyRequest;
+  close(): Promise<void>;
+}
+
+/** Opens the image source named on the agent's command line and resolves its image. */
+export async function openWorkloadImage(sourceRef: string): Promise<WorkloadImage> {
+  const source = openSource(parseImageReference(sourceRef));
   try {
-    const { top, manifestBlob } = await resolveImage(src);
+    const resolved = await resolveImage(source);
+    const { top, manifestBlob } = resolved;
     return {
-      manifest: toBase64Url(manifestBlob.bytes),
-      manifestMediaType: manifestBlob.mediaType,
-      ...(top.digest === manifestBlob.digest
-        ? {}
-        : { index: toBase64Url(top.bytes), indexMediaType: top.mediaType }),
+      source,
+      resolved,
+      keyRequest: {
+        manifest: toBase64Url(manifestBlob.bytes),
+        manifestMediaType: manifestBlob.mediaType,
+        ...(top.digest === manifestBlob.digest
+          ? {}
+          : { index: toBase64Url(top.bytes), indexMediaType: top.mediaType }),
+      },
+      close: () => source.close().catch(() => undefined),
     };
-  } finally {
-    await src.close().catch(() => undefined);
+  } catch (e) {
+    await source.close().catch(() => undefined);
+    throw e;
   }
 }
 
@@ -160,7 +182,7 @@ export async function runImageWorkload(o: RunImageWorkloadOptions): Promise<numb
   const expected = resolveImagePin(o.manifestImage, o.image);
   const keyFile = o.image.keyFile ?? IMAGE_KEY_FILE;
   const unwrap = await layerKeySource(o, keyFile);
-  const source = openSource(parseImageReference(o.image.source));
+  const { source, resolved } = o.workloadImage;
   const privateDir = await mkdtemp(join(o.image.workDir ?? DEFAULT_SHM, 'cloister-image-'));
   try {
     const staging = join(privateDir, 'staging');
@@ -170,8 +192,9 @@ export async function runImageWorkload(o: RunImageWorkloadOptions): Promise<numb
     const rootfs = join(bundleDir, 'rootfs');
     const pulled = await pullImage({
       source,
-      // Unpinned (development): pin whatever the source serves now.
-      expected: expected ?? { manifestDigest: (await resolvePinNow(o.image.source)) as Digest },
+      resolved,
+      // Unpinned (development): pin what the source served for the key request.
+      expected: expected ?? { manifestDigest: resolved.manifestBlob.digest },
       unwrap,
       rootfs,
       stagingDir: staging,
@@ -200,17 +223,7 @@ export async function runImageWorkload(o: RunImageWorkloadOptions): Promise<numb
     await writeBundle(bundleDir, spec);
     return await runContainer(o, bundleDir, privateDir);
   } finally {
-    await source.close().catch(() => undefined);
     await rm(privateDir, { recursive: true, force: true });
-  }
-}
-
-async function resolvePinNow(ref: string): Promise<string> {
-  const src = openSource(parseImageReference(ref));
-  try {
-    return (await resolveImage(src)).manifestBlob.digest;
-  } finally {
-    await src.close().catch(() => undefined);
   }
 }
 

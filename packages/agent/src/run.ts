@@ -22,8 +22,8 @@ import {
   writeFileAtomic,
   writeFiles,
 } from './files.js';
-import { imageKeyRequest, runImageWorkload } from './image-workload.js';
-import type { ImageWorkloadOptions } from './image-workload.js';
+import { openWorkloadImage, runImageWorkload } from './image-workload.js';
+import type { ImageWorkloadOptions, WorkloadImage } from './image-workload.js';
 import { launch } from './launch.js';
 import { startMeshProxy } from './mesh/proxy.js';
 import type { MeshCredentials, MeshEvent, MeshProxy } from './mesh/proxy.js';
@@ -195,9 +195,24 @@ export async function runAgent(o: RunAgentOptions): Promise<number> {
     ...(o.rootCa === undefined ? {} : { rootCa: o.rootCa }),
   });
   // An image workload names its image's manifest in the activation, so the coordinator can
-  // release the layer keys of exactly that (pinned) image with the bundle.
-  const image = o.image === undefined ? undefined : await imageKeyRequest(o.image.source);
-  let current = await activateWithRetry(o, client, log, image);
+  // release the layer keys of exactly that (pinned) image with the bundle; the same resolved
+  // image is pulled afterwards.
+  const image = o.image === undefined ? undefined : await openWorkloadImage(o.image.source);
+  try {
+    return await activateAndRun(o, client, log, image);
+  } finally {
+    await image?.close();
+  }
+}
+
+/** Activates, writes the bundle's files and runs the program or image until it exits. */
+async function activateAndRun(
+  o: RunAgentOptions,
+  client: CoordinatorClient,
+  log: AgentLog,
+  image: WorkloadImage | undefined,
+): Promise<number> {
+  let current = await activateWithRetry(o, client, log, image?.keyRequest);
   log.info('activated', {
     workload: o.workload,
     instanceId: current.instanceId,
@@ -247,10 +262,11 @@ export async function runAgent(o: RunAgentOptions): Promise<number> {
     if (o.image !== undefined || imageEntry !== undefined) {
       // A workload whose manifest names an image runs that image and nothing else: a host
       // starting the agent with some other program gets no secrets used outside the image.
-      if (o.image === undefined)
+      if (o.image === undefined || image === undefined)
         throw agentError('AGENT_USAGE', 'the manifest gives this workload an image: use --image');
       const status = await runImageWorkload({
         image: o.image,
+        workloadImage: image,
         manifestImage: imageEntry,
         bundle: current.bundle,
         filesRoot: root,

@@ -28,7 +28,7 @@ import type { Fixture } from '../../coordinator/test/helpers.js';
 import { makeLayout } from '../../image/test/fixtures.js';
 import { activate } from '../src/activate.js';
 import { CoordinatorClient } from '../src/coordinator-client.js';
-import { imageKeyRequest } from '../src/image-workload.js';
+import { openWorkloadImage } from '../src/image-workload.js';
 import { simProvider } from '../src/providers/sim.js';
 
 const EXE = new TextEncoder().encode('cloister image key release test');
@@ -119,12 +119,17 @@ after(async () => {
 
 async function activateWith(workload: string, imageSource: string) {
   const client = new CoordinatorClient({ url: coord.url, rootCa: coord.rootCaPem });
-  return activate({
-    client,
-    workload,
-    provider: simProvider({ dir: simDir, executable: EXE, args: [] }),
-    image: await imageKeyRequest(imageSource),
-  });
+  const image = await openWorkloadImage(imageSource);
+  try {
+    return await activate({
+      client,
+      workload,
+      provider: simProvider({ dir: simDir, executable: EXE, args: [] }),
+      image: image.keyRequest,
+    });
+  } finally {
+    await image.close();
+  }
 }
 
 function refusalCode(e: unknown): string | undefined {

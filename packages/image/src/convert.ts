@@ -181,17 +181,21 @@ async function readAll(stream: Readable, max: number, what: string): Promise<Uin
   return new Uint8Array(Buffer.concat(chunks));
 }
 
+/** An image's metadata as a source serves it: what `resolveImage` fetched and checked. */
+export interface ResolvedImage {
+  /** What the reference names: the manifest, or the index it was selected from. */
+  readonly top: ManifestBlob;
+  readonly manifestBlob: ManifestBlob;
+  readonly manifest: ImageManifest;
+  readonly configBytes: Uint8Array;
+  readonly config: ImageConfig;
+}
+
 /** Resolves the source's manifest (choosing a platform from an index) and its config. */
 export async function resolveImage(
   src: ImageSource,
   platform: Platform = DEFAULT_PLATFORM,
-): Promise<{
-  top: ManifestBlob;
-  manifestBlob: ManifestBlob;
-  manifest: ImageManifest;
-  configBytes: Uint8Array;
-  config: ImageConfig;
-}> {
+): Promise<ResolvedImage> {
   const top = await src.getManifest();
   let manifestBlob = top;
   let parsed = parseManifestOrIndex(top.bytes, top.mediaType);

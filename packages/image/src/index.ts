@@ -83,6 +83,7 @@ export type {
 } from './ocicrypt.js';
 export { OffloadedHash } from './offload.js';
 export { copyImage, resolveImage, referenceValues } from './convert.js';
+export type { ResolvedImage } from './convert.js';
 export type { CopyOptions, ProgressEvent, ReferenceValues } from './convert.js';
 export { pullImage, wrappedLayerKeys, releaseLayerKeys, releasedKeyUnwrapper } from './pull.js';
 export type { PinnedImage, PullOptions, PullResult, ReleasedLayerKeys } from './pull.js';

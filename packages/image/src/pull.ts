@@ -32,6 +32,7 @@ import {
   referenceValues,
   type ProgressEvent,
   type ReferenceValues,
+  type ResolvedImage,
 } from './convert.js';
 import type { ImageSource } from './transport.js';
 import { unpackRootfs, type UnpackLimits, type UnpackResult } from './unpack.js';
@@ -47,6 +48,11 @@ export interface PinnedImage {
 
 export interface PullOptions {
   readonly source: ImageSource;
+  /**
+   * `source`'s image as already resolved (e.g. for the key-release request): checked against
+   * `expected` like a fresh resolution, and not fetched again.
+   */
+  readonly resolved?: ResolvedImage;
   readonly expected: PinnedImage;
   /** Turns a layer's wrapped keys into its key (local keys or coordinator key release). */
   readonly unwrap?: LayerKeyUnwrapper;
@@ -74,7 +80,7 @@ export interface PullResult {
  * HMAC or diff_id does not verify, a layer without a usable key, unsafe tar entries.
  */
 export async function pullImage(o: PullOptions): Promise<PullResult> {
-  const resolved = await resolveImage(o.source, o.platform);
+  const resolved = o.resolved ?? (await resolveImage(o.source, o.platform));
   const { top, manifestBlob, manifest, config } = resolved;
   // Stops a registry serving a different (e.g. older, vulnerable) image under the same tag.
   if (o.expected.manifestDigest !== manifestBlob.digest && o.expected.manifestDigest !== top.digest)
