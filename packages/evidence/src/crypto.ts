@@ -73,6 +73,31 @@ export async function importEcSpki(
   return importEcdsaKey('spki', curve, spki, field);
 }
 
+/**
+ * Verifies a raw r||s ECDSA signature over `data` with the curve's hash (SHA-256 for P-256,
+ * SHA-384 for P-384). The signature has the curve's length (checked before the call).
+ */
+export type EcdsaVerifier = (
+  curve: EcCurve,
+  key: CryptoKey,
+  signature: Uint8Array,
+  data: Uint8Array,
+) => boolean | Promise<boolean>;
+
+const webCryptoVerify: EcdsaVerifier = (curve, key, signature, data) =>
+  subtle().verify({ name: 'ECDSA', hash: HASH_OF[curve] }, key, buf(signature), buf(data));
+
+let verifier: EcdsaVerifier = webCryptoVerify;
+
+/**
+ * Installs the ECDSA verifier every verifier of this package uses (undefined: WebCrypto again).
+ * For a host whose native crypto verifies faster than its WebCrypto (on Node 20, node:crypto
+ * saves about a third of each verification); the package itself stays engine-neutral.
+ */
+export function useEcdsaVerifier(v: EcdsaVerifier | undefined): void {
+  verifier = v ?? webCryptoVerify;
+}
+
 /** Verifies a raw r||s ECDSA signature; the hash is the curve's (SHA-256 for P-256, SHA-384 for P-384). */
 export async function ecdsaVerify(
   curve: EcCurve,
@@ -81,5 +106,5 @@ export async function ecdsaVerify(
   data: Uint8Array,
 ): Promise<boolean> {
   if (signature.length !== 2 * COORD_LEN[curve]) return false;
-  return subtle().verify({ name: 'ECDSA', hash: HASH_OF[curve] }, key, buf(signature), buf(data));
+  return verifier(curve, key, signature, data);
 }
