@@ -273,10 +273,13 @@ export class Store {
    */
   get<T>(tbl: TableName, k: string): T | undefined {
     const cache = this.#cacheOf(tbl);
-    if (cache?.rows.has(k) === true) return cache.rows.get(k) as T;
+    const cached = cache?.rows.get(k);
+    if (cached !== undefined) return cached as T;
     const row = this.#stmts.get.get(tbl, k);
-    const value = row === undefined ? undefined : this.#decrypt(tbl, k, row.v);
-    // A missing row is cached too (it is dropped with the table's entries on the next write).
+    if (row === undefined) return undefined;
+    const value = this.#decrypt(tbl, k, row.v);
+    // Only rows that exist: the cache holds no more than the table (a request naming missing
+    // keys cannot grow it).
     cache?.rows.set(k, deepFreeze(value));
     return value as T;
   }
