@@ -101,7 +101,7 @@ export function resolveImagePin(
 
 export interface RunImageWorkloadOptions {
   readonly image: ImageWorkloadOptions;
-  /** `image.source`, opened and resolved before activation (`openWorkloadImage`). */
+  /** `image.source`, opened and resolved before activation (`openWorkloadImage`); closed once pulled. */
   readonly workloadImage: WorkloadImage;
   readonly manifestImage: Manifest['workloads'][string]['image'];
   readonly bundle: ActivationBundle;
@@ -158,6 +158,7 @@ export async function openWorkloadImage(sourceRef: string): Promise<WorkloadImag
           ? {}
           : { index: toBase64Url(top.bytes), indexMediaType: top.mediaType }),
       },
+      // Closed after the pull and again when the agent ends: closing twice is harmless.
       close: () => source.close().catch(() => undefined),
     };
   } catch (e) {
@@ -199,6 +200,8 @@ export async function runImageWorkload(o: RunImageWorkloadOptions): Promise<numb
       rootfs,
       stagingDir: staging,
     });
+    // Nothing more to fetch: do not hold registry connections while the container runs.
+    await o.workloadImage.close();
     log('image unpacked', {
       manifestDigest: pulled.reference.manifestDigest,
       files: pulled.unpacked.entries,
