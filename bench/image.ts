@@ -114,9 +114,10 @@ export async function makeImage(dir: string, layers: number, layerMiB: number): 
     );
     const entry = pack.entry({ name: `data-${i}.bin`, size: layerMiB * MiB, mode: 0o644 });
     for (let k = 0; k < layerMiB; k++) {
-      if (!entry.write(randomBytes(MiB))) await new Promise((r) => entry.once('drain', r));
+      const block = randomBytes(MiB);
+      if (k === layerMiB - 1) entry.end(block);
+      else if (!entry.write(block)) await new Promise<void>((r) => entry.once('drain', () => r()));
     }
-    entry.end();
     pack.finalize();
     await written;
     const digest = `sha256:${blobHash.digest('hex')}`;
