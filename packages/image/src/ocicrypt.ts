@@ -24,6 +24,7 @@ import {
   randomBytes,
   timingSafeEqual,
   type Cipher,
+  type Hash,
   type Hmac,
   type KeyObject,
 } from 'node:crypto';
@@ -466,6 +467,53 @@ export interface LocalBlob {
  */
 const CIPHER_SLICE = 256 * 1024;
 
+/**
+ * The loop both directions share: each chunk of `src` goes to `inTap` (one copy), through the
+ * cipher in CIPHER_SLICE slices, each slice to `outTap` (one copy), to `outHash` on this thread
+ * and to `sink`. A read buffer is released once its tap has copied it, so memory stays flat.
+ * Refuses a source longer than `declared` (when given) as soon as it is. Returns the bytes read;
+ * the cipher's final block (none for CTR) goes the same way.
+ */
+async function cipherThrough(o: {
+  src: ChunkSource;
+  cipher: Cipher;
+  inTap: OffloadedTap | undefined;
+  outTap: OffloadedTap;
+  outHash?: Hash | undefined;
+  sink: FileSink;
+  declared: Descriptor | undefined;
+  onBytes: ((bytes: number, done?: boolean) => void) | undefined;
+}): Promise<number> {
+  let bytes = 0;
+  for (let chunk = await o.src.next(); chunk !== null; chunk = await o.src.next()) {
+    bytes += chunk.length;
+    if (o.declared !== undefined && bytes > o.declared.size) throw tooLarge(o.declared);
+    const inQueued = o.inTap?.update(chunk);
+    const parts: Buffer[] = [];
+    let outQueued: Promise<void> | undefined;
+    for (let at = 0; at < chunk.length; at += CIPHER_SLICE) {
+      const out = o.cipher.update(chunk.subarray(at, at + CIPHER_SLICE));
+      outQueued = o.outTap.update(out) ?? outQueued;
+      o.outHash?.update(out);
+      parts.push(out);
+    }
+    if (inQueued !== undefined) await inQueued;
+    o.src.release(chunk);
+    if (outQueued !== undefined) await outQueued;
+    await o.sink.write(parts);
+    o.onBytes?.(bytes);
+  }
+  o.onBytes?.(bytes, true);
+  const tail = o.cipher.final();
+  if (tail.length > 0) {
+    await o.outTap.update(tail);
+    o.outHash?.update(tail);
+    await o.sink.write([tail]);
+  }
+  await o.sink.finish();
+  return bytes;
+}
+
 async function chunksOf(src: Readable | LocalBlob): Promise<ChunkSource> {
   return src instanceof Readable ? new StreamChunks(src) : FileChunks.open(src.path);
 }
@@ -543,7 +591,6 @@ export async function encryptLayerToFile(args: {
 }): Promise<EncryptedLayerFile> {
   const d = args.descriptor;
   const verify = !(args.plaintext instanceof Readable);
-  // One tap per function, spread over the helpers; this thread keeps AES and the HMAC.
   const diffSpec =
     args.diffId === true
       ? diffIdSink(layerType(d.mediaType).compression, args.maxUncompressed)
@@ -555,37 +602,20 @@ export async function encryptLayerToFile(args: {
   // one copy on another; this thread only reads, enciphers and writes.
   const inTap = inSinks.length > 0 ? new OffloadedTap(inSinks) : undefined;
   const outTap = new OffloadedTap([{ kind: 'hmac', key: args.options.symkey }, { kind: 'sha256' }]);
-  const cipher = createCipheriv('aes-256-ctr', args.options.symkey, args.options.nonce);
   const src = await chunksOf(args.plaintext);
   let sink: FileSink | undefined;
   try {
     // Ciphertext is not secret: readable like any other blob.
     sink = await FileSink.create(args.outPath, { mode: 0o644 });
-    let bytes = 0;
-    for (let chunk = await src.next(); chunk !== null; chunk = await src.next()) {
-      bytes += chunk.length;
-      if (verify && bytes > d.size) throw tooLarge(d);
-      const queued = inTap?.update(chunk);
-      const parts: Buffer[] = [];
-      let outQueued: Promise<void> | undefined;
-      for (let o = 0; o < chunk.length; o += CIPHER_SLICE) {
-        const ct = cipher.update(chunk.subarray(o, o + CIPHER_SLICE));
-        outQueued = outTap.update(ct) ?? outQueued;
-        parts.push(ct);
-      }
-      if (queued !== undefined) await queued;
-      src.release(chunk);
-      if (outQueued !== undefined) await outQueued;
-      await sink.write(parts);
-      args.onBytes?.(bytes);
-    }
-    args.onBytes?.(bytes, true);
-    const tail = cipher.final();
-    if (tail.length > 0) {
-      await outTap.update(tail);
-      await sink.write([tail]);
-    }
-    await sink.finish();
+    const bytes = await cipherThrough({
+      src,
+      cipher: createCipheriv('aes-256-ctr', args.options.symkey, args.options.nonce),
+      inTap,
+      outTap,
+      sink,
+      declared: verify ? d : undefined,
+      onBytes: args.onBytes,
+    });
     const inResults = inTap === undefined ? [] : await inTap.results();
     const [mac, out] = await outTap.results();
     if (verify) checkBlob(d, bytes, inResults[0]);
@@ -707,34 +737,16 @@ export async function decryptLayerToFile(args: {
   try {
     src = await chunksOf(args.ciphertext);
     sink = await FileSink.create(partial);
-    const decipher = createDecipheriv('aes-256-ctr', args.options.symkey, args.options.nonce);
-    let bytes = 0;
-    for (let chunk = await src.next(); chunk !== null; chunk = await src.next()) {
-      bytes += chunk.length;
-      if (verify && bytes > descriptor.size) throw tooLarge(descriptor);
-      const ctQueued = ctTap.update(chunk);
-      const parts: Buffer[] = [];
-      let ptQueued: Promise<void> | undefined;
-      for (let o = 0; o < chunk.length; o += CIPHER_SLICE) {
-        const pt = decipher.update(chunk.subarray(o, o + CIPHER_SLICE));
-        ptQueued = plainTap.update(pt) ?? ptQueued;
-        plainHash?.update(pt);
-        parts.push(pt);
-      }
-      if (ctQueued !== undefined) await ctQueued;
-      src.release(chunk);
-      if (ptQueued !== undefined) await ptQueued;
-      await sink.write(parts);
-      args.onBytes?.(bytes);
-    }
-    args.onBytes?.(bytes, true);
-    const tail = decipher.final();
-    if (tail.length > 0) {
-      await plainTap.update(tail);
-      plainHash?.update(tail);
-      await sink.write([tail]);
-    }
-    await sink.finish();
+    const bytes = await cipherThrough({
+      src,
+      cipher: createDecipheriv('aes-256-ctr', args.options.symkey, args.options.nonce),
+      inTap: ctTap,
+      outTap: plainTap,
+      outHash: plainHash,
+      sink,
+      declared: verify ? descriptor : undefined,
+      onBytes: args.onBytes,
+    });
     // 1. size and digest, 2. HMAC, 3. diff_id: the first failure is the one reported, so a
     // tampered layer is always an HMAC failure, never the gzip error its garbage would give.
     const ct = await ctTap.results();
