@@ -38,6 +38,7 @@ import { activationReportData, nonceFromBase64Url, toBase64Url } from '@cloister
 import { createCoordinator, createLogger, openBundle, p256Spki } from '@cloister/coordinator';
 import { generateSimHardware, simMeasurement, simReportFrom, toHex } from '@cloister/evidence';
 import type { SimHardware } from '@cloister/evidence';
+import { opensslSelfSignedP256 } from '@cloister/testkit';
 import { CoordinatorApi } from '../packages/cli/src/client/api.js';
 import { generateOwnerKey, loadOwnerKey } from '../packages/cli/src/client/local.js';
 import { signAndSetManifest } from '../packages/cli/src/client/ops.js';
@@ -180,27 +181,7 @@ function pinCores(coordinatorPid: number): boolean {
 async function opensslHandshakesPerCpuSecond(dir: string): Promise<number> {
   const key = join(dir, 'hs-key.pem');
   const cert = join(dir, 'hs-cert.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-    ],
-    { stdio: 'ignore' },
-  );
+  opensslSelfSignedP256({ keyFile: key, certFile: cert, subject: '/CN=localhost' });
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const server = spawn(
     'openssl',

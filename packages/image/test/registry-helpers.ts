@@ -1,11 +1,12 @@
 /** Starts a real Distribution registry (Debian `docker-registry`) on loopback, optionally with a token server. */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { createServer as netServer } from 'node:net';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as jose from 'jose';
+import { opensslSelfSignedP256 } from '@cloister/testkit';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -37,27 +38,7 @@ export async function startTokenServer(
 ): Promise<TokenServer> {
   const keyFile = join(dir, 'token.key');
   const certFile = join(dir, 'token.crt');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-      '-subj',
-      '/CN=cloister-test-token',
-      '-days',
-      '2',
-    ],
-    { stdio: 'ignore' },
-  );
+  opensslSelfSignedP256({ keyFile, certFile, subject: '/CN=cloister-test-token', days: 2 });
   const key = createPrivateKey(readFileSync(keyFile));
   const der = readFileSync(certFile, 'utf8').replace(/-----[^-]+-----|\s/g, '');
   const requests: TokenServer['requests'] = [];

@@ -15,3 +15,4 @@ export type {
   RecordedRequest,
   ScriptedResponse,
 } from './fake-vendor-services.js';
+export { opensslSelfSignedP256 } from './openssl.js';
