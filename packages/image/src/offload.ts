@@ -394,6 +394,27 @@ function thread(): HashThread | undefined {
 const LOCAL_DEPS = { createHash, createHmac, createGunzip, inflateChunk: INFLATE_CHUNK };
 
 /**
+ * Feeds `chunk` to in-thread sinks: undefined when every one took it at once, else a promise
+ * resolved when the last one has (inflate runs on the libuv pool).
+ */
+function feedLocal(
+  local: readonly ReturnType<typeof makeSink>[],
+  chunk: Uint8Array,
+): Promise<void> | undefined {
+  let left = local.length;
+  let resolve: (() => void) | undefined;
+  const done = (): void => {
+    if (--left === 0) resolve?.();
+  };
+  for (const s of local) if (s.update(chunk, done)) done();
+  if (left === 0) return undefined;
+  return new Promise<void>((r) => {
+    resolve = r;
+    if (left === 0) r();
+  });
+}
+
+/**
  * Several functions (SHA-256, HMAC-SHA256, diff_id) of one byte stream, computed on the helper
  * thread when there is one. Feed it with `update` (awaiting what it returns, if anything), then
  * call `results` once: one result per sink, in the order given.
@@ -402,9 +423,9 @@ export class OffloadedTap {
   readonly #sinks: readonly SinkSpec[];
   readonly #thread: HashThread | undefined;
   readonly #local: ReturnType<typeof makeSink>[] | undefined;
-  #localPending: Promise<void> | undefined;
   #id = 0;
   #o: Open | undefined;
+  /** The last update not yet queued (the ring or a local sink was full), if any. */
   #tail: Promise<void> | undefined;
   #done = false;
 
@@ -437,10 +458,17 @@ export class OffloadedTap {
    * caller reuses `chunk` or feeds more (the ring is full: backpressure).
    */
   update(chunk: Uint8Array): Promise<void> | undefined {
-    if (this.#local !== undefined) return this.#updateLocal(chunk);
+    const local = this.#local;
+    if (local !== undefined) return this.#inOrder(() => feedLocal(local, chunk));
     const { t, o } = this.#opened();
-    // Updates stay in order even when a caller feeds more before the last one was queued.
-    const run = (): Promise<void> | undefined => t.write(this.#id, o, chunk);
+    return this.#inOrder(() => t.write(this.#id, o, chunk));
+  }
+
+  /**
+   * Runs `run` after the updates before it, so they stay in order even when a caller feeds more
+   * before the last one was queued.
+   */
+  #inOrder(run: () => Promise<void> | undefined): Promise<void> | undefined {
     const queued = this.#tail === undefined ? run() : this.#tail.then(run);
     if (queued === undefined) return undefined;
     const tail: Promise<void> = queued.then(() => {
@@ -450,37 +478,13 @@ export class OffloadedTap {
     return tail;
   }
 
-  #updateLocal(chunk: Uint8Array): Promise<void> | undefined {
-    const local = this.#local as ReturnType<typeof makeSink>[];
-    const run = (): Promise<void> | undefined => {
-      let left = local.length;
-      let resolve: (() => void) | undefined;
-      const done = (): void => {
-        if (--left === 0) resolve?.();
-      };
-      for (const s of local) if (s.update(chunk, done)) done();
-      if (left === 0) return undefined;
-      return new Promise<void>((r) => {
-        resolve = r;
-        if (left === 0) r();
-      });
-    };
-    const queued = this.#localPending === undefined ? run() : this.#localPending.then(run);
-    if (queued === undefined) return undefined;
-    const tail: Promise<void> = queued.then(() => {
-      if (this.#localPending === tail) this.#localPending = undefined;
-    });
-    this.#localPending = tail;
-    return tail;
-  }
-
   /** One result per sink. Rejects if the helper thread died. */
   async results(): Promise<SinkResult[]> {
     if (this.#done) throw new Error('OffloadedTap finished twice');
     this.#done = true;
     let raw: RawResult[];
     if (this.#local !== undefined) {
-      while (this.#localPending !== undefined) await this.#localPending;
+      while (this.#tail !== undefined) await this.#tail;
       const local = this.#local;
       raw = await Promise.all(
         local.map((s) => new Promise<RawResult>((resolve) => s.finish(resolve))),
