@@ -9,10 +9,10 @@
  * when the workload pins an index). Only after its evidence is verified and appraised, the
  * coordinator checks those bytes against the workload's pinned `image.manifestDigest`, unwraps
  * the keys of that manifest's encrypted layers and returns them inside the activation bundle,
- * which is encrypted to the agent's attested key. A workload that pins no image gets nothing; an
- * agent naming another image than the pinned one is refused: the digest pin is the manifest owner's statement of which image the
- * workload runs. Layer errors other than "not wrapped to this key" (a malformed wrapped key, a
- * bad digest) refuse the activation.
+ * which is encrypted to the agent's attested key. A workload that pins no image gets nothing;
+ * an agent naming another image than the pinned one is refused: the digest pin is the manifest
+ * owner's statement of which image the workload runs. Layer errors other than "not wrapped to
+ * this key" (a malformed wrapped key, a bad digest) refuse the activation.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
@@ -72,7 +72,8 @@ function mismatch(message: string, rule: string, expected: unknown, actual: unkn
 /**
  * The layer keys (ocicrypt PrivateOptions, base64, by layer digest) of the image `req` names,
  * when it is the image `image` pins; undefined when the workload pins no image or no layer is
- * wrapped to the coordinator (an image encrypted to a user's key). Call only after the evidence was verified and appraised.
+ * wrapped to the coordinator (an image encrypted to a user's key). Call only after the
+ * evidence was verified and appraised.
  */
 export async function releaseImageKeys(
   image: WorkloadImage,

@@ -42,7 +42,8 @@ async function importEcdsaKey(
       ['verify'],
     );
   } catch (cause) {
-    // Not a point on the curve: an attacker-chosen key cannot be imported, so this is malformed input.
+    // Not a point on the curve: an attacker-chosen key cannot be imported, so this is
+    // malformed input.
     throw evidenceError('EVIDENCE_BAD_FIELD', `${field}: not a valid ${curve} public key`, {
       cause,
       details: { field },
