@@ -15,6 +15,7 @@ import {
   pinnedReference,
   resolveImage,
   referenceValues,
+  type Platform,
   type ProgressEvent,
   type ReferenceValues,
   type WrapRecipient,
@@ -64,7 +65,6 @@ function progressBar(enabled: boolean): (e: ProgressEvent) => void {
   };
 }
 
-/** The snippet a user pastes into manifest.json under `workloads.<name>.image`. */
 /**
  * The part of `manifest.json` that runs this image: the workload's `image` with the reference
  * values (the schema's fields, ready to paste), and for an image encrypted to a user's key
@@ -119,6 +119,17 @@ async function fetchImageKey(
   } finally {
     await api.close();
   }
+}
+
+/** `--platform OS/ARCH[/VARIANT]` as the image package's platform. */
+function platformOf(arg: string): Platform {
+  const [os = '', architecture = '', variant] = arg.split('/');
+  return { os, architecture, ...(variant === undefined ? {} : { variant }) };
+}
+
+/** Registry options from `--insecure-http`. */
+function registryOptions(o: { insecureHttp?: boolean }): { allowInsecureHttp?: boolean } {
+  return o.insecureHttp === true ? { allowInsecureHttp: true } : {};
 }
 
 /** Registers `cloister image ...`. */
@@ -184,8 +195,7 @@ export function registerImage(program: Command, ctx: CommandContext): void {
             'give --coordinator URL --root-ca FILE (or --coordinator-key FILE) and/or --recipient jwe:KEYFILE',
             {},
           );
-        const [os = '', architecture = '', variant] = o.platform.split('/');
-        const reg = o.insecureHttp === true ? { allowInsecureHttp: true } : {};
+        const reg = registryOptions(o);
         const srcRef = parseImageReference(srcArg);
         const dstRef = parseImageReference(dstArg);
         const src = openSource(srcRef, reg);
@@ -194,7 +204,7 @@ export function registerImage(program: Command, ctx: CommandContext): void {
             recipients,
             ...(coordinatorKey === undefined ? {} : { coordinatorKey }),
             verifyDiffIds: o.verifyDiffIds,
-            platform: { os, architecture, ...(variant === undefined ? {} : { variant }) },
+            platform: platformOf(o.platform),
             onProgress: progressBar(o.json !== true),
           });
           const snippet = manifestSnippet(
@@ -225,17 +235,9 @@ export function registerImage(program: Command, ctx: CommandContext): void {
     .option('--json', 'print JSON')
     .action(
       async (srcArg: string, o: { platform: string; insecureHttp?: boolean; json?: boolean }) => {
-        const [os = '', architecture = '', variant] = o.platform.split('/');
-        const src = openSource(
-          parseImageReference(srcArg),
-          o.insecureHttp === true ? { allowInsecureHttp: true } : {},
-        );
+        const src = openSource(parseImageReference(srcArg), registryOptions(o));
         try {
-          const r = await resolveImage(src, {
-            os,
-            architecture,
-            ...(variant === undefined ? {} : { variant }),
-          });
+          const r = await resolveImage(src, platformOf(o.platform));
           const rv = referenceValues(r.manifestBlob, r.manifest, r.config);
           const runtime = {
             entrypoint: r.config.entrypoint ?? null,
@@ -289,14 +291,13 @@ export function registerImage(program: Command, ctx: CommandContext): void {
         },
       ) => {
         const keys = o.key.map((f) => loadPrivateKey(readKeyFile(f), f));
-        const [os = '', architecture = '', variant] = o.platform.split('/');
-        const reg = o.insecureHttp === true ? { allowInsecureHttp: true } : {};
+        const reg = registryOptions(o);
         const src = openSource(parseImageReference(srcArg), reg);
         try {
           const rv = await copyImage(src, openDestination(parseImageReference(dstArg), reg), {
             decryptKeys: keys,
             verifyDiffIds: o.verifyDiffIds,
-            platform: { os, architecture, ...(variant === undefined ? {} : { variant }) },
+            platform: platformOf(o.platform),
             onProgress: progressBar(o.json !== true),
           });
           if (o.json === true) printJson(ctx.io, { referenceValues: rv });
