@@ -37,6 +37,7 @@ import {
   PUBOPTS_ANNOTATION,
   STREAM_CHUNK,
   decryptLayerToFile,
+  layerInput,
   encryptLayerToFile,
   decryptedDescriptor,
   keyUnwrapper,
@@ -351,10 +352,9 @@ export async function copyImage(
             dst.blobStagingPath !== undefined
               ? await dst.blobStagingPath()
               : join(await stagingRoot(), `layer-${i}`);
-          const file = await src.blobFile?.(layer);
           try {
             const r = await encryptLayerToFile({
-              plaintext: file === undefined ? await src.getBlob(layer) : { path: file },
+              plaintext: await layerInput(src, layer),
               descriptor: layer,
               options: priv,
               outPath: path,
@@ -412,20 +412,11 @@ export async function copyImage(
           annotations: layer.annotations ?? {},
         });
         const path = join(await stagingRoot(), `layer-${i}`);
-        const file = await src.blobFile?.(layer);
-        let ciphertext: Readable | { path: string };
-        if (file !== undefined) ciphertext = { path: file };
-        else {
-          const body = await src.getBlob(layer);
-          const tap = new ProgressTap(report);
-          body.on('error', (e) => tap.destroy(e));
-          ciphertext = body.pipe(tap);
-        }
         const dec = await decryptLayerToFile({
           // getBlob's stream fails unless the ciphertext matches the descriptor; a local file
           // is checked by decryptLayerToFile itself.
           ciphertextVerified: true,
-          ciphertext,
+          ciphertext: await layerInput(src, layer),
           descriptor: layer,
           options: priv,
           stagingPath: path,

@@ -39,6 +39,7 @@ import { KEY_WRAP_ALGS, type WrapRecipient } from './keys.js';
 import { obj, str } from './json.js';
 import { OffloadedHash, OffloadedTap, type SinkResult, type SinkSpec } from './offload.js';
 import { layerType, type Descriptor } from './manifest.js';
+import type { ImageSource } from './transport.js';
 
 export const ENC_ANNOTATION_PREFIX = 'org.opencontainers.image.enc.';
 export const PUBOPTS_ANNOTATION = 'org.opencontainers.image.enc.pubopts';
@@ -512,6 +513,16 @@ async function cipherThrough(o: {
   }
   await o.sink.finish();
   return bytes;
+}
+
+/**
+ * A layer as the layer functions read it: the source's local file (an OCI layout's or an
+ * extracted archive's blob), read in place and checked by them, else its `getBlob` stream,
+ * which fails on a digest or size mismatch.
+ */
+export async function layerInput(src: ImageSource, d: Descriptor): Promise<Readable | LocalBlob> {
+  const path = await src.blobFile?.(d);
+  return path === undefined ? src.getBlob(d) : { path };
 }
 
 async function chunksOf(src: Readable | LocalBlob): Promise<ChunkSource> {

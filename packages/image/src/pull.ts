@@ -20,6 +20,7 @@ import { imageError } from './error-codes.js';
 import { layerType, type Descriptor, type ImageConfig, type Platform } from './manifest.js';
 import {
   decryptLayerToFile,
+  layerInput,
   parsePrivateOptions,
   serializePrivateOptions,
   unwrapLayerKey,
@@ -124,12 +125,11 @@ export async function pullImage(o: PullOptions): Promise<PullResult> {
           layerDigest: layer.digest,
           annotations: layer.annotations ?? {},
         });
-        // A local blob (layout, archive) is read in place and checked by decryptLayerToFile.
-        const file = await o.source.blobFile?.(layer);
         await decryptLayerToFile({
-          // getBlob's stream fails unless the ciphertext matches the descriptor.
+          // getBlob's stream fails unless the ciphertext matches the descriptor; a local file
+          // is checked by decryptLayerToFile itself.
           ciphertextVerified: true,
-          ciphertext: file === undefined ? await o.source.getBlob(layer) : { path: file },
+          ciphertext: await layerInput(o.source, layer),
           descriptor: layer,
           options,
           stagingPath: path,
