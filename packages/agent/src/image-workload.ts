@@ -101,7 +101,7 @@ export function resolveImagePin(
 
 export interface RunImageWorkloadOptions {
   readonly image: ImageWorkloadOptions;
-  /** `image.source`, opened and resolved before activation (`openWorkloadImage`); closed once pulled. */
+  /** `image.source`, opened and resolved before activation (`openWorkloadImage`). */
   readonly workloadImage: WorkloadImage;
   readonly manifestImage: Manifest['workloads'][string]['image'];
   readonly bundle: ActivationBundle;
@@ -127,8 +127,8 @@ async function loadImageKey(root: string, keyFile: string) {
 
 /**
  * The workload's image, resolved once before activation: what the key-release request names is
- * exactly what is pulled (no second fetch that a registry could answer differently). Close it
- * when the workload ends.
+ * exactly what is pulled (no second fetch that a registry could answer differently).
+ * `runImageWorkload` closes it once the image is pulled; closing again is harmless.
  */
 export interface WorkloadImage {
   readonly source: ImageSource;

@@ -153,7 +153,7 @@ function checkP256Spki(spkiDer: Uint8Array): void {
   }
 }
 
-/** The P-256 SubjectPublicKeyInfo of an uncompressed point (0x04 || X || Y): `agentPoint`'s inverse. */
+/** The P-256 SPKI of an uncompressed point (0x04 || X || Y): `agentPoint` reversed. */
 export function p256Spki(point: Uint8Array): Uint8Array {
   if (point.length !== 65 || point[0] !== 4) {
     throw coordinatorError('COORDINATOR_KEY_INVALID', 'not an uncompressed P-256 point', {

@@ -8,7 +8,7 @@
 import { KeyObject, verify } from 'node:crypto';
 import type { EcdsaVerifier } from '@cloister/evidence';
 
-/** Each imported key converted once (keys of cached certificates are verified with again and again). */
+/** Each imported key converted once (a cached certificate's key verifies many signatures). */
 const keyObjects = new WeakMap<CryptoKey, KeyObject>();
 
 export const nodeEcdsaVerify: EcdsaVerifier = (curve, key, signature, data) => {

@@ -167,7 +167,7 @@ export async function startFixture(
   };
 }
 
-/** Installs the first manifest of `f`'s coordinator, signed by the install owner; fails otherwise. */
+/** Installs the first manifest of `f`'s coordinator, signed by the install owner (asserted). */
 export async function installManifest(f: Fixture, manifest: Manifest): Promise<void> {
   const sig = await signTransition(manifest, 0, ZERO_HASH, 'set', f.install);
   const r = await f.coord.server.inject({

@@ -135,8 +135,8 @@ export class StreamChunks implements ChunkSource {
 
 /**
  * Appends to a new file (created exclusively, mode 0600 unless told) with at most `depth`
- * writes in flight. `write` resolves when the chunks are queued, and calls `written` once they are on disk (so
- * the caller can reuse their buffers).
+ * writes in flight. `write` resolves when the chunks are queued, and calls `written` once they
+ * are on disk (so the caller can reuse their buffers).
  */
 export class FileSink {
   readonly #fd: number;

@@ -256,7 +256,7 @@ export class Store {
     }
   }
 
-  /** The cache of `tbl` when reads of it may be cached now (a cached table, no open transaction). */
+  /** The cache of `tbl` if its reads may be cached now (a cached table, no open transaction). */
   #cacheOf(tbl: TableName): TableCache | undefined {
     if (!CACHED_TABLES.has(tbl) || this.#db.inTransaction) return undefined;
     let c = this.#cache.get(tbl);
