@@ -119,7 +119,10 @@ test('FileChunks yields a file front to back with reused buffers', async (t) => 
   assert.deepEqual(Buffer.concat(got), data);
 });
 
-/** A gzip layer blob in a file, with its encrypted form from the streaming cipher. */
+/**
+ * A gzip layer blob in a file (`blob`), with its encrypted form from the streaming cipher, also
+ * in a file (`ct`).
+ */
 async function layer(dir: string, n: number) {
   const plain = randomBytes(n);
   const gz = gzipSync(plain, { level: 0 });
@@ -131,6 +134,7 @@ async function layer(dir: string, n: number) {
     for await (const c of s) out.push(c);
   });
   const ct = Buffer.concat(out);
+  writeFileSync(join(dir, 'ct'), ct);
   return {
     plain,
     gz,
@@ -191,7 +195,6 @@ test('encryptLayerToFile from a local blob equals the streaming cipher, and chec
 test('decryptLayerToFile from a local blob: checked even when told it is verified', async (t) => {
   const dir = tempDir(t);
   const l = await layer(dir, 1024 * 1024 + 3);
-  writeFileSync(join(dir, 'ct'), l.ct);
   const ok = await decryptLayerToFile({
     ciphertext: { path: join(dir, 'ct') },
     ciphertextVerified: true,
@@ -251,7 +254,6 @@ test('decryptLayerToFile from a local blob: checked even when told it is verifie
 test('decryptLayerToFile with skipDiffId: no diff_id, the same digest and HMAC checks', async (t) => {
   const dir = tempDir(t);
   const l = await layer(dir, 512 * 1024 + 7);
-  writeFileSync(join(dir, 'ct'), l.ct);
   const ok = await decryptLayerToFile({
     ciphertext: { path: join(dir, 'ct') },
     descriptor: l.encrypted,
