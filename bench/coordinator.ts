@@ -45,7 +45,7 @@ import { signAndSetManifest } from '../packages/cli/src/client/ops.js';
 import { loadSimHardware, writeSimHardware } from '../packages/cli/src/sim-hardware.js';
 import { fmt, median, opensslEcSpeed, opensslEcdsaVerify } from './measure.js';
 
-const CONCURRENCY = 50;
+const CONCURRENCY = Number(process.env['BENCH_CONCURRENCY'] ?? 50);
 const RUN_SECONDS = Number(process.env['BENCH_SECONDS'] ?? 6);
 const RUNS = 3;
 const WARM_UP_SECONDS = Number(process.env['BENCH_WARM_UP'] ?? 3);

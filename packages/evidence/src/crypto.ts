@@ -12,14 +12,39 @@ function buf(b: Uint8Array): Uint8Array<ArrayBuffer> {
   return b.buffer instanceof ArrayBuffer ? (b as Uint8Array<ArrayBuffer>) : new Uint8Array(b);
 }
 
+/** Node's one-shot hash (Node >= 20.12), reached without depending on Node's types. */
+type NodeHash = (algorithm: string, data: Uint8Array, outputEncoding: 'buffer') => Uint8Array;
+const nodeHash = (
+  (
+    globalThis as {
+      process?: { getBuiltinModule?: (id: string) => { hash?: NodeHash } | undefined };
+    }
+  ).process?.getBuiltinModule?.('node:crypto') as { hash?: NodeHash } | undefined
+)?.hash;
+
+/**
+ * A digest: Node's synchronous one when the engine has it (3 µs for a small input, against
+ * 40-130 µs for WebCrypto's thread-pool job), else WebCrypto.
+ */
+async function digest(
+  name: 'SHA-256' | 'SHA-384' | 'SHA-512',
+  data: Uint8Array,
+): Promise<Uint8Array> {
+  if (nodeHash !== undefined) {
+    const d = nodeHash(name.replace('-', '').toLowerCase(), data, 'buffer');
+    return new Uint8Array(d.buffer, d.byteOffset, d.length); // a plain Uint8Array view, no copy
+  }
+  return new Uint8Array(await subtle().digest(name, buf(data)));
+}
+
 export async function sha256(data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await subtle().digest('SHA-256', buf(data)));
+  return digest('SHA-256', data);
 }
 export async function sha384(data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await subtle().digest('SHA-384', buf(data)));
+  return digest('SHA-384', data);
 }
 export async function sha512(data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await subtle().digest('SHA-512', buf(data)));
+  return digest('SHA-512', data);
 }
 
 export type EcCurve = 'P-256' | 'P-384';

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import { isCloisterError } from '@cloister/errors';
 import {
   activationReportData,
@@ -36,6 +37,32 @@ test('activation report data matches an independent computation', async () => {
     sha('sha256', Buffer.alloc(0)),
   );
   assert.equal(Buffer.from(zero).toString('hex'), z.toString('hex'));
+});
+
+test('report data over views into larger buffers: only the viewed bytes are hashed', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.uint8Array({ minLength: 0, maxLength: 600 }),
+      fc.nat(64),
+      fc.nat(64),
+      async (key, before, after) => {
+        const backing = new Uint8Array(before + key.length + after).fill(0xee);
+        backing.set(key, before);
+        const view = backing.subarray(before, before + key.length);
+        const nonce = nonceFromBytes(new Uint8Array(32).fill(before));
+        const got = await activationReportData(nonce, view);
+        const want = sha(
+          'sha512',
+          Buffer.from('cloister/activate/v1', 'ascii'),
+          Buffer.from(nonce),
+          sha('sha256', Buffer.from(key)),
+        );
+        assert.equal(Object.getPrototypeOf(got), Uint8Array.prototype);
+        assert.equal(Buffer.from(got).toString('hex'), want.toString('hex'));
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
 
 test('coordinator report data matches an independent computation and binds every input', async () => {
