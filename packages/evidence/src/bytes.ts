@@ -5,6 +5,8 @@
  */
 import { evidenceError } from './error-codes.js';
 
+export { bytesEqual, concatBytes, toBase64, toHex, utf8 } from '@cloister/bytes';
+
 function need(b: Uint8Array, off: number, len: number, field: string): void {
   if (!Number.isSafeInteger(off) || off < 0 || len < 0 || off + len > b.length) {
     throw evidenceError(
@@ -62,14 +64,6 @@ export function u64be(b: Uint8Array, off: number, field: string): bigint {
   return (BigInt(u32be(b, off, field)) << 32n) | BigInt(u32be(b, off + 4, field));
 }
 
-/** Lowercase hex of bytes in file order. */
-export function toHex(b: Uint8Array): string {
-  let s = '';
-  for (const x of b) s += HEX[x];
-  return s;
-}
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-
 /** Parses hex (case-insensitive, optional whitespace between bytes is not allowed). */
 export function fromHex(s: string, field = 'hex'): Uint8Array {
   if (s.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(s)) {
@@ -94,39 +88,9 @@ export function fromBase64(s: string, field = 'base64'): Uint8Array {
   return out;
 }
 
-export function toBase64(b: Uint8Array): string {
-  let bin = '';
-  for (let i = 0; i < b.length; i += 0x8000)
-    bin += String.fromCharCode(...b.subarray(i, i + 0x8000));
-  return btoa(bin);
-}
-
-/** Constant-time-ish equality of two byte strings (length leak only). */
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= (a[i] as number) ^ (b[i] as number);
-  return d === 0;
-}
-
 export function isAllZero(b: Uint8Array): boolean {
   for (const x of b) if (x !== 0) return false;
   return true;
-}
-
-export function concatBytes(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
-/** UTF-8 encode. */
-export function utf8(s: string): Uint8Array {
-  return new TextEncoder().encode(s);
 }
 
 /** Strict UTF-8 decode (fatal on invalid sequences) as a PARSE error. */

@@ -2,50 +2,12 @@
  * WebCrypto helpers used by every verifier. Engine-neutral: only `globalThis.crypto.subtle`.
  * Intel and AMD sign with raw r||s ECDSA, which is exactly WebCrypto's ECDSA signature format.
  */
-import { concatBytes } from './bytes.js';
+import { arrayBufferView as buf, concatBytes } from '@cloister/bytes';
 import { evidenceError } from './error-codes.js';
 
+export { sha256, sha384, sha512 } from '@cloister/bytes';
+
 const subtle = (): SubtleCrypto => globalThis.crypto.subtle;
-
-/** Copies into a fresh ArrayBuffer-backed array, as WebCrypto's types require. */
-function buf(b: Uint8Array): Uint8Array<ArrayBuffer> {
-  return b.buffer instanceof ArrayBuffer ? (b as Uint8Array<ArrayBuffer>) : new Uint8Array(b);
-}
-
-/** Node's one-shot hash (Node >= 20.12), reached without depending on Node's types. */
-type NodeHash = (algorithm: string, data: Uint8Array, outputEncoding: 'buffer') => Uint8Array;
-const nodeHash = (
-  (
-    globalThis as {
-      process?: { getBuiltinModule?: (id: string) => { hash?: NodeHash } | undefined };
-    }
-  ).process?.getBuiltinModule?.('node:crypto') as { hash?: NodeHash } | undefined
-)?.hash;
-
-/**
- * A digest: Node's synchronous one when the engine has it (3 µs for a small input, against
- * 40-130 µs for WebCrypto's thread-pool job), else WebCrypto.
- */
-async function digest(
-  name: 'SHA-256' | 'SHA-384' | 'SHA-512',
-  data: Uint8Array,
-): Promise<Uint8Array> {
-  if (nodeHash !== undefined) {
-    const d = nodeHash(name.replace('-', '').toLowerCase(), data, 'buffer');
-    return new Uint8Array(d.buffer, d.byteOffset, d.length); // a plain Uint8Array view, no copy
-  }
-  return new Uint8Array(await subtle().digest(name, buf(data)));
-}
-
-export async function sha256(data: Uint8Array): Promise<Uint8Array> {
-  return digest('SHA-256', data);
-}
-export async function sha384(data: Uint8Array): Promise<Uint8Array> {
-  return digest('SHA-384', data);
-}
-export async function sha512(data: Uint8Array): Promise<Uint8Array> {
-  return digest('SHA-512', data);
-}
 
 export type EcCurve = 'P-256' | 'P-384';
 const HASH_OF: Record<EcCurve, string> = { 'P-256': 'SHA-256', 'P-384': 'SHA-384' };

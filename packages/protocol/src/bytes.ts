@@ -1,18 +1,22 @@
 /**
- * Byte helpers of the protocol package (engine-neutral: Uint8Array only). Base64url is RFC 4648 §5
- * without padding, the encoding of every binary field on the wire.
+ * Byte helpers of the protocol package (engine-neutral: Uint8Array only): the decoders, which
+ * refuse bad input with the protocol's error codes, over `@cloister/bytes`. Base64url is RFC
+ * 4648 §5 without padding, the encoding of every binary field on the wire.
  */
+import { toBase64 } from '@cloister/bytes';
 import { base64url } from 'jose';
 import { protocolError } from './error-codes.js';
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-
-/** Lowercase hex. */
-export function toHex(b: Uint8Array): string {
-  let s = '';
-  for (const x of b) s += HEX[x];
-  return s;
-}
+export {
+  arrayBufferView,
+  bytesEqual,
+  concatBytes,
+  sha256,
+  sha512,
+  toBase64,
+  toHex,
+  utf8,
+} from '@cloister/bytes';
 
 /** Strict hex (even length, case-insensitive) to bytes. */
 export function fromHex(s: string, field = 'hex'): Uint8Array {
@@ -56,14 +60,6 @@ export function fromBase64Url(s: string, field = 'base64url'): Uint8Array {
     });
   }
   return out;
-}
-
-/** Standard base64 with padding (used inside PEM). */
-export function toBase64(b: Uint8Array): string {
-  let bin = '';
-  for (let i = 0; i < b.length; i += 0x8000)
-    bin += String.fromCharCode(...b.subarray(i, i + 0x8000));
-  return btoa(bin);
 }
 
 function fromBase64Std(s: string, field: string): Uint8Array {
@@ -112,20 +108,6 @@ export function fromPem(text: string, label: string, field = 'pem'): Uint8Array 
   return all[0] as Uint8Array;
 }
 
-export function concatBytes(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
-export function utf8(s: string): Uint8Array {
-  return new TextEncoder().encode(s);
-}
-
 /** Big-endian unsigned integer of `width` bytes (up to 2^53-1). */
 export function uintBe(value: number, width: 1 | 2 | 4 | 8): Uint8Array {
   if (!Number.isSafeInteger(value) || value < 0 || (width < 8 && value >= 2 ** (8 * width))) {
@@ -139,46 +121,3 @@ export function uintBe(value: number, width: 1 | 2 | 4 | 8): Uint8Array {
   }
   return out;
 }
-
-/** Equality with no early exit (length leaks only). */
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= (a[i] as number) ^ (b[i] as number);
-  return d === 0;
-}
-
-function buf(b: Uint8Array): Uint8Array<ArrayBuffer> {
-  return b.buffer instanceof ArrayBuffer ? (b as Uint8Array<ArrayBuffer>) : new Uint8Array(b);
-}
-
-/** Node's one-shot hash (Node >= 20.12), reached without depending on Node's types. */
-type NodeHash = (algorithm: string, data: Uint8Array, outputEncoding: 'buffer') => Uint8Array;
-const nodeHash = (
-  (
-    globalThis as {
-      process?: { getBuiltinModule?: (id: string) => { hash?: NodeHash } | undefined };
-    }
-  ).process?.getBuiltinModule?.('node:crypto') as { hash?: NodeHash } | undefined
-)?.hash;
-
-/**
- * A digest: Node's synchronous one when the engine has it (a SHA-256 of a key costs 3 µs there
- * against 40-130 µs through WebCrypto's thread-pool job, and an activation takes four), else
- * WebCrypto.
- */
-async function digest(name: 'SHA-256' | 'SHA-512', data: Uint8Array): Promise<Uint8Array> {
-  if (nodeHash !== undefined) {
-    const d = nodeHash(name === 'SHA-256' ? 'sha256' : 'sha512', data, 'buffer');
-    return new Uint8Array(d.buffer, d.byteOffset, d.length); // a plain Uint8Array view, no copy
-  }
-  return new Uint8Array(await globalThis.crypto.subtle.digest(name, buf(data)));
-}
-
-export async function sha256(data: Uint8Array): Promise<Uint8Array> {
-  return digest('SHA-256', data);
-}
-export async function sha512(data: Uint8Array): Promise<Uint8Array> {
-  return digest('SHA-512', data);
-}
-export { buf as arrayBufferView };

@@ -120,7 +120,11 @@ test('problem+json: code and status; internal errors leak nothing', () => {
 
 test('engine-neutral sources: no node: imports and no Buffer', () => {
   const root = new URL('../..', import.meta.url).pathname;
-  const dirs = [join(root, 'protocol', 'src'), join(root, 'evidence', 'src', 'sim')];
+  const dirs = [
+    join(root, 'protocol', 'src'),
+    join(root, 'bytes', 'src'),
+    join(root, 'evidence', 'src', 'sim'),
+  ];
   const files: string[] = [];
   const walk = (d: string) => {
     for (const n of readdirSync(d)) {
