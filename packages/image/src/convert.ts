@@ -420,7 +420,7 @@ export async function copyImage(
           descriptor: layer,
           options: priv,
           stagingPath: path,
-          ...(opts.verifyDiffIds === false ? { skipDiffId: true } : { expectedDiffId: diffId }),
+          diffId: opts.verifyDiffIds === false ? 'unchecked' : diffId,
           onBytes: throttled(report),
         });
         const plain = decryptedDescriptor(layer, { digest: dec.plaintextDigest, size: dec.size });

@@ -654,10 +654,7 @@ export interface DecryptedLayer {
   readonly path: string;
   readonly size: number;
   readonly plaintextDigest: Digest;
-  /**
-   * Digest of the decompressed plaintext (equals the config's diff_id when it verified);
-   * undefined with `skipDiffId`.
-   */
+  /** The config's diff_id, verified; undefined when the caller passed `diffId: 'unchecked'`. */
   readonly diffId: Digest | undefined;
 }
 
@@ -682,7 +679,7 @@ function checkHmac(d: Descriptor, r: SinkResult | undefined, want: Uint8Array): 
  *   mode 0600) while the ciphertext is still unauthenticated;
  * - at the end, in this order: the ciphertext's size and digest against the descriptor
  *   (registry substitution), its HMAC against pubopts, constant-time (tampering by anyone
- *   without the key), then the diff_id against `expectedDiffId` (a layer swapped for another
+ *   without the key), then the diff_id against `diffId` (a layer swapped for another
  *   one encrypted under a key the attacker could unwrap). Only when all three verify is the
  *   file renamed to `stagingPath` and the result returned.
  *
@@ -705,12 +702,13 @@ export async function decryptLayerToFile(args: {
   descriptor: Descriptor;
   options: PrivateOptions;
   stagingPath: string;
-  expectedDiffId?: Digest;
   /**
-   * Do not decompress and hash the plaintext (no diff_id: what skopeo does). Only for a caller
-   * that asked not to verify diff_ids; the digest and HMAC checks are unchanged.
+   * The config's diff_id for this layer, which the decompressed plaintext must match; or
+   * `'unchecked'` not to decompress at all (what skopeo does), only for a caller that asked not
+   * to verify diff_ids. Required, so that no caller skips the check by omission. The digest
+   * and HMAC checks are the same either way.
    */
-  skipDiffId?: boolean;
+  diffId: Digest | 'unchecked';
   maxUncompressed?: number;
   ciphertextVerified?: boolean;
   /** Progress: ciphertext bytes read so far (`done` on the last call). */
@@ -723,8 +721,6 @@ export async function decryptLayerToFile(args: {
       details: { mediaType: descriptor.mediaType },
     });
   const { hmac } = parsePublicOptions(descriptor.annotations?.[PUBOPTS_ANNOTATION]);
-  if (args.skipDiffId === true && args.expectedDiffId !== undefined)
-    throw new TypeError('decryptLayerToFile: expectedDiffId with skipDiffId');
   const partial = `${args.stagingPath}.partial`;
   const verify = !(args.ciphertext instanceof Readable) || args.ciphertextVerified !== true;
   // The ciphertext's digest and HMAC from one copy on one helper, the diff_id (inflate and
@@ -737,12 +733,13 @@ export async function decryptLayerToFile(args: {
     { kind: 'hmac', key: args.options.symkey },
   ]);
   // Without the diff_id the other helper hashes the plaintext instead, as in encryption.
+  const expectedDiffId = args.diffId === 'unchecked' ? undefined : args.diffId;
   const plainTap = new OffloadedTap([
-    args.skipDiffId === true
+    expectedDiffId === undefined
       ? { kind: 'sha256' }
       : diffIdSink(lt.compression, args.maxUncompressed),
   ]);
-  const plainHash = args.skipDiffId === true ? undefined : createHash('sha256');
+  const plainHash = expectedDiffId === undefined ? undefined : createHash('sha256');
   let src: ChunkSource | undefined;
   let sink: FileSink | undefined;
   try {
@@ -763,17 +760,17 @@ export async function decryptLayerToFile(args: {
     const ct = await ctTap.results();
     if (verify) checkBlob(descriptor, bytes, ct[0]);
     checkHmac(descriptor, ct[verify ? 1 : 0], hmac);
-    // The helper's result: the diff_id, or with skipDiffId the plaintext digest.
+    // The helper's result: the diff_id, or when unchecked the plaintext digest.
     const helperDigest = diffIdOf((await plainTap.results())[0]);
-    const diffId = plainHash === undefined ? undefined : helperDigest;
-    if (args.expectedDiffId !== undefined && diffId !== args.expectedDiffId)
+    const diffId = expectedDiffId === undefined ? undefined : helperDigest;
+    if (diffId !== expectedDiffId)
       throw imageError(
         'IMAGE_DIFF_ID_MISMATCH',
         `layer ${descriptor.digest} does not match its diff_id`,
         {
           details: {
             digest: descriptor.digest,
-            expected: args.expectedDiffId,
+            expected: expectedDiffId,
             actual: diffId,
           },
         },

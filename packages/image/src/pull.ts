@@ -133,7 +133,7 @@ export async function pullImage(o: PullOptions): Promise<PullResult> {
           descriptor: layer,
           options,
           stagingPath: path,
-          expectedDiffId: diffId,
+          diffId,
         });
       } else {
         if (o.requireEncrypted === true)

@@ -201,7 +201,7 @@ test('decryptLayerToFile from a local blob: checked even when told it is verifie
     descriptor: l.encrypted,
     options: l.options,
     stagingPath: join(dir, 'plain'),
-    expectedDiffId: sha(l.plain),
+    diffId: sha(l.plain),
   });
   assert.deepEqual(readFileSync(ok.path), l.gz);
   assert.equal(ok.plaintextDigest, sha(l.gz));
@@ -228,7 +228,7 @@ test('decryptLayerToFile from a local blob: checked even when told it is verifie
         descriptor: { ...l.encrypted, ...patch },
         options: l.options,
         stagingPath: staging,
-        expectedDiffId: sha(l.plain),
+        diffId: sha(l.plain),
       }),
       (e) => code(e) === want,
     );
@@ -244,14 +244,14 @@ test('decryptLayerToFile from a local blob: checked even when told it is verifie
       descriptor: l.encrypted,
       options: l.options,
       stagingPath: join(dir, 'plain-diff'),
-      expectedDiffId: sha(Buffer.from('another layer')),
+      diffId: sha(Buffer.from('another layer')),
     }),
     (e) => code(e) === 'IMAGE_DIFF_ID_MISMATCH',
   );
   assert.deepEqual(staged(dir, join(dir, 'plain-diff')), []);
 });
 
-test('decryptLayerToFile with skipDiffId: no diff_id, the same digest and HMAC checks', async (t) => {
+test("decryptLayerToFile with diffId 'unchecked': no diff_id, the same digest and HMAC checks", async (t) => {
   const dir = tempDir(t);
   const l = await layer(dir, 512 * 1024 + 7);
   const ok = await decryptLayerToFile({
@@ -259,7 +259,7 @@ test('decryptLayerToFile with skipDiffId: no diff_id, the same digest and HMAC c
     descriptor: l.encrypted,
     options: l.options,
     stagingPath: join(dir, 'plain'),
-    skipDiffId: true,
+    diffId: 'unchecked',
   });
   assert.deepEqual(readFileSync(ok.path), l.gz);
   assert.equal(ok.plaintextDigest, sha(l.gz));
@@ -278,22 +278,10 @@ test('decryptLayerToFile with skipDiffId: no diff_id, the same digest and HMAC c
         descriptor: { ...l.encrypted, ...patch },
         options: l.options,
         stagingPath: join(dir, 'plain-bad'),
-        skipDiffId: true,
+        diffId: 'unchecked',
       }),
       (e) => code(e) === want,
     );
     assert.deepEqual(staged(dir, join(dir, 'plain-bad')), []);
   }
-  // Asking for a diff_id check and skipping it is a caller's mistake, refused before any work.
-  await assert.rejects(
-    decryptLayerToFile({
-      ciphertext: { path: join(dir, 'ct') },
-      descriptor: l.encrypted,
-      options: l.options,
-      stagingPath: join(dir, 'plain-both'),
-      skipDiffId: true,
-      expectedDiffId: sha(l.plain),
-    }),
-    TypeError,
-  );
 });

@@ -168,7 +168,7 @@ test('decryption puts nothing at the staging path before the whole ciphertext is
     descriptor: layer.descriptor,
     options: layer.options,
     stagingPath: ok,
-    expectedDiffId: layer.diffId,
+    diffId: layer.diffId,
   });
   assert.ok(seen.chunks > 40);
   assert.equal(seen.early, false, 'staging path existed while ciphertext was unread');
@@ -192,6 +192,7 @@ test('decryption puts nothing at the staging path before the whole ciphertext is
         options: layer.options,
         stagingPath: join(dir, 'bad'),
         ciphertextVerified: verified,
+        diffId: layer.diffId,
       }),
       { code: 'IMAGE_ENC_HMAC_MISMATCH' },
     );
@@ -202,6 +203,7 @@ test('decryption puts nothing at the staging path before the whole ciphertext is
       descriptor: layer.descriptor,
       options: layer.options,
       stagingPath: join(dir, 'bad'),
+      diffId: layer.diffId,
     }),
     { code: 'IMAGE_DIGEST_MISMATCH' },
   );
@@ -211,7 +213,7 @@ test('decryption puts nothing at the staging path before the whole ciphertext is
       descriptor: layer.descriptor,
       options: layer.options,
       stagingPath: join(dir, 'bad'),
-      expectedDiffId: sha(Buffer.from('another layer')),
+      diffId: sha(Buffer.from('another layer')),
     }),
     { code: 'IMAGE_DIFF_ID_MISMATCH' },
   );
@@ -293,7 +295,7 @@ test('a failed decryption leaves no staged plaintext, and never a file at the st
         options: layer.options,
         stagingPath,
         ...(c.verified === undefined ? {} : { ciphertextVerified: c.verified }),
-        expectedDiffId: c.expectedDiffId ?? layer.diffId,
+        diffId: c.expectedDiffId ?? layer.diffId,
         ...(c.maxUncompressed === undefined ? {} : { maxUncompressed: c.maxUncompressed }),
       }),
       c.want,
