@@ -10,12 +10,13 @@
  *   - the sim platform certificate chain          cached by exact bytes: no operation
  *   - the agent key (`publicKey` form, no CSR)     import only: no operation
  *   - sign the mesh leaf certificate               ECDSA P-256 sign
- *   - encrypt the bundle (JWE ECDH-ES)              P-256 key generation + P-256 ECDH
+ *   - encrypt the bundle (JWE ECDH-ES)              X25519 key generation + X25519 ECDH
  *   - one TLS handshake (challenge and activate)    P-256 sign + X25519 ECDH
  *
  * The agents (load generator) run in this process, apart from the coordinator, and do real
- * per-activation work: a fresh P-256 key, a P-256 sim report signature over its own nonce and
- * key, one TLS connection (two requests) and the bundle decryption. They share the 2 cores with the
+ * per-activation work: a fresh P-256 certificate key and X25519 bundle key, a P-256 sim report
+ * signature over its own nonce and keys, one TLS connection (two requests) and the bundle
+ * decryption. They share the 2 cores with the
  * coordinator, so the wall-clock rate is a lower bound of what the coordinator alone can do;
  * the per-coordinator-CPU-second rate is the coordinator's own cost.
  *
@@ -31,7 +32,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { buildConnector, Client, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
-import { createECDH } from 'node:crypto';
+import { createECDH, generateKeyPairSync } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { activationReportData, nonceFromBase64Url, toBase64Url } from '@cloister/protocol';
@@ -84,31 +85,38 @@ type Connections = 'fresh' | 'kept';
 /**
  * A lean agent: the work a real agent must do per activation, without its start-up checks, on
  * undici (the CLI's HTTP client; a third less of the agents' CPU than node:https) and with
- * Node's ECDH for its key and bundle instead of jose (a load generator plays 50 agents on one
- * core). A fresh P-256 key, the challenge, a sim report over activationReportData(nonce, SPKI)
- * signed with the platform's P-256 key (the evidence package's WebCrypto path, as the sim
- * provider signs), the activation in the `publicKey` form, and the bundle opened with the key
- * (openBundle: ECDH, AES-GCM tag, schema).
+ * Node's crypto for its keys and bundle instead of WebCrypto and jose (a load generator plays 50
+ * agents on one core). A fresh P-256 certificate key and X25519 bundle key, the challenge, a sim
+ * report over activationReportData(nonce, SPKI, bundle key) signed with the platform's P-256
+ * key (the evidence package's WebCrypto path, as the sim provider signs), the activation in the
+ * `publicKey` form, and the bundle opened with the bundle key (openBundle: X25519, AES-GCM tag,
+ * schema).
  */
 async function leanActivation(
   pool: Dispatcher,
   hw: SimHardware,
   measurement: Uint8Array,
 ): Promise<void> {
-  const ecdh = createECDH('prime256v1');
-  const spki = p256Spki(ecdh.generateKeys());
+  const spki = p256Spki(createECDH('prime256v1').generateKeys());
+  const bundleKey = generateKeyPairSync('x25519');
+  const bundleRaw = Buffer.from(
+    bundleKey.publicKey.export({ format: 'jwk' }).x as string,
+    'base64url',
+  );
   const { nonce } = (await post(pool, '/v1/activate/challenge', {})) as {
     nonce: string;
   };
-  const reportData = await activationReportData(nonceFromBase64Url(nonce), spki);
+  const reportData = await activationReportData(nonceFromBase64Url(nonce), spki, bundleRaw);
   const data = await simReportFrom(hw, { measurement, reportData });
   const res = (await post(pool, '/v1/activate', {
     workload: 'bench',
     nonce,
     evidence: { type: 'sim', data: toBase64Url(data) },
     publicKey: toBase64Url(spki),
+    bundleKey: toBase64Url(bundleRaw),
   })) as { bundle: string };
-  if (openBundle(res.bundle, ecdh).env['MODE'] !== 'bench') throw new Error('unexpected bundle');
+  if (openBundle(res.bundle, bundleKey.privateKey).env['MODE'] !== 'bench')
+    throw new Error('unexpected bundle');
 }
 
 /** Child mode: start a coordinator and print its URL and root CA as one JSON line. */
@@ -371,12 +379,11 @@ export async function benchCoordinator(): Promise<void> {
 
     const v256 = opensslEcdsaVerify('p256');
     const s256 = opensslEcSpeed('ecdsap256', 'sign');
-    const dh256 = opensslEcSpeed('ecdhp256', 'op');
     const x25519 = opensslEcSpeed('ecdhx25519', 'op');
     // Seconds of one core per activation for the public-key work alone: the report signature,
-    // the leaf signature, the JWE (key generation ~ one ECDH, plus the ECDH); a fresh connection
-    // adds one TLS handshake (server signature + X25519).
-    const keptCost = 1 / v256 + 1 / s256 + 2 / dh256;
+    // the leaf signature, the JWE (X25519 key generation ~ one X25519, plus the X25519); a fresh
+    // connection adds one TLS handshake (server signature + X25519).
+    const keptCost = 1 / v256 + 1 / s256 + 2 / x25519;
     const freshCost = keptCost + 1 / s256 + 1 / x25519;
     const handshakes = await opensslHandshakesPerCpuSecond(dir);
 
@@ -413,10 +420,10 @@ export async function benchCoordinator(): Promise<void> {
       }
     }
     console.log(
-      `  primitives        P-256 verify ${fmt(v256)}/s, P-256 sign ${fmt(s256)}/s, P-256 ECDH ${fmt(dh256)}/s, X25519 ${fmt(x25519)}/s (openssl speed, one core)`,
+      `  primitives        P-256 verify ${fmt(v256)}/s, P-256 sign ${fmt(s256)}/s, X25519 ${fmt(x25519)}/s (openssl speed, one core)`,
     );
     console.log(
-      `  work counted      kept: 1 verify (report), 1 sign (leaf), 2 ECDH (JWE key generation and agreement); fresh adds 1 sign + 1 X25519 (handshake)`,
+      `  work counted      kept: 1 P-256 verify (report), 1 P-256 sign (leaf), 2 X25519 (JWE key generation and agreement); fresh adds 1 sign + 1 X25519 (handshake)`,
     );
     console.log(`  memory            ${fmt(rss, 1)} MiB RSS with ${fmt(total)} active instances`);
   } finally {

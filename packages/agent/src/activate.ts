@@ -39,7 +39,7 @@ import type { AgentEvidence, EvidenceProvider } from './providers/types.js';
 
 x509.cryptoProvider.set(globalThis.crypto);
 
-/** One activation's key: node KeyObject for TLS/PEM, WebCrypto keys for CSR and JWE. */
+/** One activation's certificate key: node KeyObject for TLS/PEM, a WebCrypto key for the CSR. */
 export interface ActivationKey {
   readonly privateKey: KeyObject;
   readonly keyPem: string;
@@ -56,15 +56,26 @@ export function newActivationKey(): ActivationKey {
   };
 }
 
-async function webKey(key: ActivationKey, alg: 'ECDSA' | 'ECDH'): Promise<webcrypto.CryptoKey> {
+async function signingKey(key: ActivationKey): Promise<webcrypto.CryptoKey> {
   const der = createPrivateKey(key.keyPem).export({ type: 'pkcs8', format: 'der' });
-  return webcrypto.subtle.importKey(
-    'pkcs8',
-    der,
-    { name: alg, namedCurve: 'P-256' },
-    false,
-    alg === 'ECDSA' ? ['sign'] : ['deriveBits', 'deriveKey'],
-  );
+  return webcrypto.subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: 'P-256' }, false, [
+    'sign',
+  ]);
+}
+
+/**
+ * A fresh X25519 key the coordinator seals this activation's bundle to (one key, one purpose:
+ * the P-256 key signs TLS handshakes, this one only agrees the bundle's key). The private half
+ * never leaves WebCrypto.
+ */
+async function newBundleKey(): Promise<{ privateKey: webcrypto.CryptoKey; raw: Uint8Array }> {
+  const kp = (await webcrypto.subtle.generateKey({ name: 'X25519' }, false, [
+    'deriveBits',
+  ])) as webcrypto.CryptoKeyPair;
+  return {
+    privateKey: kp.privateKey,
+    raw: new Uint8Array(await webcrypto.subtle.exportKey('raw', kp.publicKey)),
+  };
 }
 
 /** A PKCS#10 request (PEM) for the key, subject CN = workload (the coordinator sets the SAN). */
@@ -78,7 +89,7 @@ export async function buildCsr(key: ActivationKey, workload: string): Promise<st
   );
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: `CN=${workload}`,
-    keys: { privateKey: await webKey(key, 'ECDSA'), publicKey },
+    keys: { privateKey: await signingKey(key), publicKey },
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
   });
   return csr.toString('pem');
@@ -107,10 +118,10 @@ export interface ActivateOptions {
   /** Image workloads: the pulled image manifest, for key release (`openWorkloadImage`). */
   readonly image?: ImageKeyRequest;
   /**
-   * How the key is sent: `public-key` (default: the bare SPKI; the evidence binds its hash and
-   * the bundle is encrypted to it, so only the attested holder can use the answer) or `csr` (a
-   * PKCS#10 request, for coordinators that want proof of possession by signature; costs both
-   * sides an extra signature and ASN.1 work).
+   * How the certificate key is sent: `public-key` (default: the bare SPKI; the evidence binds
+   * its hash with the bundle key, and the bundle is sealed to the bundle key, so only the
+   * attested holder can use the answer) or `csr` (a PKCS#10 request, for coordinators that want
+   * proof of possession by signature; costs both sides an extra signature and ASN.1 work).
    */
   readonly keyForm?: 'csr' | 'public-key';
   readonly now?: () => Date;
@@ -134,7 +145,8 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
   );
   const nonce = nonceFromBase64Url(challenge.nonce);
   const key = newActivationKey();
-  const reportData = await activationReportData(nonce, key.spkiDer);
+  const bundleKey = await newBundleKey();
+  const reportData = await activationReportData(nonce, key.spkiDer, bundleKey.raw);
   const evidence = await o.provider.getEvidence(reportData);
   const body: ActivateRequest = {
     workload: o.workload,
@@ -143,6 +155,7 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
     ...(o.keyForm === 'csr'
       ? { csr: await buildCsr(key, o.workload) }
       : { publicKey: toBase64Url(key.spkiDer) }),
+    bundleKey: toBase64Url(bundleKey.raw),
     ...(o.instanceId === undefined ? {} : { instanceId: o.instanceId }),
     ...(o.image === undefined ? {} : { image: o.image }),
   };
@@ -151,7 +164,7 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
     await o.client.postJson('/v1/activate', body),
     'activate',
   );
-  const bundle = await decryptBundle(res.bundle, await webKey(key, 'ECDH'));
+  const bundle = await decryptBundle(res.bundle, bundleKey.privateKey);
   // Nothing from the bundle is used before the coordinator's TLS identity is settled.
   if (o.client.pinned) {
     o.client.assertSameRoot(bundle.mesh.rootCa);

@@ -114,7 +114,8 @@ export async function startStub(o: StubOptions): Promise<Stub> {
       roots: [simRootAnchor(o.sim)],
       allowSimulation: true,
     });
-    const expected = await activationReportData(nonceFromBase64Url(body.nonce), spki);
+    const bundleKey = fromBase64Url(body.bundleKey);
+    const expected = await activationReportData(nonceFromBase64Url(body.nonce), spki, bundleKey);
     if (claims.reportData !== toHex(expected)) return problem(res, 403, 'BINDING');
     if (claims.measurement !== toHex(o.measurement)) return problem(res, 403, 'MEASUREMENT');
     const publicKey = await webcrypto.subtle.importKey(
@@ -136,15 +137,9 @@ export async function startStub(o: StubOptions): Promise<Stub> {
       renewAfter: new Date(Date.now() + (o.renewAfterMs ?? 3_600_000)).toISOString(),
     };
     if (stub.bundleOverride !== undefined) bundle = stub.bundleOverride(bundle);
-    const ecdh = await webcrypto.subtle.importKey(
-      'spki',
-      spki,
-      { name: 'ECDH', namedCurve: 'P-256' },
-      true,
-      [],
-    );
+    const sealTo = await webcrypto.subtle.importKey('raw', bundleKey, { name: 'X25519' }, true, []);
     send(res, 200, {
-      bundle: await encryptBundle(bundle, ecdh),
+      bundle: await encryptBundle(bundle, sealTo),
       certificate: `${leaf.certPem}\n${o.meshCa.certPem}`,
       expiresAt: leaf.cert.notAfter.toISOString(),
       instanceId: body.instanceId ?? randomBytes(8).toString('hex'),

@@ -1,21 +1,30 @@
 /**
- * Seals an activation bundle to the agent's attested P-256 key: a JWE in compact serialisation
- * with `alg: ECDH-ES` (direct key agreement), `enc: A256GCM`, exactly what the protocol
- * package's `decryptBundle` (jose) opens. The protocol package's `encryptBundle` makes the same
- * JWE through jose and WebCrypto; this one exists because the coordinator seals one bundle per
- * activation and, with OpenSSL 3, jose's path (WebCrypto key import, key generation, export and
- * derivation) costs about 0.9 ms of CPU against about 0.2 ms here with Node's `ECDH`, which
- * takes the raw point and checks it is on the curve. Tests open these JWEs with jose.
+ * Seals an activation bundle to the agent's attested X25519 bundle key: a JWE in compact
+ * serialisation with `alg: ECDH-ES` (direct key agreement, RFC 8037 X25519), `enc: A256GCM`,
+ * exactly what the protocol package's `decryptBundle` (jose) opens. The protocol package's
+ * `encryptBundle` makes the same JWE through jose and WebCrypto; this one exists because the
+ * coordinator seals one bundle per activation and jose's path (WebCrypto key generation, export
+ * and derivation) costs several times more CPU than Node's `diffieHellman` here. Tests open these
+ * JWEs with jose.
  *
  * `openBundle` is the matching Node path for load generators that play many agents at once; the
  * agent itself opens its bundle with jose (`decryptBundle`).
  *
  * RFC 7518 §4.6: a fresh ephemeral key per bundle; the content key is the Concat KDF (NIST SP
  * 800-56A, SHA-256, one round) of Z with AlgorithmID = "A256GCM", empty PartyUInfo and
- * PartyVInfo, SuppPubInfo = 256; the AAD is the ASCII of the encoded protected header.
+ * PartyVInfo, SuppPubInfo = 256; the AAD is the ASCII of the encoded protected header. An
+ * all-zero Z (the peer sent a low-order point, RFC 7748 §6.1) is refused.
  */
-import { createCipheriv, createDecipheriv, createECDH, createHash, randomBytes } from 'node:crypto';
-import type { ECDH } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  randomBytes,
+} from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import {
   BUNDLE_CONTENT_TYPE,
   ActivationBundleSchema,
@@ -52,21 +61,40 @@ export interface BundleSealer {
   seal(bundle: ActivationBundle): string;
 }
 
+/** An X25519 public key object from its 32 raw bytes (RFC 7748). */
+function x25519PublicKey(raw: Uint8Array): KeyObject {
+  if (raw.length !== 32) throw new Error(`an X25519 key has 32 bytes, not ${raw.length}`);
+  return createPublicKey({
+    key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(raw).toString('base64url') },
+    format: 'jwk',
+  });
+}
+
+/** X25519 agreement; an all-zero result means a low-order peer point and is refused. */
+function agree(privateKey: KeyObject, publicKey: KeyObject): Buffer {
+  const z = diffieHellman({ privateKey, publicKey });
+  if (z.every((b) => b === 0)) throw new Error('low-order X25519 point');
+  return z;
+}
+
 /**
- * Agrees a fresh ephemeral key with the uncompressed P-256 point `agentPoint` (0x04 || X || Y).
- * COORDINATOR_KEY_INVALID when the point is not on the curve: call it before committing
+ * Agrees a fresh ephemeral X25519 key with the agent's bundle key (`bundleKey`, 32 bytes).
+ * COORDINATOR_KEY_INVALID when it is not a usable X25519 key: call it before committing
  * anything, so that a bad key refuses the activation instead of failing after it.
  */
-export function bundleSealer(agentPoint: Uint8Array): BundleSealer {
-  const eph = createECDH('prime256v1');
-  const epk = eph.generateKeys();
+export function bundleSealer(bundleKey: Uint8Array): BundleSealer {
+  const eph = generateKeyPairSync('x25519');
   let z: Buffer;
   try {
-    z = eph.computeSecret(agentPoint);
+    z = agree(eph.privateKey, x25519PublicKey(bundleKey));
   } catch (cause) {
-    throw coordinatorError('COORDINATOR_KEY_INVALID', 'the agent key is not a P-256 public key', {
-      cause,
-    });
+    throw coordinatorError(
+      'COORDINATOR_KEY_INVALID',
+      'the bundle key is not an X25519 public key',
+      {
+        cause,
+      },
+    );
   }
   const cek = contentKey(z);
   const header = Buffer.from(
@@ -74,12 +102,7 @@ export function bundleSealer(agentPoint: Uint8Array): BundleSealer {
       alg: 'ECDH-ES',
       enc: ENC,
       cty: BUNDLE_CONTENT_TYPE,
-      epk: {
-        kty: 'EC',
-        crv: 'P-256',
-        x: epk.subarray(1, 33).toString('base64url'),
-        y: epk.subarray(33, 65).toString('base64url'),
-      },
+      epk: { kty: 'OKP', crv: 'X25519', x: eph.publicKey.export({ format: 'jwk' }).x },
     }),
   ).toString('base64url');
   let used = false;
@@ -99,19 +122,19 @@ export function bundleSealer(agentPoint: Uint8Array): BundleSealer {
   };
 }
 
-/** Encrypts `bundle` to `agentPoint` in one step (see `bundleSealer`). */
-export function sealBundle(bundle: ActivationBundle, agentPoint: Uint8Array): string {
-  return bundleSealer(agentPoint).seal(bundle);
+/** Encrypts `bundle` to `bundleKey` in one step (see `bundleSealer`). */
+export function sealBundle(bundle: ActivationBundle, bundleKey: Uint8Array): string {
+  return bundleSealer(bundleKey).seal(bundle);
 }
 
 const B64U = /^[A-Za-z0-9_-]*$/;
 
 /**
- * Opens a bundle sealed to `agent` (a Node ECDH object holding the agent's P-256 private key):
- * the same checks as `decryptBundle` (algorithms, content type, GCM tag, JSON, schema), with
+ * Opens a bundle sealed to the agent's bundle key (`agent`: its X25519 private key): the same
+ * checks as `decryptBundle` (algorithms, content type, GCM tag, JSON, schema), with
  * BUNDLE_INVALID for any failure.
  */
-export function openBundle(jwe: string, agent: ECDH): ActivationBundle {
+export function openBundle(jwe: string, agent: KeyObject): ActivationBundle {
   const invalid = (why: string, cause?: unknown): Error =>
     protocolError('BUNDLE_INVALID', `the bundle cannot be opened: ${why}`, {
       ...(cause === undefined ? {} : { cause }),
@@ -134,30 +157,28 @@ export function openBundle(jwe: string, agent: ECDH): ActivationBundle {
     h.cty !== BUNDLE_CONTENT_TYPE ||
     typeof epk !== 'object' ||
     epk === null ||
-    epk['kty'] !== 'EC' ||
-    epk['crv'] !== 'P-256' ||
-    typeof epk['x'] !== 'string' ||
-    typeof epk['y'] !== 'string'
+    epk['kty'] !== 'OKP' ||
+    epk['crv'] !== 'X25519' ||
+    typeof epk['x'] !== 'string'
   ) {
     throw invalid('unexpected algorithms, content type or ephemeral key');
   }
   const x = Buffer.from(epk['x'], 'base64url');
-  const y = Buffer.from(epk['y'], 'base64url');
   const iv = Buffer.from(ivText, 'base64url');
   const tag = Buffer.from(tagText, 'base64url');
-  if (x.length !== 32 || y.length !== 32 || iv.length !== 12 || tag.length !== 16) {
+  if (x.length !== 32 || iv.length !== 12 || tag.length !== 16) {
     throw invalid('wrong field lengths');
   }
   let plaintext: string;
   try {
-    const z = agent.computeSecret(Buffer.concat([Buffer.of(4), x, y]));
+    const z = agree(agent, x25519PublicKey(x));
     const gcm = createDecipheriv('aes-256-gcm', contentKey(z), iv);
     gcm.setAAD(Buffer.from(header, 'ascii'));
     gcm.setAuthTag(tag);
     const pt = Buffer.concat([gcm.update(Buffer.from(ctText, 'base64url')), gcm.final()]);
     plaintext = new TextDecoder('utf-8', { fatal: true }).decode(pt);
   } catch (cause) {
-    throw invalid('it does not decrypt with the agent key', cause);
+    throw invalid('it does not decrypt with the bundle key', cause);
   }
   try {
     return checkBody(ActivationBundleSchema, JSON.parse(plaintext), 'bundle');

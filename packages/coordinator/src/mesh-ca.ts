@@ -153,7 +153,7 @@ function checkP256Spki(spkiDer: Uint8Array): void {
   }
 }
 
-/** The P-256 SPKI of an uncompressed point (0x04 || X || Y): `agentPoint` reversed. */
+/** The P-256 SPKI of an uncompressed point (0x04 || X || Y). */
 export function p256Spki(point: Uint8Array): Uint8Array {
   if (point.length !== 65 || point[0] !== 4) {
     throw coordinatorError('COORDINATOR_KEY_INVALID', 'not an uncompressed P-256 point', {
@@ -166,14 +166,42 @@ export function p256Spki(point: Uint8Array): Uint8Array {
   return spki;
 }
 
+/** P-256 (FIPS 186-4 D.1.2.3): the field prime and the curve's b; a = -3. */
+const P256_P = 2n ** 256n - 2n ** 224n + 2n ** 192n + 2n ** 96n - 1n;
+const P256_B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604bn;
+
+function bigIntOf(b: Uint8Array): bigint {
+  return BigInt(`0x${Buffer.from(b).toString('hex')}`);
+}
+
 /**
- * The uncompressed point (0x04 || X || Y) of an agent's P-256 SubjectPublicKeyInfo, for the
- * bundle's ECDH; COORDINATOR_KEY_INVALID on any other form. Whether the point is on the curve is
- * checked by the key agreement itself (`bundleSealer`), which stops invalid-curve attacks.
+ * Whether X || Y (32 + 32 bytes) is a point of P-256: both coordinates below p and
+ * y^2 = x^3 - 3x + b (mod p). For a prime-order curve (cofactor 1) that is full public key
+ * validation (SEC 1 v2 §3.2.2.1); it costs a few BigInt products instead of the scalar
+ * multiplication OpenSSL 3.0 adds when it imports a key.
  */
-export function agentPoint(spkiDer: Uint8Array): Uint8Array {
+export function onP256(xy: Uint8Array): boolean {
+  if (xy.length !== 64) return false;
+  const x = bigIntOf(xy.subarray(0, 32));
+  const y = bigIntOf(xy.subarray(32));
+  if (x >= P256_P || y >= P256_P) return false;
+  const rhs = (((x * x * x - 3n * x + P256_B) % P256_P) + P256_P) % P256_P;
+  return (y * y) % P256_P === rhs;
+}
+
+/**
+ * The agent's certificate key of the `publicKey` form, checked: an uncompressed P-256
+ * SubjectPublicKeyInfo whose point is on the curve; COORDINATOR_KEY_INVALID otherwise (a key
+ * nobody could use goes into no certificate). The `csr` form is checked by `spkiFromCsr`.
+ */
+export function agentSpki(spkiDer: Uint8Array): Uint8Array {
   checkP256Spki(spkiDer);
-  return spkiDer.subarray(P256_SPKI_PREFIX.length - 1);
+  if (!onP256(spkiDer.subarray(P256_SPKI_PREFIX.length))) {
+    throw coordinatorError('COORDINATOR_KEY_INVALID', 'the agent key is not a point of P-256', {
+      details: { rule: 'key', expected: 'a P-256 point', actual: 'off the curve' },
+    });
+  }
+  return spkiDer;
 }
 
 /** Imports an agent's P-256 SubjectPublicKeyInfo; COORDINATOR_KEY_INVALID on anything else. */

@@ -53,7 +53,7 @@ import { coordinatorError } from './error-codes.js';
 import type { EvidenceInput, EvidenceVerifier } from './evidence-verifier.js';
 import type { ActivateBody, PutSecretBody, SetManifestBody } from './http/schemas.js';
 import {
-  agentPoint,
+  agentSpki,
   createIntermediateCa,
   generateP256,
   issueLeaf,
@@ -552,12 +552,14 @@ export class CoordinatorService {
         },
       );
     }
-    // The agent key, imported once (for the JWE) after a strict P-256 SPKI check. The
-    // `publicKey` form needs no proof of possession beyond the binding below: the bundle
-    // (certificate key included) is encrypted to this key, so only its holder can use it.
-    const spki = 'csr' in body ? await spkiFromCsr(body.csr) : fromB64u(body.publicKey);
-    // Agreed now, so that a point off the curve is refused before anything is committed.
-    const sealer = bundleSealer(agentPoint(spki));
+    // The agent's two keys: its P-256 certificate key (strict SPKI, on the curve) and its X25519
+    // bundle key. The `publicKey` form needs no proof of possession beyond the binding below:
+    // the bundle (certificate included) is sealed to the bundle key that the same evidence
+    // binds, so only the holder of both can use the certificate.
+    const spki = 'csr' in body ? await spkiFromCsr(body.csr) : agentSpki(fromB64u(body.publicKey));
+    const bundleKey = fromB64u(body.bundleKey);
+    // Agreed now, so that an unusable bundle key is refused before anything is committed.
+    const sealer = bundleSealer(bundleKey);
     const evidence: EvidenceInput = {
       type: body.evidence.type,
       data: fromB64u(body.evidence.data),
@@ -567,12 +569,12 @@ export class CoordinatorService {
     const verified: VerifiedEvidence = await this.#o.verifier.verify(evidence, now);
 
     // Binding: stops replay of evidence made for another nonce and relay of evidence made for
-    // another key (the bundle is encrypted to the key the evidence vouches for).
-    const expected = hex(await activationReportData(nonce, spki));
+    // other keys (the bundle is sealed to the bundle key the evidence vouches for).
+    const expected = hex(await activationReportData(nonce, spki, bundleKey));
     if (verified.claims.reportData.toLowerCase() !== expected) {
       throw coordinatorError(
         'COORDINATOR_BINDING_MISMATCH',
-        'report data does not bind the nonce and agent key',
+        'report data does not bind the nonce and agent keys',
         {
           details: { rule: 'reportData', expected, actual: verified.claims.reportData },
         },

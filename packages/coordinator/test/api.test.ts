@@ -18,14 +18,7 @@ import {
 } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
 import type { LightMyRequestResponse } from 'fastify';
-import {
-  agentKey,
-  baseManifest,
-  ecdhPrivate,
-  signTransition,
-  simEvidence,
-  startFixture,
-} from './helpers.js';
+import { agentKey, baseManifest, signTransition, simEvidence, startFixture } from './helpers.js';
 import type { Fixture } from './helpers.js';
 
 type Inject = (
@@ -75,7 +68,7 @@ async function activate(
   const ch = await inj('POST', '/v1/activate/challenge');
   assert.equal(ch.statusCode, 200);
   const { nonce } = checkBody(ROUTES.activateChallenge.response, ch.json());
-  const evidence = await simEvidence(f.hw, nonce, agent.spki, {
+  const evidence = await simEvidence(f.hw, nonce, agent, {
     ...(body.measurement === undefined ? {} : { measurement: body.measurement }),
     ...(body.debug === undefined ? {} : { debug: body.debug }),
   });
@@ -84,6 +77,7 @@ async function activate(
     nonce,
     evidence,
     csr: agent.csr,
+    bundleKey: agent.bundleKey,
     ...(body.instanceId === undefined ? {} : { instanceId: body.instanceId }),
   });
   return { r, agent, nonce, evidence };
@@ -241,7 +235,7 @@ describe('coordinator API (in process)', () => {
     const { r, agent } = await activate(f, inj);
     assert.equal(r.statusCode, 200, r.body);
     const out = checkBody(ROUTES.activate.response, r.json());
-    const bundle = await decryptBundle(out.bundle, await ecdhPrivate(agent.keys));
+    const bundle = await decryptBundle(out.bundle, agent.bundlePrivate);
     assert.deepEqual(bundle.args, ['/usr/bin/app', '--listen', ':8080']);
     assert.match(bundle.env.API_KEY ?? '', /^[0-9a-f]{64}$/);
     assert.match(bundle.env.INSTANCE_KEY ?? '', /^[0-9a-f]{32}$/);
@@ -270,7 +264,7 @@ describe('coordinator API (in process)', () => {
     assert.equal(bundle.mesh.rootCa.trim(), f.coord.rootCaPem.trim());
     // Another key cannot open it.
     const other = await agentKey();
-    await assert.rejects(decryptBundle(out.bundle, await ecdhPrivate(other.keys)), {
+    await assert.rejects(decryptBundle(out.bundle, other.bundlePrivate), {
       code: 'BUNDLE_INVALID',
     });
   });
@@ -304,20 +298,37 @@ describe('coordinator API (in process)', () => {
       nonce,
       evidence,
       csr: agent.csr,
+      bundleKey: agent.bundleKey,
     });
     problem(replay, 403, 'COORDINATOR_NONCE_INVALID');
 
-    // Evidence bound to key A, sent with key B's CSR (relay / key substitution).
+    // Evidence bound to agent A's keys, sent with agent B's (relay / key substitution), or with
+    // A's certificate key and B's bundle key (a relay that would read the bundle).
     const a = await agentKey();
     const b = await agentKey();
+    {
+      const { nonce } = (await inj('POST', '/v1/activate/challenge')).json<{ nonce: string }>();
+      problem(
+        await inj('POST', '/v1/activate', {
+          workload: 'backend',
+          nonce,
+          evidence: await simEvidence(f.hw, nonce, a),
+          csr: a.csr,
+          bundleKey: b.bundleKey,
+        }),
+        403,
+        'COORDINATOR_BINDING_MISMATCH',
+      );
+    }
     const { nonce: n2 } = (await inj('POST', '/v1/activate/challenge')).json<{ nonce: string }>();
-    const ev2 = await simEvidence(f.hw, n2, a.spki);
+    const ev2 = await simEvidence(f.hw, n2, a);
     const p = problem(
       await inj('POST', '/v1/activate', {
         workload: 'backend',
         nonce: n2,
         evidence: ev2,
         csr: b.csr,
+        bundleKey: b.bundleKey,
       }),
       403,
       'COORDINATOR_BINDING_MISMATCH',
@@ -327,13 +338,14 @@ describe('coordinator API (in process)', () => {
     // Evidence for another nonce.
     const { nonce: n3 } = (await inj('POST', '/v1/activate/challenge')).json<{ nonce: string }>();
     const { nonce: n4 } = (await inj('POST', '/v1/activate/challenge')).json<{ nonce: string }>();
-    const ev3 = await simEvidence(f.hw, n4, a.spki);
+    const ev3 = await simEvidence(f.hw, n4, a);
     problem(
       await inj('POST', '/v1/activate', {
         workload: 'backend',
         nonce: n3,
         evidence: ev3,
         csr: a.csr,
+        bundleKey: a.bundleKey,
       }),
       403,
       'COORDINATOR_BINDING_MISMATCH',
@@ -347,13 +359,39 @@ describe('coordinator API (in process)', () => {
         nonce: n5,
         evidence: ev3,
         csr: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----',
+        bundleKey: a.bundleKey,
       }),
       400,
       'COORDINATOR_KEY_INVALID',
     );
+    // A certificate key off the curve, and bundle keys nobody can agree a secret with (a
+    // low-order point, the zero point), each bound by valid evidence: refused before anything
+    // is committed.
+    const offCurve = Buffer.from(a.spki);
+    offCurve[90] = (offCurve[90] as number) ^ 1;
+    const lowOrder = Buffer.alloc(32);
+    lowOrder[0] = 1;
+    for (const [spki, bundleRaw] of [
+      [offCurve, a.bundleRaw],
+      [a.spki, lowOrder],
+      [a.spki, Buffer.alloc(32)],
+    ] as const) {
+      const { nonce } = (await inj('POST', '/v1/activate/challenge')).json<{ nonce: string }>();
+      problem(
+        await inj('POST', '/v1/activate', {
+          workload: 'backend',
+          nonce,
+          evidence: await simEvidence(f.hw, nonce, { spki, bundleRaw }),
+          publicKey: Buffer.from(spki).toString('base64url'),
+          bundleKey: Buffer.from(bundleRaw).toString('base64url'),
+        }),
+        400,
+        'COORDINATOR_KEY_INVALID',
+      );
+    }
     // Forged sim evidence: one flipped byte in the signed region.
     const { nonce: n6 } = (await inj('POST', '/v1/activate/challenge')).json<{ nonce: string }>();
-    const ev6 = await simEvidence(f.hw, n6, a.spki);
+    const ev6 = await simEvidence(f.hw, n6, a);
     const raw = Buffer.from(ev6.data, 'base64url');
     raw[0x30] = (raw[0x30] ?? 0) ^ 1;
     const forged = await inj('POST', '/v1/activate', {
@@ -361,6 +399,7 @@ describe('coordinator API (in process)', () => {
       nonce: n6,
       evidence: { type: 'sim', data: raw.toString('base64url') },
       csr: a.csr,
+      bundleKey: a.bundleKey,
     });
     assert.equal(forged.statusCode, 403, forged.body);
     assert.equal(forged.json<{ layer: string }>().layer, 'SIGNATURE');
@@ -370,13 +409,17 @@ describe('coordinator API (in process)', () => {
     const before = checkBody(ROUTES.status.response, (await inj('GET', '/v1/status')).json());
     assert.equal(before.state, 'ready');
     const ids: string[] = [];
-    const bundles: { keys: CryptoKeyPair; bundle: string }[] = [];
+    const bundles: { keys: CryptoKeyPair; bundlePrivate: CryptoKey; bundle: string }[] = [];
     // One frontend is already live from the happy path test: two more reach the limit of 3.
     for (let i = 0; i < 2; i++) {
       const { r, agent } = await activate(f, inj);
       assert.equal(r.statusCode, 200, r.body);
       ids.push(r.json<{ instanceId: string }>().instanceId);
-      bundles.push({ keys: agent.keys, bundle: r.json<{ bundle: string }>().bundle });
+      bundles.push({
+        keys: agent.keys,
+        bundlePrivate: agent.bundlePrivate,
+        bundle: r.json<{ bundle: string }>().bundle,
+      });
     }
     const p = problem((await activate(f, inj)).r, 429, 'COORDINATOR_TOO_MANY_INSTANCES');
     assert.equal((p.details as Record<string, unknown>).rule, 'maxInstances');
@@ -385,18 +428,18 @@ describe('coordinator API (in process)', () => {
     assert.equal(renewed.r.json<{ instanceId: string }>().instanceId, ids[0]);
     const b0 = await decryptBundle(
       bundles[0]?.bundle ?? '',
-      await ecdhPrivate(bundles[0]?.keys as CryptoKeyPair),
+      bundles[0]?.bundlePrivate as CryptoKey,
     );
     const b1 = await decryptBundle(
       renewed.r.json<{ bundle: string }>().bundle,
-      await ecdhPrivate(renewed.agent.keys),
+      renewed.agent.bundlePrivate,
     );
     // Per-instance secret stays across renewal; the shared one is the same for everyone.
     assert.equal(b1.env.INSTANCE_KEY, b0.env.INSTANCE_KEY);
     assert.equal(b1.env.API_KEY, b0.env.API_KEY);
     const other = await decryptBundle(
       bundles[1]?.bundle ?? '',
-      await ecdhPrivate(bundles[1]?.keys as CryptoKeyPair),
+      bundles[1]?.bundlePrivate as CryptoKey,
     );
     assert.notEqual(other.env.INSTANCE_KEY, b0.env.INSTANCE_KEY);
     problem(

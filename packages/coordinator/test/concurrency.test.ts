@@ -34,8 +34,9 @@ describe('concurrent activations', () => {
         return {
           workload: 'limited',
           nonce,
-          evidence: await simEvidence(f.hw, nonce, a.spki),
+          evidence: await simEvidence(f.hw, nonce, a),
           csr: a.csr,
+          bundleKey: a.bundleKey,
         };
       }),
     );

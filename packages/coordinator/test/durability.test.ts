@@ -32,7 +32,6 @@ import { Store } from '../src/store/store.js';
 import type { InstanceRecord } from '../src/service.js';
 import {
   agentKey,
-  ecdhPrivate,
   MEASUREMENT,
   ownerKey,
   signTransition,
@@ -169,8 +168,9 @@ describe('durability under SIGKILL', () => {
           body: {
             workload: 'fleet',
             nonce,
-            evidence: await simEvidence(hw, nonce, agent.spki),
+            evidence: await simEvidence(hw, nonce, agent),
             csr: agent.csr,
+            bundleKey: agent.bundleKey,
           },
         };
       }),
@@ -181,6 +181,7 @@ describe('durability under SIGKILL', () => {
       certificate: string;
       bundle: string;
       keys: CryptoKeyPair;
+      bundlePrivate: CryptoKey;
     }[] = [];
     let tokenAcked = false;
     let killed = false;
@@ -201,6 +202,7 @@ describe('durability under SIGKILL', () => {
               certificate: out.certificate,
               bundle: out.bundle,
               keys: p.agent.keys,
+              bundlePrivate: p.agent.bundlePrivate,
             });
             if (acked.length === 60) kill();
           } else {
@@ -247,12 +249,13 @@ describe('durability under SIGKILL', () => {
     const renew = await call(r, 'POST', '/v1/activate', {
       workload: 'fleet',
       nonce,
-      evidence: await simEvidence(hw, nonce, agent.spki),
+      evidence: await simEvidence(hw, nonce, agent),
       csr: agent.csr,
+      bundleKey: agent.bundleKey,
       instanceId: first.instanceId,
     });
     assert.equal(renew.status, 200, JSON.stringify(renew.json));
-    const b = await decryptBundle(first.bundle, await ecdhPrivate(first.keys));
+    const b = await decryptBundle(first.bundle, first.bundlePrivate);
     assert.equal(b.env.DB, dbPassword);
     const apiKeyHex = b.env.KEY ?? '';
     r.proc.kill('SIGTERM');

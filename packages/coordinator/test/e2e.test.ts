@@ -27,14 +27,7 @@ import type { Manifest } from '@cloister/protocol';
 import { coordinatorSimMeasurement } from '../src/coordinator.js';
 import { DerivedKeySealer } from '../src/store/sealer.js';
 import { coordinatorError } from '../src/error-codes.js';
-import {
-  agentKey,
-  baseManifest,
-  ecdhPrivate,
-  signTransition,
-  simEvidence,
-  startFixture,
-} from './helpers.js';
+import { agentKey, baseManifest, signTransition, simEvidence, startFixture } from './helpers.js';
 import type { Fixture } from './helpers.js';
 
 interface Client {
@@ -116,7 +109,7 @@ async function tryActivate(
       ROUTES.activateChallenge.response,
       (await c.call('POST', '/v1/activate/challenge')).json,
     ).nonce;
-  const bound = o.otherKey === true ? (await agentKey()).spki : agent.spki;
+  const bound = o.otherKey === true ? await agentKey() : agent;
   const evidence = await simEvidence(
     f.hw,
     nonce,
@@ -128,6 +121,7 @@ async function tryActivate(
     nonce,
     evidence,
     csr: agent.csr,
+    bundleKey: agent.bundleKey,
   });
   return { ...r, agent, nonce };
 }
@@ -188,7 +182,7 @@ describe('coordinator end to end over TLS', () => {
     const ok = await tryActivate(f, c);
     assert.equal(ok.status, 200, JSON.stringify(ok.json));
     const out = checkBody(ROUTES.activate.response, ok.json);
-    const bundle = await decryptBundle(out.bundle, await ecdhPrivate(ok.agent.keys));
+    const bundle = await decryptBundle(out.bundle, ok.agent.bundlePrivate);
     assert.equal(
       Buffer.from(bundle.files['/etc/app/db.conf'] ?? '', 'base64url').toString(),
       'password=correct horse',

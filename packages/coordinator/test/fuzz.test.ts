@@ -77,8 +77,9 @@ describe('random and mutated requests', () => {
       JSON.stringify({
         workload: 'backend',
         nonce,
-        evidence: await simEvidence(f.hw, nonce, agent.spki),
+        evidence: await simEvidence(f.hw, nonce, agent),
         csr: agent.csr,
+        bundleKey: agent.bundleKey,
       }),
     ) as Json;
     valid['/v1/manifest'] = JSON.parse(

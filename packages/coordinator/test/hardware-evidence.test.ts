@@ -42,6 +42,7 @@ describe('hardware evidence (SEV-SNP vector)', { skip }, () => {
         workload: 'web',
         nonce,
         csr: agent.csr,
+        bundleKey: agent.bundleKey,
         evidence: { type: 'sev-snp', data: toBase64Url(report), certs: certs.map(toBase64Url) },
       },
     });

@@ -178,8 +178,21 @@ export async function installManifest(f: Fixture, manifest: Manifest): Promise<v
   assert.equal(r.statusCode, 200, r.body);
 }
 
-/** A fake agent: a fresh P-256 key and its CSR. */
-export async function agentKey(): Promise<{ keys: CryptoKeyPair; csr: string; spki: Uint8Array }> {
+/**
+ * A fake agent: a fresh P-256 certificate key and its CSR, and a fresh X25519 bundle key (its
+ * raw public half, base64url, as the request carries it).
+ */
+export interface FakeAgent {
+  readonly keys: CryptoKeyPair;
+  readonly csr: string;
+  readonly spki: Uint8Array;
+  readonly bundleKey: string;
+  readonly bundleRaw: Uint8Array;
+  /** Opens the bundle (`decryptBundle`). */
+  readonly bundlePrivate: CryptoKey;
+}
+
+export async function agentKey(): Promise<FakeAgent> {
   const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
     'sign',
     'verify',
@@ -190,17 +203,32 @@ export async function agentKey(): Promise<{ keys: CryptoKeyPair; csr: string; sp
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
   });
   const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', keys.publicKey));
-  return { keys, csr: csr.toString('pem'), spki };
+  const bundle = (await webcrypto.subtle.generateKey({ name: 'X25519' }, false, [
+    'deriveBits',
+  ])) as CryptoKeyPair;
+  const bundleRaw = new Uint8Array(await webcrypto.subtle.exportKey('raw', bundle.publicKey));
+  return {
+    keys,
+    csr: csr.toString('pem'),
+    spki,
+    bundleKey: toBase64Url(bundleRaw),
+    bundleRaw,
+    bundlePrivate: bundle.privateKey,
+  };
 }
 
-/** Sim evidence binding `nonce` and `spki`. */
+/** Sim evidence binding `nonce` and the agent's two keys. */
 export async function simEvidence(
   hw: SimHardware,
   nonce: string,
-  spki: Uint8Array,
+  agent: Pick<FakeAgent, 'spki' | 'bundleRaw'>,
   fields: { measurement?: string; debug?: boolean; svn?: number } = {},
 ): Promise<{ type: 'sim'; data: string }> {
-  const reportData = await activationReportData(nonceFromBase64Url(nonce), spki);
+  const reportData = await activationReportData(
+    nonceFromBase64Url(nonce),
+    agent.spki,
+    agent.bundleRaw,
+  );
   const data = await simReportFrom(hw, {
     measurement: new Uint8Array(Buffer.from(fields.measurement ?? MEASUREMENT, 'hex')),
     reportData,
@@ -208,19 +236,6 @@ export async function simEvidence(
     ...(fields.svn === undefined ? {} : { svn: fields.svn }),
   });
   return { type: 'sim', data: toBase64Url(data) };
-}
-
-/** Converts an agent's ECDSA key pair into an ECDH private key (to open the bundle JWE). */
-export async function ecdhPrivate(keys: CryptoKeyPair): Promise<CryptoKey> {
-  const jwk = await webcrypto.subtle.exportKey('jwk', keys.privateKey);
-  const { key_ops: _k, ...rest } = jwk;
-  return webcrypto.subtle.importKey(
-    'jwk',
-    { ...rest, ext: true },
-    { name: 'ECDH', namedCurve: 'P-256' },
-    false,
-    ['deriveBits', 'deriveKey'],
-  );
 }
 
 export { ZERO_HASH };

@@ -1,10 +1,12 @@
 import 'reflect-metadata';
 import { strict as assert } from 'node:assert';
-import { X509Certificate, randomBytes, webcrypto } from 'node:crypto';
+import { X509Certificate, createECDH, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import { describe, it } from 'node:test';
 import * as x509 from '@peculiar/x509';
+import fc from 'fast-check';
 import {
-  agentPoint,
+  agentSpki,
+  onP256,
   p256Spki,
   createIntermediateCa,
   leafDnsNames,
@@ -121,7 +123,7 @@ describe('mesh CA', () => {
     const offCurve = good.slice();
     offCurve[90] = (offCurve[90] ?? 0) ^ 1;
     for (const spki of [await spkiDer(p384.publicKey), good.subarray(0, 90), new Uint8Array(91)]) {
-      assert.throws(() => agentPoint(spki), { code: 'COORDINATOR_KEY_INVALID' });
+      assert.throws(() => agentSpki(spki), { code: 'COORDINATOR_KEY_INVALID' });
       await assert.rejects(
         issueLeaf(root.ca, {
           spkiDer: spki,
@@ -134,12 +136,52 @@ describe('mesh CA', () => {
         { code: 'COORDINATOR_KEY_INVALID' },
       );
     }
-    assert.deepEqual(agentPoint(good), good.subarray(26));
-    assert.deepEqual(p256Spki(agentPoint(good)), good);
+    assert.equal(agentSpki(good), good);
+    assert.deepEqual(p256Spki(good.subarray(26)), good);
     assert.throws(() => p256Spki(good.subarray(25)), { code: 'COORDINATOR_KEY_INVALID' });
     assert.throws(() => p256Spki(good.subarray(26, 90)), { code: 'COORDINATOR_KEY_INVALID' });
-    // On the curve or not is the key agreement's check (bundle-seal.test.ts).
-    assert.deepEqual(agentPoint(offCurve), offCurve.subarray(26));
+    // A point off the curve goes into no certificate.
+    assert.throws(() => agentSpki(offCurve), { code: 'COORDINATOR_KEY_INVALID' });
+  });
+
+  it('onP256 agrees with OpenSSL on real points, near misses and random coordinates', () => {
+    const nodeAccepts = (xy: Uint8Array): boolean => {
+      try {
+        createPublicKey({
+          key: Buffer.from(p256Spki(Uint8Array.of(4, ...xy))),
+          format: 'der',
+          type: 'spki',
+        });
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const p = Buffer.from(
+      'ffffffff00000001000000000000000000000000ffffffffffffffffffffffff',
+      'hex',
+    );
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 64, maxLength: 64 }),
+        fc.nat(63),
+        fc.integer({ min: 0, max: 3 }),
+        (random, at, kind) => {
+          const real = new Uint8Array(createECDH('prime256v1').generateKeys().subarray(1));
+          const tweaked = real.slice();
+          tweaked[at] = (tweaked[at] as number) ^ 1;
+          // x + p (out of range) has the same residue as x: refused all the same.
+          const big = real.slice();
+          big.set(p, 0);
+          const xy = [real, tweaked, random, big][kind] as Uint8Array;
+          assert.equal(onP256(xy), nodeAccepts(xy));
+          if (kind === 0) assert.ok(onP256(xy));
+        },
+      ),
+      { numRuns: 400 },
+    );
+    assert.equal(onP256(new Uint8Array(63)), false);
+    assert.equal(onP256(new Uint8Array(64)), false);
   });
 
   it('DNS SANs: the workload name when it is a host name, localhost for external ingress', () => {

@@ -95,9 +95,16 @@ export const ImageKeyRequestSchema = Type.Object(
 );
 export type ImageKeyRequest = Static<typeof ImageKeyRequestSchema>;
 
+/** An X25519 public key (RFC 7748, 32 bytes), base64url: what an activation bundle is sealed to. */
+export const BundleKey = Type.String({
+  pattern: '^[A-Za-z0-9_-]{43}$',
+  description: 'X25519 public key (32 bytes), base64url',
+});
+
 /**
  * Activation: exactly one of `csr` (PEM PKCS#10) or `publicKey` (SPKI DER, base64url) names the
- * agent's fresh P-256 key; its SPKI is what `activationReportData` hashes.
+ * agent's fresh P-256 key, the key of its mesh certificate; `bundleKey` is its fresh X25519 key,
+ * the one the bundle is sealed to. `activationReportData` binds both.
  */
 export const ActivateRequestSchema = Type.Union([
   Type.Object(
@@ -106,6 +113,7 @@ export const ActivateRequestSchema = Type.Union([
       nonce: NonceB64,
       evidence: EvidenceSchema,
       csr: PemText('CERTIFICATE REQUEST'),
+      bundleKey: BundleKey,
       instanceId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' })),
       image: Type.Optional(ImageKeyRequestSchema),
     },
@@ -117,6 +125,7 @@ export const ActivateRequestSchema = Type.Union([
       nonce: NonceB64,
       evidence: EvidenceSchema,
       publicKey: Base64Url({ maxLength: 1024 }),
+      bundleKey: BundleKey,
       instanceId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' })),
       image: Type.Optional(ImageKeyRequestSchema),
     },
@@ -127,7 +136,7 @@ export type ActivateRequest = Static<typeof ActivateRequestSchema>;
 
 export const ActivateResponseSchema = Type.Object(
   {
-    /** Compact JWE (ECDH-ES, A256GCM) to the agent key; plaintext is an ActivationBundle. */
+    /** Compact JWE (ECDH-ES, A256GCM) to the bundle key; plaintext is an ActivationBundle. */
     bundle: Type.String({
       pattern:
         '^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$',

@@ -3,9 +3,12 @@
  * nonce and to the key or state the evidence vouches for. Byte layouts (all fields fixed-length,
  * so the concatenation is unambiguous; labels are ASCII without a terminator):
  *
- *   activation:  SHA-512( "cloister/activate/v1"       (20 bytes)
+ *   activation:  SHA-512( "cloister/activate/v2"       (20 bytes)
  *                       || nonce                       (32 bytes)
- *                       || SHA-256(agent SPKI DER)     (32 bytes) )
+ *                       || SHA-256(agent SPKI DER)     (32 bytes: the P-256 key of its mesh
+ *                                                       certificate)
+ *                       || bundle key                  (32 bytes: the X25519 public key,
+ *                                                       RFC 7748, the bundle is sealed to) )
  *
  *   coordinator: SHA-512( "cloister/coordinator/v1"    (23 bytes)
  *                       || nonce                       (32 bytes)
@@ -14,9 +17,9 @@
  *                                                       32 zero bytes before the first manifest)
  *                       || SHA-256(TLS SPKI DER)       (32 bytes) )
  *
- * The nonce stops replay of old evidence; the SPKI hash stops a relay from pairing someone
- * else's evidence with its own key; the root CA, history head and TLS key make one piece of
- * evidence vouch for exactly the state and channel a client then trusts.
+ * The nonce stops replay of old evidence; the SPKI hash and the bundle key stop a relay from
+ * pairing someone else's evidence with its own keys; the root CA, history head and TLS key make
+ * one piece of evidence vouch for exactly the state and channel a client then trusts.
  */
 import { concatBytes, fromBase64Url, sha256, sha512, toBase64Url, utf8 } from './bytes.js';
 import { protocolError } from './error-codes.js';
@@ -25,7 +28,7 @@ import { protocolError } from './error-codes.js';
 export type Nonce = Uint8Array & { readonly __brand: 'cloister.Nonce' };
 
 export const NONCE_BYTES = 32;
-export const ACTIVATION_LABEL = 'cloister/activate/v1';
+export const ACTIVATION_LABEL = 'cloister/activate/v2';
 export const COORDINATOR_LABEL = 'cloister/coordinator/v1';
 /** The history head before any manifest is set. */
 export const EMPTY_HISTORY_HEAD = new Uint8Array(32);
@@ -69,10 +72,18 @@ function need32(b: Uint8Array, field: string): void {
   }
 }
 
-/** report_data for workload activation (64 bytes). */
-export async function activationReportData(nonce: Nonce, spkiDer: Uint8Array): Promise<Uint8Array> {
+/**
+ * report_data for workload activation (64 bytes): binds the nonce, the agent's certificate key
+ * (`spkiDer`) and the X25519 key its bundle is sealed to (`bundleKey`, 32 bytes).
+ */
+export async function activationReportData(
+  nonce: Nonce,
+  spkiDer: Uint8Array,
+  bundleKey: Uint8Array,
+): Promise<Uint8Array> {
   need32(nonce, 'nonce');
-  return sha512(concatBytes(utf8(ACTIVATION_LABEL), nonce, await sha256(spkiDer)));
+  need32(bundleKey, 'bundleKey');
+  return sha512(concatBytes(utf8(ACTIVATION_LABEL), nonce, await sha256(spkiDer), bundleKey));
 }
 
 /** report_data for coordinator attestation (64 bytes). */

@@ -27,16 +27,18 @@ const bundle: ActivationBundle = {
   },
   renewAfter: '2026-01-01T00:00:00Z',
 };
-const gen = () =>
-  crypto.subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, true, ['deriveBits']);
+const gen = async () =>
+  (await crypto.subtle.generateKey({ name: 'X25519' }, true, ['deriveBits'])) as CryptoKeyPair;
 
-test('bundles: encrypt to the agent key, decrypt only with it', async () => {
+test("bundles: encrypt to the agent's bundle key, decrypt only with it", async () => {
   const agent = await gen();
   const jwe = await encryptBundle(bundle, agent.publicKey);
   const header = JSON.parse(Buffer.from(jwe.split('.')[0] as string, 'base64url').toString()) as {
     enc: string;
+    epk: { kty: string; crv: string };
   };
   assert.equal(header.enc, 'A256GCM');
+  assert.deepEqual([header.epk.kty, header.epk.crv], ['OKP', 'X25519']);
   assert.deepEqual(await decryptBundle(jwe, agent.privateKey), bundle);
   const other = await gen();
   await assert.rejects(
@@ -79,6 +81,7 @@ test('request schemas: exactly one of csr or publicKey; errors list field paths'
     workload: 'web',
     nonce: 'A'.repeat(43),
     evidence: { type: 'sim', data: 'AAAA' },
+    bundleKey: 'B'.repeat(43),
   };
   checkBody(ActivateRequestSchema, { ...base, publicKey: 'AAAA' });
   checkBody(ActivateRequestSchema, { ...base, csr: '-----BEGIN CERTIFICATE REQUEST-----\n...' });
@@ -86,6 +89,8 @@ test('request schemas: exactly one of csr or publicKey; errors list field paths'
     base,
     { ...base, publicKey: 'AA', csr: '-----BEGIN CERTIFICATE REQUEST-----' },
     { ...base, publicKey: 'A', extra: 1 },
+    { ...base, publicKey: 'AAAA', bundleKey: 'B'.repeat(42) },
+    { ...base, publicKey: 'AAAA', bundleKey: undefined },
   ]) {
     assert.throws(
       () => checkBody(ActivateRequestSchema, bad),

@@ -19,43 +19,58 @@ const sha = (alg: string, ...parts: Buffer[]) =>
 test('activation report data matches an independent computation', async () => {
   const nonce = nonceFromBytes(Uint8Array.from({ length: 32 }, (_, i) => i));
   const spki = randomBytes(91);
+  const bundleKey = randomBytes(32);
   const expected = sha(
     'sha512',
-    Buffer.from('cloister/activate/v1', 'ascii'),
+    Buffer.from('cloister/activate/v2', 'ascii'),
     Buffer.from(nonce),
     sha('sha256', spki),
+    bundleKey,
   );
-  const got = await activationReportData(nonce, spki);
+  const got = await activationReportData(nonce, spki, bundleKey);
   assert.equal(got.length, 64);
   assert.equal(Buffer.from(got).toString('hex'), expected.toString('hex'));
-  // Fixed vector (all-zero nonce, empty SPKI) pins the layout against accidental change.
-  const zero = await activationReportData(nonceFromBytes(new Uint8Array(32)), new Uint8Array(0));
-  const z = sha(
-    'sha512',
-    Buffer.from('cloister/activate/v1'),
-    Buffer.alloc(32),
-    sha('sha256', Buffer.alloc(0)),
+  // Each key changes the binding.
+  const otherBundleKey = Buffer.from(bundleKey);
+  otherBundleKey[0] = (otherBundleKey[0] as number) ^ 1;
+  assert.notDeepEqual(await activationReportData(nonce, spki, otherBundleKey), got);
+  assert.notDeepEqual(await activationReportData(nonce, randomBytes(91), bundleKey), got);
+  // Fixed vector (all-zero nonce, empty SPKI, bundle key of 0x09 bytes) pins the layout.
+  const pinned = await activationReportData(
+    nonceFromBytes(new Uint8Array(32)),
+    new Uint8Array(0),
+    new Uint8Array(32).fill(9),
   );
-  assert.equal(Buffer.from(zero).toString('hex'), z.toString('hex'));
+  assert.equal(
+    Buffer.from(pinned).toString('hex'),
+    'bfab9df8d555fdf9f29787faf11515d584f9f9ef8716fa18b78ea589880f92a350a6457d1afc626e78c4f40fff9a172708d67ef9732666be0c53365c95cf0377',
+  );
+  // The bundle key is exactly 32 bytes.
+  for (const bad of [new Uint8Array(31), new Uint8Array(33)])
+    await assert.rejects(activationReportData(nonce, spki, bad), (e) => isCloisterError(e));
 });
 
 test('report data over views into larger buffers: only the viewed bytes are hashed', async () => {
   await fc.assert(
     fc.asyncProperty(
       fc.uint8Array({ minLength: 0, maxLength: 600 }),
+      fc.uint8Array({ minLength: 32, maxLength: 32 }),
       fc.nat(64),
       fc.nat(64),
-      async (key, before, after) => {
-        const backing = new Uint8Array(before + key.length + after).fill(0xee);
-        backing.set(key, before);
-        const view = backing.subarray(before, before + key.length);
+      async (key, bundleKey, before, after) => {
+        const view = (b: Uint8Array): Uint8Array => {
+          const backing = new Uint8Array(before + b.length + after).fill(0xee);
+          backing.set(b, before);
+          return backing.subarray(before, before + b.length);
+        };
         const nonce = nonceFromBytes(new Uint8Array(32).fill(before));
-        const got = await activationReportData(nonce, view);
+        const got = await activationReportData(nonce, view(key), view(bundleKey));
         const want = sha(
           'sha512',
-          Buffer.from('cloister/activate/v1', 'ascii'),
+          Buffer.from('cloister/activate/v2', 'ascii'),
           Buffer.from(nonce),
           sha('sha256', Buffer.from(key)),
+          Buffer.from(bundleKey),
         );
         assert.equal(Object.getPrototypeOf(got), Uint8Array.prototype);
         assert.equal(Buffer.from(got).toString('hex'), want.toString('hex'));
