@@ -413,9 +413,6 @@ export async function copyImage(
         });
         const path = join(await stagingRoot(), `layer-${i}`);
         const dec = await decryptLayerToFile({
-          // getBlob's stream fails unless the ciphertext matches the descriptor; a local file
-          // is checked by decryptLayerToFile itself.
-          ciphertextVerified: true,
           ciphertext: await layerInput(src, layer),
           descriptor: layer,
           options: priv,

@@ -462,6 +462,25 @@ export interface LocalBlob {
 }
 
 /**
+ * A blob stream from `ImageSource.getBlob`, whose contract fails the stream on a digest or size
+ * mismatch: the layer functions do not hash it again. Only `layerInput` makes one.
+ */
+export interface SourceBlob {
+  readonly verifiedStream: Readable;
+}
+
+/**
+ * What the layer functions read: a `SourceBlob` (already verified by its source), a `LocalBlob`
+ * or any other stream (both checked against the descriptor in the same pass).
+ */
+export type LayerInput = SourceBlob | LocalBlob | Readable;
+
+/** Whether the layer functions must check `input` against its descriptor themselves. */
+function unverified(input: LayerInput): boolean {
+  return input instanceof Readable || !('verifiedStream' in input);
+}
+
+/**
  * Bytes fed to the cipher per call. Node allocates the output of every `update`; allocations
  * up to this size come from the allocator's reused heap, larger ones as fresh pages (faults
  * and zeroing cost more than the AES itself).
@@ -520,13 +539,16 @@ async function cipherThrough(o: {
  * extracted archive's blob), read in place and checked by them, else its `getBlob` stream,
  * which fails on a digest or size mismatch.
  */
-export async function layerInput(src: ImageSource, d: Descriptor): Promise<Readable | LocalBlob> {
+export async function layerInput(src: ImageSource, d: Descriptor): Promise<SourceBlob | LocalBlob> {
   const path = await src.blobFile?.(d);
-  return path === undefined ? src.getBlob(d) : { path };
+  return path === undefined ? { verifiedStream: await src.getBlob(d) } : { path };
 }
 
-async function chunksOf(src: Readable | LocalBlob): Promise<ChunkSource> {
-  return src instanceof Readable ? new StreamChunks(src) : FileChunks.open(src.path);
+async function chunksOf(input: LayerInput): Promise<ChunkSource> {
+  if (input instanceof Readable) return new StreamChunks(input);
+  return 'verifiedStream' in input
+    ? new StreamChunks(input.verifiedStream)
+    : FileChunks.open(input.path);
 }
 
 function tooLarge(d: Descriptor): Error {
@@ -583,14 +605,15 @@ export interface EncryptedLayerFile extends EncryptedLayer {
 /**
  * Encrypts one layer blob into a new file `outPath` (created exclusively, mode 0644): AES-256-
  * CTR, HMAC-SHA256 and the ciphertext digest on this thread; the plaintext's digest (for a
- * `LocalBlob`) and its diff_id (with `diffId`) on the helper thread, from one copy of each
- * chunk. Read buffers are reused, so memory stays flat. A `Readable` must come from
- * `ImageSource.getBlob` (already verified); a `LocalBlob` is checked against `descriptor`.
+ * input that its source has not verified) and its diff_id (with `diffId`) on the helper
+ * thread, from one copy of each chunk. Read buffers are reused, so memory stays flat. A
+ * `SourceBlob` is not hashed again; a `LocalBlob` or a plain stream is checked against
+ * `descriptor`.
  * Throws (and removes `outPath`) on a digest, size, gzip or size-limit failure; the caller
  * compares the returned diff_id with the config's.
  */
 export async function encryptLayerToFile(args: {
-  plaintext: Readable | LocalBlob;
+  plaintext: LayerInput;
   descriptor: Descriptor;
   options: PrivateOptions;
   outPath: string;
@@ -601,7 +624,7 @@ export async function encryptLayerToFile(args: {
   onBytes?: (bytes: number, done?: boolean) => void;
 }): Promise<EncryptedLayerFile> {
   const d = args.descriptor;
-  const verify = !(args.plaintext instanceof Readable);
+  const verify = unverified(args.plaintext);
   const diffSpec =
     args.diffId === true
       ? diffIdSink(layerType(d.mediaType).compression, args.maxUncompressed)
@@ -672,7 +695,7 @@ function checkHmac(d: Descriptor, r: SinkResult | undefined, want: Uint8Array): 
  * Decrypts one encrypted layer into `stagingPath` in a single pass over the ciphertext, and
  * puts a file there only once the layer has verified completely:
  *
- * - each chunk of ciphertext is read once; its digest (unless `ciphertextVerified`) and its
+ * - each chunk of ciphertext is read once; its digest (unless a `SourceBlob`) and its
  *   HMAC run on one helper thread, AES-256-CTR and the plaintext's digest on this thread, and
  *   the diff_id (inflate, capped at `maxUncompressed`, and SHA-256) on another helper;
  * - the plaintext goes to a private sibling file `${stagingPath}.partial` (created exclusively,
@@ -692,13 +715,13 @@ function checkHmac(d: Descriptor, r: SinkResult | undefined, want: Uint8Array): 
  * read the same buffer, so what is decrypted is exactly what was authenticated even if the
  * source changes meanwhile.
  *
- * `ciphertextVerified` skips the digest check for streams from `ImageSource.getBlob`, whose
- * contract already fails the stream on a digest or size mismatch (hashing the same bytes twice
- * buys nothing); a `LocalBlob` is always checked. Read buffers are reused and every tap bounds
- * the bytes in flight, so memory stays flat.
+ * A `SourceBlob` (from `ImageSource.getBlob`, whose contract already fails the stream on a
+ * digest or size mismatch) is not hashed again; a `LocalBlob` or a plain stream is always
+ * checked. Read buffers are reused and every tap bounds the bytes in flight, so memory stays
+ * flat.
  */
 export async function decryptLayerToFile(args: {
-  ciphertext: Readable | LocalBlob;
+  ciphertext: LayerInput;
   descriptor: Descriptor;
   options: PrivateOptions;
   stagingPath: string;
@@ -710,7 +733,6 @@ export async function decryptLayerToFile(args: {
    */
   diffId: Digest | 'unchecked';
   maxUncompressed?: number;
-  ciphertextVerified?: boolean;
   /** Progress: ciphertext bytes read so far (`done` on the last call). */
   onBytes?: (bytes: number, done?: boolean) => void;
 }): Promise<DecryptedLayer> {
@@ -722,7 +744,7 @@ export async function decryptLayerToFile(args: {
     });
   const { hmac } = parsePublicOptions(descriptor.annotations?.[PUBOPTS_ANNOTATION]);
   const partial = `${args.stagingPath}.partial`;
-  const verify = !(args.ciphertext instanceof Readable) || args.ciphertextVerified !== true;
+  const verify = unverified(args.ciphertext);
   // The ciphertext's digest and HMAC from one copy on one helper, the diff_id (inflate and
   // SHA-256) on another; this thread reads, deciphers, hashes the plaintext and writes. Of the
   // splits measured on two cores (plaintext digest with the diff_id as in encryption, HMAC

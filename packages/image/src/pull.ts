@@ -126,9 +126,6 @@ export async function pullImage(o: PullOptions): Promise<PullResult> {
           annotations: layer.annotations ?? {},
         });
         await decryptLayerToFile({
-          // getBlob's stream fails unless the ciphertext matches the descriptor; a local file
-          // is checked by decryptLayerToFile itself.
-          ciphertextVerified: true,
           ciphertext: await layerInput(o.source, layer),
           descriptor: layer,
           options,

@@ -192,12 +192,39 @@ test('encryptLayerToFile from a local blob equals the streaming cipher, and chec
   }
 });
 
-test('decryptLayerToFile from a local blob: checked even when told it is verified', async (t) => {
+test('encryptLayerToFile checks a plain stream; only a source-verified stream is trusted', async (t) => {
+  const dir = tempDir(t);
+  const l = await layer(dir, 300 * 1024 + 1);
+  const bad = Buffer.from(l.gz);
+  bad[7] = (bad[7] as number) ^ 1;
+  const out = join(dir, 'out');
+  await assert.rejects(
+    encryptLayerToFile({
+      plaintext: Readable.from([bad]),
+      descriptor: l.source,
+      options: l.options,
+      outPath: out,
+    }),
+    (e) => code(e) === 'IMAGE_DIGEST_MISMATCH',
+  );
+  assert.equal(existsSync(out), false);
+  // The same bytes as a SourceBlob (what layerInput makes of getBlob, which has checked them
+  // already) are not hashed again: the caller vouched for them.
+  const r = await encryptLayerToFile({
+    plaintext: { verifiedStream: Readable.from([l.gz]) },
+    descriptor: l.source,
+    options: l.options,
+    outPath: out,
+  });
+  assert.deepEqual(readFileSync(out), l.ct);
+  assert.equal(r.digest, sha(l.ct));
+});
+
+test('decryptLayerToFile from a local blob: always checked against the descriptor', async (t) => {
   const dir = tempDir(t);
   const l = await layer(dir, 1024 * 1024 + 3);
   const ok = await decryptLayerToFile({
     ciphertext: { path: join(dir, 'ct') },
-    ciphertextVerified: true,
     descriptor: l.encrypted,
     options: l.options,
     stagingPath: join(dir, 'plain'),
@@ -224,7 +251,6 @@ test('decryptLayerToFile from a local blob: checked even when told it is verifie
     await assert.rejects(
       decryptLayerToFile({
         ciphertext: { path: join(dir, 'ct') },
-        ciphertextVerified: true,
         descriptor: { ...l.encrypted, ...patch },
         options: l.options,
         stagingPath: staging,

@@ -187,16 +187,15 @@ test('decryption puts nothing at the staging path before the whole ciphertext is
   for (const verified of [true, false])
     await assert.rejects(
       decryptLayerToFile({
-        ciphertext: Readable.from([bad]),
+        ciphertext: verified ? { verifiedStream: Readable.from([bad]) } : Readable.from([bad]),
         descriptor: { ...layer.descriptor, digest: sha(bad) },
         options: layer.options,
         stagingPath: join(dir, 'bad'),
-        ciphertextVerified: verified,
         diffId: layer.diffId,
       }),
       { code: 'IMAGE_ENC_HMAC_MISMATCH' },
     );
-  // Without `ciphertextVerified`, the digest is checked in the same pass as the HMAC.
+  // A plain stream's digest is checked in the same pass as the HMAC.
   await assert.rejects(
     decryptLayerToFile({
       ciphertext: Readable.from([bad]),
@@ -290,11 +289,13 @@ test('a failed decryption leaves no staged plaintext, and never a file at the st
     const seen = watch();
     await assert.rejects(
       decryptLayerToFile({
-        ciphertext: watchedCiphertext(c.ct, stagingPath, seen, c.failAt),
+        ciphertext:
+          c.verified === true
+            ? { verifiedStream: watchedCiphertext(c.ct, stagingPath, seen, c.failAt) }
+            : watchedCiphertext(c.ct, stagingPath, seen, c.failAt),
         descriptor: { ...layer.descriptor, ...c.patch },
         options: layer.options,
         stagingPath,
-        ...(c.verified === undefined ? {} : { ciphertextVerified: c.verified }),
         diffId: c.expectedDiffId ?? layer.diffId,
         ...(c.maxUncompressed === undefined ? {} : { maxUncompressed: c.maxUncompressed }),
       }),
