@@ -73,8 +73,12 @@ export {
   DiffIdStream,
   decryptLayerToFile,
   decryptedDescriptor,
+  layerInput,
 } from './ocicrypt.js';
 export type {
+  LayerInput,
+  LocalBlob,
+  SourceBlob,
   PrivateOptions,
   EncryptedLayer,
   DecryptedLayer,
