@@ -165,9 +165,12 @@ describe('store', () => {
     assert.deepEqual(st.list('secrets').length, 2);
     assert.equal(st.get('secrets', 'missing'), undefined);
 
-    // A write that rolls back: read inside (sees it), then after (does not).
+    // A write that rolls back: read inside before it (the cached, committed value), and after
+    // it (sees it), then after the rollback (does not).
     await assert.rejects(
       st.commit(() => {
+        assert.deepEqual(st.get('secrets', 'a'), { value: 'one' });
+        assert.equal(st.list('secrets').length, 2);
         st.put('secrets', 'a', { value: 'rolled back' });
         st.put('secrets', 'missing', { value: 'rolled back' });
         assert.deepEqual(st.get('secrets', 'a'), { value: 'rolled back' });
@@ -181,6 +184,19 @@ describe('store', () => {
       st.list('secrets').map(([k]) => k),
       ['a', 'b'],
     );
+
+    // A value read inside a transaction is never cached: after a rolled-back write and a read
+    // of it in the same transaction, the next read outside is the committed value.
+    await assert.rejects(
+      st.commit(() => {
+        st.put('secrets', 'b', { value: 'uncommitted' });
+        assert.deepEqual(st.get('secrets', 'b'), { value: 'uncommitted' });
+        assert.deepEqual(st.list('secrets')[1], ['b', { value: 'uncommitted' }]);
+        throw new Error('refused');
+      }),
+    );
+    assert.deepEqual(st.get('secrets', 'b'), { value: 'two' });
+    assert.deepEqual(st.list('secrets')[1], ['b', { value: 'two' }]);
 
     // Committed writes and deletes are seen at once.
     await st.commit(() => st.put('secrets', 'missing', { value: 'three' }));

@@ -256,15 +256,22 @@ export class Store {
     }
   }
 
-  /** The cache of `tbl` if its reads may be cached now (a cached table, no open transaction). */
-  #cacheOf(tbl: TableName): TableCache | undefined {
-    if (!CACHED_TABLES.has(tbl) || this.#db.inTransaction) return undefined;
-    let c = this.#cache.get(tbl);
-    if (c === undefined) {
-      c = { rows: new Map(), all: undefined };
-      this.#cache.set(tbl, c);
+  /**
+   * The cache of `tbl` for a read. A hit is the committed value, and it is also the value inside
+   * a transaction: any write to `tbl` (committed or not) drops the table's cache first, so a
+   * table written in this transaction has no entries to hit. A miss may fill the cache only
+   * outside a transaction, so a value that could still roll back is never kept.
+   */
+  #cacheOf(tbl: TableName): { cache: TableCache; fill: boolean } | undefined {
+    if (!CACHED_TABLES.has(tbl)) return undefined;
+    let cache = this.#cache.get(tbl);
+    const fill = !this.#db.inTransaction;
+    if (cache === undefined) {
+      if (!fill) return undefined;
+      cache = { rows: new Map(), all: undefined };
+      this.#cache.set(tbl, cache);
     }
-    return c;
+    return { cache, fill };
   }
 
   /**
@@ -272,15 +279,15 @@ export class Store {
    * callers): copy before changing one.
    */
   get<T>(tbl: TableName, k: string): T | undefined {
-    const cache = this.#cacheOf(tbl);
-    const cached = cache?.rows.get(k);
+    const c = this.#cacheOf(tbl);
+    const cached = c?.cache.rows.get(k);
     if (cached !== undefined) return cached as T;
     const row = this.#stmts.get.get(tbl, k);
     if (row === undefined) return undefined;
     const value = this.#decrypt(tbl, k, row.v);
     // Only rows that exist: the cache holds no more than the table (a request naming missing
     // keys cannot grow it).
-    cache?.rows.set(k, deepFreeze(value));
+    if (c?.fill === true) c.cache.rows.set(k, deepFreeze(value));
     return value as T;
   }
 
@@ -297,14 +304,15 @@ export class Store {
 
   /** Every row of `tbl` in key order (frozen for the cached tables, see `get`). */
   list<T>(tbl: TableName): [string, T][] {
-    const cache = this.#cacheOf(tbl);
-    if (cache?.all !== undefined) return [...cache.all] as [string, T][];
+    const c = this.#cacheOf(tbl);
+    if (c?.cache.all !== undefined) return [...c.cache.all] as [string, T][];
     const all = this.#stmts.list
       .all(tbl)
       .map((r): [string, unknown] => [r.k, this.#decrypt(tbl, r.k, r.v)]);
-    if (cache !== undefined) {
-      cache.all = all.map(([k, v]) => [k, deepFreeze(v)]);
-      for (const [k, v] of cache.all) cache.rows.set(k, v);
+    if (c?.fill === true) {
+      const cached = all.map(([k, v]): [string, unknown] => [k, deepFreeze(v)]);
+      c.cache.all = cached;
+      for (const [k, v] of cached) c.cache.rows.set(k, v);
     }
     return all as [string, T][];
   }
