@@ -73,7 +73,9 @@ function x25519PublicKey(raw: Uint8Array): KeyObject {
 /** X25519 agreement; an all-zero result means a low-order peer point and is refused. */
 function agree(privateKey: KeyObject, publicKey: KeyObject): Buffer {
   const z = diffieHellman({ privateKey, publicKey });
-  if (z.every((b) => b === 0)) throw new Error('low-order X25519 point');
+  let any = 0;
+  for (const b of z) any |= b; // no early exit: Z is the secret
+  if (any === 0) throw new Error('low-order X25519 point');
   return z;
 }
 
