@@ -1,7 +1,8 @@
 /**
  * Byte helpers shared by the engine-neutral packages (`@cloister/evidence`,
  * `@cloister/protocol`): Uint8Array in and out, no Node types. Parsers that reject input
- * stay in their packages, which own the error codes; these functions cannot fail.
+ * stay in their packages, which own the error codes; these functions cannot fail. Also the
+ * one place those packages find the engine's native crypto (`nodeCrypto`) for their fast paths.
  */
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
@@ -49,15 +50,31 @@ export function arrayBufferView(b: Uint8Array): Uint8Array<ArrayBuffer> {
   return b.buffer instanceof ArrayBuffer ? (b as Uint8Array<ArrayBuffer>) : new Uint8Array(b);
 }
 
-/** Node's one-shot hash (Node >= 20.12), reached without depending on Node's types. */
-type NodeHash = (algorithm: string, data: Uint8Array, outputEncoding: 'buffer') => Uint8Array;
-const nodeHash = (
-  (
-    globalThis as {
-      process?: { getBuiltinModule?: (id: string) => { hash?: NodeHash } | undefined };
-    }
-  ).process?.getBuiltinModule?.('node:crypto') as { hash?: NodeHash } | undefined
-)?.hash;
+/**
+ * The parts of Node's `node:crypto` the engine-neutral packages use for their fast paths, typed
+ * here so that they need no Node types: the one-shot hash (Node >= 20.12) and ECDSA
+ * verification with a WebCrypto key.
+ */
+export interface NodeCrypto {
+  readonly hash?: (algorithm: string, data: Uint8Array, outputEncoding: 'buffer') => Uint8Array;
+  readonly verify: (
+    algorithm: string,
+    data: Uint8Array,
+    key: { key: unknown; dsaEncoding: 'ieee-p1363' },
+    signature: Uint8Array,
+  ) => boolean;
+  readonly KeyObject: { from(key: CryptoKey): unknown };
+}
+
+/**
+ * `node:crypto` when the engine is Node (>= 20.16, `process.getBuiltinModule`), else undefined:
+ * each fast path falls back to WebCrypto, which every engine has.
+ */
+export const nodeCrypto = (
+  globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }
+).process?.getBuiltinModule?.('node:crypto') as NodeCrypto | undefined;
+
+const nodeHash = nodeCrypto?.hash;
 
 type DigestName = 'SHA-256' | 'SHA-384' | 'SHA-512';
 const NODE_NAME: Record<DigestName, string> = {

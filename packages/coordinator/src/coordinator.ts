@@ -22,7 +22,6 @@ import {
   simMeasurement,
   simReportFrom,
   simRootAnchor,
-  useEcdsaVerifier,
   verifyEvidence,
   verifySimReport,
 } from '@cloister/evidence';
@@ -55,7 +54,6 @@ import { DerivedKeySealer } from './store/sealer.js';
 import type { Sealer } from './store/sealer.js';
 import { Store } from './store/store.js';
 import { loadOrCreateImageKey } from './image-keys.js';
-import { nodeEcdsaVerify } from './node-ecdsa.js';
 import type { Durability } from './store/store.js';
 
 /** The coordinator package version (reported by /v1/status, part of the sim measurement). */
@@ -219,8 +217,6 @@ function hardwareVerifiers(
 /** Starts a coordinator. */
 export async function createCoordinator(o: CoordinatorOptions): Promise<RunningCoordinator> {
   const logger = o.logger ?? pino({ level: 'info' });
-  // Evidence is verified with node:crypto in this (Node) process; the answers are WebCrypto's.
-  useEcdsaVerifier(nodeEcdsaVerify);
   const { host, port } = parseListen(o.listen);
   const now = o.now ?? (() => new Date());
   if (!/-----BEGIN PUBLIC KEY-----/.test(o.ownerKeyPem)) {

@@ -1,8 +1,11 @@
 /**
- * WebCrypto helpers used by every verifier. Engine-neutral: only `globalThis.crypto.subtle`.
+ * WebCrypto helpers used by every verifier. Engine-neutral: WebCrypto everywhere, and Node's
+ * own verification where the engine is Node (`nodeCrypto`), which is the same OpenSSL check
+ * without WebCrypto's per-call job: about a third less CPU per P-256 verification on Node 20.
  * Intel and AMD sign with raw r||s ECDSA, which is exactly WebCrypto's ECDSA signature format.
  */
-import { arrayBufferView as buf, concatBytes } from '@cloister/bytes';
+import { arrayBufferView as buf, concatBytes, nodeCrypto } from '@cloister/bytes';
+import type { NodeCrypto } from '@cloister/bytes';
 import { evidenceError } from './error-codes.js';
 
 export { sha256, sha384, sha512 } from '@cloister/bytes';
@@ -61,29 +64,54 @@ export async function importEcSpki(
   return importEcdsaKey('spki', curve, spki, field);
 }
 
-/**
- * Verifies a raw r||s ECDSA signature over `data` with the curve's hash (SHA-256 for P-256,
- * SHA-384 for P-384). The signature has the curve's length (checked before the call).
- */
-export type EcdsaVerifier = (
+type EcdsaVerify = (
   curve: EcCurve,
   key: CryptoKey,
   signature: Uint8Array,
   data: Uint8Array,
 ) => boolean | Promise<boolean>;
 
-const webCryptoVerify: EcdsaVerifier = (curve, key, signature, data) =>
+const webCryptoVerify: EcdsaVerify = (curve, key, signature, data) =>
   subtle().verify({ name: 'ECDSA', hash: HASH_OF[curve] }, key, buf(signature), buf(data));
 
-let verifier: EcdsaVerifier = webCryptoVerify;
+/** Each imported key converted once (a cached certificate's key verifies many signatures). */
+const keyObjects = new WeakMap<CryptoKey, unknown>();
+
+function nodeVerify(node: NodeCrypto): EcdsaVerify {
+  return (curve, key, signature, data) => {
+    let k = keyObjects.get(key);
+    if (k === undefined) {
+      k = node.KeyObject.from(key);
+      keyObjects.set(key, k);
+    }
+    try {
+      return node.verify(
+        curve === 'P-256' ? 'sha256' : 'sha384',
+        data,
+        { key: k, dsaEncoding: 'ieee-p1363' },
+        signature,
+      );
+    } catch {
+      // A signature OpenSSL cannot even decode does not verify (WebCrypto answers false too).
+      return false;
+    }
+  };
+}
+
+/** The engines `ecdsaVerify` can use: Node's where the engine is Node, WebCrypto always. */
+export const ECDSA_ENGINES: { readonly node?: EcdsaVerify; readonly webCrypto: EcdsaVerify } = {
+  ...(nodeCrypto === undefined ? {} : { node: nodeVerify(nodeCrypto) }),
+  webCrypto: webCryptoVerify,
+};
+
+let engine: EcdsaVerify = ECDSA_ENGINES.node ?? webCryptoVerify;
 
 /**
- * Installs the ECDSA verifier every verifier of this package uses (undefined: WebCrypto again).
- * For a host whose native crypto verifies faster than its WebCrypto (on Node 20, node:crypto
- * saves about a third of each verification); the package itself stays engine-neutral.
+ * For tests that hold both engines to the same verdicts: `true` makes `ecdsaVerify` use
+ * WebCrypto even on Node, `false` restores the default. Not exported by the package.
  */
-export function useEcdsaVerifier(v: EcdsaVerifier | undefined): void {
-  verifier = v ?? webCryptoVerify;
+export function verifyWithWebCryptoOnly(on: boolean): void {
+  engine = on ? webCryptoVerify : (ECDSA_ENGINES.node ?? webCryptoVerify);
 }
 
 /** Verifies a raw r||s ECDSA signature; the hash is the curve's (SHA-256 for P-256, SHA-384 for P-384). */
@@ -94,5 +122,5 @@ export async function ecdsaVerify(
   data: Uint8Array,
 ): Promise<boolean> {
   if (signature.length !== 2 * COORD_LEN[curve]) return false;
-  return verifier(curve, key, signature, data);
+  return engine(curve, key, signature, data);
 }

@@ -1,8 +1,8 @@
 export { EVIDENCE_ERRORS, evidenceError } from './error-codes.js';
 export type { EvidenceErrorCode } from './error-codes.js';
 export { toHex, fromHex, fromBase64, toBase64, bytesEqual } from './bytes.js';
-export { sha256, sha384, sha512, useEcdsaVerifier } from './crypto.js';
-export type { EcCurve, EcdsaVerifier } from './crypto.js';
+export { sha256, sha384, sha512 } from './crypto.js';
+export type { EcCurve } from './crypto.js';
 export {
   parseCertificate,
   parseCertificates,
