@@ -782,9 +782,13 @@ export async function decryptLayerToFile(args: {
     const ct = await ctTap.results();
     if (verify) checkBlob(descriptor, bytes, ct[0]);
     checkHmac(descriptor, ct[verify ? 1 : 0], hmac);
-    // The helper's result: the diff_id, or when unchecked the plaintext digest.
+    // Checked: the helper computed the diff_id and this thread the plaintext digest; unchecked:
+    // the helper computed the plaintext digest.
     const helperDigest = diffIdOf((await plainTap.results())[0]);
-    const diffId = expectedDiffId === undefined ? undefined : helperDigest;
+    const [plaintextDigest, diffId] =
+      plainHash === undefined
+        ? [helperDigest, undefined]
+        : [`sha256:${plainHash.digest('hex')}` as Digest, helperDigest];
     if (diffId !== expectedDiffId)
       throw imageError(
         'IMAGE_DIFF_ID_MISMATCH',
@@ -801,8 +805,7 @@ export async function decryptLayerToFile(args: {
     return {
       path: args.stagingPath,
       size: sink.bytes,
-      plaintextDigest:
-        plainHash === undefined ? helperDigest : (`sha256:${plainHash.digest('hex')}` as Digest),
+      plaintextDigest,
       diffId,
     };
   } catch (e) {
