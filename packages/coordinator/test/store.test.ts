@@ -111,34 +111,54 @@ describe('store', () => {
     st2.close();
   });
 
-  it('group commit: each queued change is isolated, all share one durable commit', async () => {
-    const dir = tmp();
-    const st = await Store.open(dir, sealer());
-    const outcomes = await Promise.allSettled([
-      st.commit(() => {
-        st.put('meta', 'a', 1);
-        return 'a';
-      }),
-      st.commit(() => {
-        st.put('meta', 'b', 2);
-        throw new Error('refused');
-      }),
-      st.commit(() => {
-        // Sees the write queued before it in the same batch.
-        st.put('meta', 'c', (st.get<number>('meta', 'a') ?? 0) + 10);
-        return 'c';
-      }),
-    ]);
-    assert.deepEqual(
-      outcomes.map((o) => o.status),
-      ['fulfilled', 'rejected', 'fulfilled'],
-    );
-    st.close();
-    const st2 = await Store.open(dir, sealer());
-    assert.equal(st2.get('meta', 'a'), 1);
-    assert.equal(st2.get('meta', 'b'), undefined);
-    assert.equal(st2.get('meta', 'c'), 11);
-    st2.close();
+  for (const durability of ['process', 'full'] as const) {
+    it(`group commit (${durability}): each queued change is isolated, all share one commit`, async () => {
+      const dir = tmp();
+      const st = await Store.open(dir, sealer(), { durability });
+      const outcomes = await Promise.allSettled([
+        st.commit(() => {
+          st.put('meta', 'a', 1);
+          return 'a';
+        }),
+        st.commit(() => {
+          st.put('meta', 'b', 2);
+          throw new Error('refused');
+        }),
+        st.commit(() => {
+          // Sees the write queued before it in the same batch.
+          st.put('meta', 'c', (st.get<number>('meta', 'a') ?? 0) + 10);
+          return 'c';
+        }),
+      ]);
+      assert.deepEqual(
+        outcomes.map((o) => o.status),
+        ['fulfilled', 'rejected', 'fulfilled'],
+      );
+      st.close();
+      const st2 = await Store.open(dir, sealer());
+      assert.equal(st2.get('meta', 'a'), 1);
+      assert.equal(st2.get('meta', 'b'), undefined);
+      assert.equal(st2.get('meta', 'c'), 11);
+      st2.close();
+    });
+  }
+
+  it('group commit waits for the end of the turn only when each commit costs an fsync', async () => {
+    // With `process` durability an acknowledgement must not wait for the other requests of the
+    // turn (they would all be answered together); with `full`, the turn shares one fsync.
+    for (const [durability, waitsForTurn] of [
+      ['process', false],
+      ['full', true],
+    ] as const) {
+      const st = await Store.open(tmp(), sealer(), { durability });
+      let turnEnded = false;
+      setImmediate(() => {
+        turnEnded = true;
+      });
+      await st.commit(() => st.put('meta', 'k', durability));
+      assert.equal(turnEnded, waitsForTurn, durability);
+      st.close();
+    }
   });
 
   it('rolls back a failed transaction completely', async () => {
