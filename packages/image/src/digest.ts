@@ -3,6 +3,7 @@
  * them while data flows, so no caller ever acts on bytes that do not match their name.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
 import { imageError } from './error-codes.js';
 import { OffloadedHash } from './offload.js';
@@ -171,4 +172,15 @@ export function verifyBytes(bytes: Uint8Array, expected: Digest, size?: number):
     throw imageError('IMAGE_DIGEST_MISMATCH', `content does not match ${expected}`, {
       details: { expected, actual },
     });
+}
+
+/** The SHA-256 digest and size of a file, read as a stream (memory stays flat). */
+export async function fileDigest(path: string): Promise<{ digest: Digest; size: number }> {
+  const h = createHash('sha256');
+  let size = 0;
+  for await (const c of createReadStream(path) as AsyncIterable<Buffer>) {
+    h.update(c);
+    size += c.length;
+  }
+  return { digest: `sha256:${h.digest('hex')}` as Digest, size };
 }

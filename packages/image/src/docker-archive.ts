@@ -12,7 +12,7 @@ import { dirname, join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { digestHex, sha256Digest, type Digest } from './digest.js';
+import { digestHex, fileDigest, sha256Digest, type Digest } from './digest.js';
 import { imageError } from './error-codes.js';
 import { MAX_METADATA_BYTES, arr, obj, str, utf8 } from './json.js';
 import {
@@ -120,17 +120,6 @@ async function sniffGzip(path: string): Promise<boolean> {
   } finally {
     await fh.close();
   }
-}
-
-async function fileDigest(path: string): Promise<{ digest: Digest; size: number }> {
-  const { createHash } = await import('node:crypto');
-  const h = createHash('sha256');
-  let size = 0;
-  for await (const c of createReadStream(path) as AsyncIterable<Buffer>) {
-    h.update(c);
-    size += c.length;
-  }
-  return { digest: `sha256:${h.digest('hex')}` as Digest, size };
 }
 
 /**

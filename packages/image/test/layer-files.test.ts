@@ -264,6 +264,16 @@ test('decryptLayerToFile from a local blob: always checked against the descripto
 
   // Authentic ciphertext of another layer than the config names.
   writeFileSync(join(dir, 'ct'), l.ct);
+  // Authentic bytes under a descriptor whose digest is wrong: the HMAC from the same descriptor
+  // binds them (ADR 0006), and the output is named by its own digest.
+  const named = await decryptLayerToFile({
+    ciphertext: { path: join(dir, 'ct') },
+    descriptor: { ...l.encrypted, digest: sha(Buffer.from('not this blob')) },
+    options: l.options,
+    stagingPath: join(dir, 'plain-named'),
+    diffId: sha(l.plain),
+  });
+  assert.equal(named.plaintextDigest, sha(l.gz));
   await assert.rejects(
     decryptLayerToFile({
       ciphertext: { path: join(dir, 'ct') },
