@@ -9,10 +9,10 @@ export {
   parsePemCertificates,
   parseCrl,
   trustAnchor,
-  verifyChain,
-  checkCrl,
-} from './pki/chain.js';
-export type { Certificate, Crl, TrustAnchor, ChainOptions, VerifiedChain } from './pki/chain.js';
+} from './pki/x509.js';
+export type { Certificate, Crl, TrustAnchor } from './pki/x509.js';
+export { verifyChain, checkCrl } from './pki/chain.js';
+export type { ChainOptions, VerifiedChain } from './pki/chain.js';
 export type {
   Claims,
   SgxClaims,

@@ -507,3 +507,52 @@ test(
     assert.equal(r.tcbStatus, 'ConfigurationAndSWHardeningNeeded');
   },
 );
+
+test(
+  'issuer chains go through the shared path builder: every carried certificate on the path, Intel profile',
+  { skip },
+  async () => {
+    const now = new Date('2025-07-01T00:00:00Z');
+    const bytes = readVector('sgx/phala-sgx-v3.quote.bin');
+    const c = coll('sgx/phala-sgx-v3.collateral.json');
+    const pemBlocks = (text: string): string[] =>
+      text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+    const testRootPem = pemBlocks(readVectorText('tdx/intel-qvl-sample-TEST-root-ca.pem'))[0];
+    const platformCaPem = pemBlocks(
+      coll('tdx/phala-tdx-v4.collateral.json').pck_crl_issuer_chain,
+    )[0];
+    const amdAskPem = pemBlocks(readVectorText('snp/amd-ask-ark-milan-vcek.pem'))[0];
+    assert.ok(testRootPem && platformCaPem && amdAskPem);
+    const [tcbSigning] = pemBlocks(c.tcb_info_issuer_chain);
+    assert.ok(tcbSigning);
+    // A certificate riding along that is not on the path: Intel's own Platform CA, the TEST root.
+    for (const extra of [platformCaPem, testRootPem]) {
+      await assert.rejects(
+        verifyDcapQuote(bytes, {
+          collateral: { ...c, qe_identity_issuer_chain: `${c.qe_identity_issuer_chain}\n${extra}` },
+          now,
+        }),
+        rejectsWith('CHAIN_SIGNATURE_INVALID', 'CHAIN'),
+      );
+    }
+    // The TEST root (the production root's name, another key) in place of the root.
+    await assert.rejects(
+      verifyDcapQuote(bytes, {
+        collateral: { ...c, tcb_info_issuer_chain: `${tcbSigning}\n${testRootPem}` },
+        now,
+      }),
+      rejectsWith('CHAIN_SIGNATURE_INVALID', 'CHAIN'),
+    );
+    // Intel's profile signs every certificate with ecdsa-with-SHA256: an RSA-PSS certificate
+    // (AMD's ASK) is refused before any path is built.
+    await assert.rejects(
+      verifyDcapQuote(bytes, {
+        collateral: { ...c, tcb_info_issuer_chain: `${c.tcb_info_issuer_chain}\n${amdAskPem}` },
+        now,
+      }),
+      rejectsWith('CERT_MALFORMED', 'PARSE'),
+    );
+    // The untouched collateral still verifies.
+    await verifyDcapQuote(bytes, { collateral: c, now });
+  },
+);

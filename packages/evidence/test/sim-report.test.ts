@@ -8,13 +8,16 @@ import {
   exportSimHardware,
   generateSimHardware,
   importSimHardware,
+  parseCertificate,
   parseSimReport,
   simMeasurement,
   simReportFrom,
   simRootAnchor,
+  trustAnchor,
   verifySimReport,
 } from '@cloister/evidence';
 import type { SimHardware } from '@cloister/evidence';
+import { der, makeCert, makeRoot } from './pki-fixtures.js';
 
 const NOW = new Date('2026-03-01T00:00:00Z');
 let hw: SimHardware;
@@ -71,9 +74,12 @@ test('refused with POLICY_SIMULATION unless allowed and a sim root is pinned', a
 test('a report from other sim hardware is refused (chain to a root that is not pinned)', async () => {
   const other = await generateSimHardware({ now: NOW });
   const foreign = await simReportFrom(other, { measurement, reportData });
+  // Its platform certificate names the pinned root (every sim root has the same default name),
+  // but that root's key did not sign it.
   await assert.rejects(
     verifySimReport(foreign, opts()),
-    (e: unknown) => e instanceof VerificationError && e.layer === 'CHAIN',
+    (e: unknown) =>
+      e instanceof VerificationError && e.layer === 'CHAIN' && e.code === 'CHAIN_SIGNATURE_INVALID',
   );
   // Same certificate, but signed with another platform key: signature layer.
   const forged = await createSimReport({
@@ -237,5 +243,49 @@ test('the platform chain cache never widens what verifies: time, roots, exact by
   await assert.rejects(
     verifySimReport(foreign, at(NOW)),
     (e: unknown) => e instanceof VerificationError && e.layer === 'CHAIN',
+  );
+});
+
+test('the platform chain: a self-signed platform certificate is not a pinned root', async () => {
+  // Other hardware's root certificate used as the platform certificate, reports signed with
+  // that root's key: a self-signed certificate whose key is not the pinned one.
+  const other = await generateSimHardware({ now: NOW });
+  assert.ok(other.rootKey);
+  const rootSpki = new Uint8Array(parseCertificate(other.rootCertDer).publicKey.rawData);
+  const selfSigned = await createSimReport({
+    platformKey: other.rootKey,
+    platformCertDer: other.rootCertDer,
+    platformSpkiDer: rootSpki,
+    measurement,
+    reportData,
+  });
+  await assert.rejects(
+    verifySimReport(selfSigned, opts()),
+    (e: unknown) => isCloisterError(e) && e.code === 'CHAIN_UNTRUSTED_ROOT',
+  );
+});
+
+test('the platform chain: the root is checked at `now` as well as the platform certificate', async () => {
+  const root = await makeRoot('CN=Short-lived sim root', {
+    notBefore: new Date('2026-01-01T00:00:00Z'),
+    notAfter: new Date('2026-06-01T00:00:00Z'),
+  });
+  const platform = await makeCert(root, 'CN=Long-lived sim platform', {
+    notBefore: new Date('2026-01-01T00:00:00Z'),
+    notAfter: new Date('2036-01-01T00:00:00Z'),
+  });
+  const r = await createSimReport({
+    platformKey: platform.keys.privateKey,
+    platformCertDer: der(platform.cert),
+    platformSpkiDer: new Uint8Array(platform.cert.publicKey.rawData),
+    measurement,
+    reportData,
+  });
+  const roots = [trustAnchor('short-lived', der(root.cert))];
+  const at = (t: string) => ({ now: new Date(t), roots, allowSimulation: true });
+  await verifySimReport(r, at('2026-03-01T00:00:00Z'));
+  await assert.rejects(
+    verifySimReport(r, at('2026-09-01T00:00:00Z')),
+    (e: unknown) => isCloisterError(e) && e.code === 'CHAIN_EXPIRED',
   );
 });

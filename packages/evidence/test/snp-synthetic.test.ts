@@ -60,7 +60,10 @@ const ARC = '1.3.6.1.4.1.3704.1';
 const CHIP = Uint8Array.from({ length: 64 }, (_, i) => (i * 7 + 3) & 0xff);
 const TCB: Tcb = { bl: 3, tee: 0, snp: 8, ucode: 115 };
 
-async function hierarchy(product: 'Milan' | 'Genoa') {
+async function hierarchy(
+  product: 'Milan' | 'Genoa',
+  o: { askValidity?: { from: Date; to: Date } } = {},
+) {
   const arkKeys = await keys();
   const askKeys = await keys();
   const asvkKeys = await keys();
@@ -72,18 +75,18 @@ async function hierarchy(product: 'Milan' | 'Genoa') {
     notAfter: TO,
     signingAlgorithm: SIGN,
   });
-  const inter = (cn: string, k: CryptoKeyPair, serial: string) =>
+  const inter = (cn: string, k: CryptoKeyPair, serial: string, validity = { from: FROM, to: TO }) =>
     x509.X509CertificateGenerator.create({
       subject: `CN=${cn}, ${AMD}`,
       issuer: ark.subject,
       publicKey: k.publicKey,
       signingKey: arkKeys.privateKey,
       serialNumber: serial,
-      notBefore: FROM,
-      notAfter: TO,
+      notBefore: validity.from,
+      notAfter: validity.to,
       signingAlgorithm: SIGN,
     });
-  const ask = await inter(`SEV-${product}`, askKeys, '02');
+  const ask = await inter(`SEV-${product}`, askKeys, '02', o.askValidity);
   const asvk = await inter(`SEV-VLEK-${product}`, asvkKeys, '03');
   const roots: SnpProductRoots = {
     product,
@@ -138,7 +141,7 @@ async function hierarchy(product: 'Milan' | 'Genoa') {
     return new Uint8Array(c.rawData);
   }
 
-  return { roots, leaf, crl, askKeys };
+  return { roots, leaf, crl, askKeys, ark };
 }
 
 interface ReportOptions {
@@ -316,4 +319,86 @@ test('synthetic hierarchy: Bergamo (family 0x19, model 0xA0) is a Genoa-family p
     roots: { Genoa: h.roots },
   });
   assert.equal(res.product, 'Genoa');
+});
+
+test('synthetic hierarchy: the shared path builder refuses what does not chain to the pinned ARK', async () => {
+  const h = await hierarchy('Milan');
+  const roots = { Milan: h.roots };
+  const a = await h.leaf();
+  const r = await report(a.keys.privateKey);
+  const derOf = (c: x509.X509Certificate) => new Uint8Array(c.rawData);
+  // The evidence may carry the ASK and ARK.
+  await verifySnpReport(r, {
+    now: NOW,
+    vcek: a.cert,
+    roots,
+    collateral: { chain: [derOf(h.roots.ask), derOf(h.ark)] },
+  });
+  // A certificate beside the evidence that is not on the path (the ASVK, beside a VCEK) is
+  // ignored, never trusted.
+  const withAsvk = await verifySnpReport(r, {
+    now: NOW,
+    vcek: a.cert,
+    roots,
+    collateral: { chain: [derOf(h.roots.asvk)] },
+  });
+  assert.deepEqual(
+    withAsvk.chain.path.map((c) => c.subject),
+    [`CN=SEV-VCEK, ${AMD}`, h.roots.ask.subject, h.ark.subject],
+  );
+  // An impostor hierarchy with AMD's names: its VCEK is not signed by the pinned ASK, and with
+  // its own ASK and ARK carried the chain ends in an ARK whose key is not pinned.
+  const fake = await hierarchy('Milan');
+  const f = await fake.leaf();
+  const fr = await report(f.keys.privateKey);
+  await assert.rejects(
+    verifySnpReport(fr, { now: NOW, vcek: f.cert, roots }),
+    hasCode('CHAIN_SIGNATURE_INVALID', 'CHAIN'),
+  );
+  await assert.rejects(
+    verifySnpReport(fr, {
+      now: NOW,
+      vcek: f.cert,
+      roots,
+      collateral: { chain: [derOf(fake.roots.ask), derOf(fake.ark)] },
+    }),
+    hasCode('CHAIN_UNTRUSTED_ROOT', 'CHAIN'),
+  );
+  // A VLEK offered for a report flagged VCEK: only the ASK is offered, which did not issue it.
+  const v = await h.leaf({ kind: 'vlek' });
+  await assert.rejects(
+    verifySnpReport(await report(v.keys.privateKey, { signingKey: 0 }), {
+      now: NOW,
+      vcek: v.cert,
+      roots,
+    }),
+    hasCode('CHAIN_INCOMPLETE', 'CHAIN'),
+  );
+});
+
+test('synthetic hierarchy: the intermediate is checked at `now` too, and a foreign CRL is a mismatch', async () => {
+  const h = await hierarchy('Milan', {
+    askValidity: { from: FROM, to: new Date('2025-06-01T00:00:00Z') },
+  });
+  const roots = { Milan: h.roots };
+  const a = await h.leaf();
+  const r = await report(a.keys.privateKey);
+  await verifySnpReport(r, { now: new Date('2025-03-01T00:00:00Z'), vcek: a.cert, roots });
+  await assert.rejects(
+    verifySnpReport(r, { now: NOW, vcek: a.cert, roots }),
+    hasCode('CHAIN_EXPIRED', 'CHAIN'),
+  );
+  // The CRL of another ARK (Genoa's) names no issuer on a Milan chain.
+  const ok = await hierarchy('Milan');
+  const genoa = await hierarchy('Genoa');
+  const l = await ok.leaf();
+  await assert.rejects(
+    verifySnpReport(await report(l.keys.privateKey), {
+      now: NOW,
+      vcek: l.cert,
+      roots: { Milan: ok.roots },
+      collateral: { crl: await genoa.crl() },
+    }),
+    hasCode('COLLATERAL_MISMATCH', 'COLLATERAL'),
+  );
 });

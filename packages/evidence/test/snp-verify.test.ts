@@ -12,6 +12,7 @@ import {
   verifySnpReport,
 } from '@cloister/evidence';
 import type { SnpProductRoots } from '@cloister/evidence';
+import { children } from './pki-fixtures.js';
 import { SNP_VECTORS } from './snp-vectors.js';
 import type { SnpVector } from './snp-vectors.js';
 
@@ -326,3 +327,50 @@ test('an invalid verification time is refused', { skip }, async () => {
     hasCode('POLICY_INVALID'),
   );
 });
+
+test('an altered VCEK fails the RSA-PSS signature check of its ASK', { skip }, async () => {
+  const vcek = readVector('snp/gsev-milan-v2.vcek.der');
+  // One bit of the serial number (inside the signed TBSCertificate), the DER still valid.
+  const serial = children(children(vcek)[0] as Uint8Array)[1] as Uint8Array;
+  const altered = new Uint8Array(vcek);
+  const at = serial.byteOffset - vcek.byteOffset + serial.length - 1;
+  altered[at] = (altered[at] as number) ^ 1;
+  assert.equal(parseCertificates(altered).length, 1);
+  await assert.rejects(
+    verifySnpReport(readVector('snp/gsev-milan-v2.report.bin'), {
+      now: new Date('2025-01-01T00:00:00Z'),
+      vcek: altered,
+    }),
+    hasCode('CHAIN_SIGNATURE_INVALID', 'CHAIN'),
+  );
+});
+
+test(
+  'AMD certificates beside the evidence are used only on the path: the other KDS chain or another product’s ARK change nothing',
+  { skip },
+  async () => {
+    const report = readVector('snp/trustee-milan-vlek-v3.report.bin');
+    const vlek = readVector('snp/trustee-milan-vlek-v3.vlek.der');
+    const now = new Date('2025-06-01T00:00:00Z');
+    const chainOf = (file: string) =>
+      parseCertificates(readVector(file)).map((c) => new Uint8Array(c.rawData));
+    const subjects = (r: { chain: { path: readonly { subject: string }[] } }) =>
+      r.chain.path.map((c) => /CN=([^,]+)/.exec(c.subject)?.[1]);
+    for (const file of ['snp/amd-ask-ark-milan-vlek.pem', 'snp/amd-ask-ark-milan-vcek.pem']) {
+      const r = await verifySnpReport(report, {
+        now,
+        vcek: vlek,
+        collateral: { chain: chainOf(file) },
+      });
+      assert.deepEqual(subjects(r), ['SEV-VLEK', 'SEV-VLEK-Milan', 'ARK-Milan'], file);
+    }
+    // Another product's ARK and ASK riding along with a complete Azure-style chain.
+    const azure = SNP_VECTORS.find((v) => v.name === 'azure-hcl-milan-v2') as SnpVector;
+    const r = await verifySnpReport(reportOf(azure), {
+      now: new Date(azure.at),
+      vcek: readVector(azure.cert),
+      collateral: { chain: chainOf('snp/amd-ask-ark-genoa-vcek.pem') },
+    });
+    assert.deepEqual(subjects(r), ['SEV-VCEK', 'SEV-Milan', 'ARK-Milan']);
+  },
+);

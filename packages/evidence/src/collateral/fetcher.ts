@@ -21,7 +21,7 @@
 import { fromHex } from '../bytes.js';
 import { intelCollateralFromPcs, parseIntelCollateral } from '../dcap/collateral.js';
 import { evidenceError } from '../error-codes.js';
-import { parseCertificate, parseCertificates, parseCrl } from '../pki/chain.js';
+import { parseCertificate, parseCertificates, parseCrl } from '../pki/x509.js';
 import { normaliseHwid } from './offline.js';
 import type {
   CollateralSource,

@@ -11,7 +11,7 @@
 import { fromHex, toHex } from '../bytes.js';
 import { parseIntelCollateral } from '../dcap/collateral.js';
 import { evidenceError } from '../error-codes.js';
-import { parseCertificates, parseCrl } from '../pki/chain.js';
+import { parseCertificates, parseCrl } from '../pki/x509.js';
 import { readAmdKeyCert } from '../snp/vcek-cert.js';
 import type {
   CollateralSource,

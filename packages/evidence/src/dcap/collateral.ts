@@ -14,16 +14,8 @@ import { fromHex, utf8 } from '../bytes.js';
 import type { IntelCollateralJson } from '../collateral/types.js';
 import { ecdsaVerify, importEcSpki } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
-import type { TrustAnchor } from '../pki/chain.js';
-import {
-  BoundedMemo,
-  certInfo,
-  crlInfo,
-  crlSignedBy,
-  rawCert,
-  type CertInfo,
-  type CrlInfo,
-} from './cert-cache.js';
+import { BoundedMemo } from '../memo.js';
+import { certInfo, crlInfo, crlSignedBy, type CertInfo, type CrlInfo } from '../pki/cert-cache.js';
 import {
   buildSignedPath,
   checkCrlWindow,
@@ -31,7 +23,9 @@ import {
   checkPinned,
   checkValidity,
   type SignedPath,
-} from './cert-path.js';
+} from '../pki/path.js';
+import type { TrustAnchor } from '../pki/x509.js';
+import { intelRawCert } from './intel-root.js';
 import { decodePckChainData } from './quote.js';
 import { parseStrictJson, type JsonValue } from './strict-json.js';
 
@@ -530,8 +524,8 @@ export async function verifyCollateralSignatures(
     const [leaf, ...pool] = chain;
     if (leaf === undefined) throw evidenceError('CHAIN_INCOMPLETE', `${label}: no certificate`);
     return buildSignedPath(
-      rawCert(leaf.der, label),
-      pool.map((c) => rawCert(c.der, label)),
+      intelRawCert(leaf.der, label),
+      pool.map((c) => intelRawCert(c.der, label)),
       [],
       label,
     );

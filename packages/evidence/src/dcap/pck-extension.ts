@@ -23,7 +23,7 @@ import {
   expectTag,
   readDer,
   readDerChildren,
-} from './der.js';
+} from '../pki/der.js';
 
 export const SGX_EXTENSION_OID = '1.2.840.113741.1.13.1';
 

@@ -15,7 +15,7 @@
  */
 import { bytesAt, isAllZero, u16le, u32le } from '../bytes.js';
 import { evidenceError } from '../error-codes.js';
-import { DER_SEQUENCE, readDer } from './der.js';
+import { DER_SEQUENCE, readDer } from '../pki/der.js';
 
 export const DCAP_HEADER_SIZE = 0x30;
 export const SGX_REPORT_SIZE = 384;

@@ -24,16 +24,8 @@ import type { IntelTcbStatus, SgxClaims, TdxClaims } from '../claims.js';
 import type { IntelCollateralJson } from '../collateral/types.js';
 import { ecdsaVerify, importEcRawXY, importEcSpki, sha256 } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
-import type { TrustAnchor } from '../pki/chain.js';
-import {
-  BoundedMemo,
-  bytesKey,
-  certInfo,
-  extensionValue,
-  rawCert,
-  type CertInfo,
-  type RawCert,
-} from './cert-cache.js';
+import { BoundedMemo, bytesKey } from '../memo.js';
+import { certInfo, extensionValue, type CertInfo, type RawCert } from '../pki/cert-cache.js';
 import {
   anchorRawCert,
   buildSignedPath,
@@ -41,14 +33,15 @@ import {
   checkPinned,
   checkValidity,
   type SignedPath,
-} from './cert-path.js';
+} from '../pki/path.js';
+import type { TrustAnchor } from '../pki/x509.js';
 import {
   checkCollateral,
   parseIntelCollateral,
   verifyCollateralSignatures,
   type ParsedIntelCollateral,
 } from './collateral.js';
-import { INTEL_SGX_ROOT_CA } from './intel-root.js';
+import { INTEL_SGX_ROOT_CA, intelRawCert } from './intel-root.js';
 import { parsePckExtension, SGX_EXTENSION_OID, type PckExtension } from './pck-extension.js';
 import {
   decodePckChainData,
@@ -185,7 +178,9 @@ function pckFacts(leaf: CertInfo): { ext: PckExtension; ca: 'processor' | 'platf
 }
 
 function pckRawCerts(chainRaw: Uint8Array): RawCert[] {
-  return decodePckChainData(chainRaw).certificates.map((d, i) => rawCert(d, `pck_chain[${i}]`));
+  return decodePckChainData(chainRaw).certificates.map((d, i) =>
+    intelRawCert(d, `pck_chain[${i}]`),
+  );
 }
 
 /**

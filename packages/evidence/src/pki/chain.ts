@@ -1,87 +1,29 @@
 /**
- * X.509 chain verification for vendor roots (RFC 5280 path validation, reduced to what TEE
- * vendor chains need): the path is built leaf to root by issuer name and signature, the last
- * certificate must be a pinned root compared by its public key (never by its name: Intel's test
- * root has the production root's name), every certificate must be valid at the injected time,
- * and every certificate is checked against the CRL its issuer signed, when one is given.
+ * X.509 chain verification for callers holding parsed certificates (the package's public
+ * `verifyChain` and `checkCrl`, and the sim verifier): a thin layer over the one path builder of
+ * path.ts, which the DCAP, SNP and sim verifiers use directly. The rules are the builder's: the
+ * path is built leaf to root by issuer name and signature (certificates given but not needed are
+ * ignored, never trusted), the last certificate must be a pinned root compared by its public key
+ * (never by its name: Intel's test root has the production root's name), every certificate on
+ * the path must be valid at the injected time, and every certificate is checked against the CRL
+ * its issuer signed, when one is given.
  *
- * Signature checks are pure functions of the certificate bytes, so they are memoised; the time
- * and CRL checks run every time.
+ * Signature checks are pure functions of the certificate bytes, so they are memoised (by exact
+ * bytes, cert-cache.ts); the pinning, time and CRL checks run every time.
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
-import { bytesEqual, toHex } from '../bytes.js';
 import { isCloisterError } from '@cloister/errors';
 import { evidenceError } from '../error-codes.js';
-
-x509.cryptoProvider.set(globalThis.crypto);
-
-export type Certificate = x509.X509Certificate;
-export type Crl = x509.X509Crl;
-
-/** Parses one DER certificate; PARSE error on garbage. */
-export function parseCertificate(der: Uint8Array, field = 'certificate'): Certificate {
-  try {
-    return new x509.X509Certificate(new Uint8Array(der));
-  } catch (cause) {
-    throw evidenceError('CERT_MALFORMED', `${field}: not a DER X.509 certificate`, {
-      cause,
-      details: { field },
-    });
-  }
-}
-
-/** Parses one DER CRL. */
-export function parseCrl(der: Uint8Array, field = 'crl'): Crl {
-  try {
-    return new x509.X509Crl(new Uint8Array(der));
-  } catch (cause) {
-    throw evidenceError('CERT_MALFORMED', `${field}: not a DER X.509 CRL`, {
-      cause,
-      details: { field },
-    });
-  }
-}
-
-/**
- * Parses PEM text holding one or more certificates (a trailing NUL, as Intel quotes carry, is
- * ignored). Throws if no certificate is found.
- */
-export function parsePemCertificates(pem: string, field = 'certificates'): Certificate[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length === 0)
-    throw evidenceError('CERT_MALFORMED', `${field}: no PEM certificate found`, {
-      details: { field },
-    });
-  return blocks.map((b, i) => {
-    try {
-      return new x509.X509Certificate(b);
-    } catch (cause) {
-      throw evidenceError('CERT_MALFORMED', `${field}[${i}]: bad PEM certificate`, {
-        cause,
-        details: { field, index: i },
-      });
-    }
-  });
-}
-
-/** Parses certificates given as PEM text or as DER bytes (one certificate). */
-export function parseCertificates(data: Uint8Array, field = 'certificates'): Certificate[] {
-  const head = new TextDecoder().decode(data.subarray(0, Math.min(data.length, 64)));
-  if (head.includes('-----BEGIN'))
-    return parsePemCertificates(new TextDecoder().decode(data), field);
-  return [parseCertificate(data, field)];
-}
-
-/** A root trusted by its public key. */
-export interface TrustAnchor {
-  readonly name: string;
-  readonly certificate: Certificate;
-}
-
-export function trustAnchor(name: string, der: Uint8Array): TrustAnchor {
-  return { name, certificate: parseCertificate(der, `root ${name}`) };
-}
+import { certInfo, crlInfo, rawCert } from './cert-cache.js';
+import {
+  anchorRawCert,
+  buildSignedPath,
+  checkCrl as checkCrlInfo,
+  checkPathCrls,
+  checkPinned,
+  checkValidity,
+  offeredCerts,
+} from './path.js';
+import type { Certificate, Crl, TrustAnchor } from './x509.js';
 
 export interface ChainOptions {
   /** The roots accepted at the end of the path. */
@@ -100,46 +42,62 @@ export interface VerifiedChain {
   readonly root: TrustAnchor;
 }
 
-const verifiedSignatures = new Set<string>();
-const MAX_MEMO = 10_000;
+const der = (c: Certificate | Crl): Uint8Array => new Uint8Array(c.rawData);
 
-async function signedBy(child: Certificate, issuer: Certificate): Promise<boolean> {
-  // Keyed by the whole signed certificate and the issuer key: a certificate edited after a
-  // genuine copy was checked keeps the old signature, so the signature alone is not a key.
-  const key = `${toHex(new Uint8Array(child.rawData))}:${toHex(new Uint8Array(issuer.publicKey.rawData))}`;
-  if (verifiedSignatures.has(key)) return true;
-  let ok = false;
+/** The time as milliseconds; an invalid Date is a caller error, never "valid at every time". */
+function timeOf(now: Date, label: string): number {
+  const t = now instanceof Date ? now.getTime() : NaN;
+  if (!Number.isFinite(t)) throw evidenceError('POLICY_INVALID', `${label}: invalid time`);
+  return t;
+}
+
+/**
+ * The X.509 library parses keys and extensions lazily: a malformed certificate can surface as a
+ * library exception deep in a check. It is still malformed input, never a crash.
+ */
+async function asMalformed<T>(label: string, run: () => Promise<T>): Promise<T> {
   try {
-    ok = await child.verify({ publicKey: issuer.publicKey, signatureOnly: true });
-  } catch {
-    ok = false;
+    return await run();
+  } catch (e) {
+    if (isCloisterError(e)) throw e;
+    throw evidenceError('CERT_MALFORMED', `${label}: a certificate cannot be parsed`, {
+      cause: e,
+    });
   }
-  if (ok) {
-    if (verifiedSignatures.size >= MAX_MEMO) verifiedSignatures.clear();
-    verifiedSignatures.add(key);
-  }
-  return ok;
 }
 
-function samePublicKey(a: Certificate, b: Certificate): boolean {
-  return bytesEqual(new Uint8Array(a.publicKey.rawData), new Uint8Array(b.publicKey.rawData));
-}
-
-function checkValidity(c: Certificate, now: Date, label: string): void {
-  if (now < c.notBefore || now > c.notAfter) {
-    throw evidenceError(
-      'CHAIN_EXPIRED',
-      `${label}: certificate "${c.subject}" is not valid at ${now.toISOString()}`,
-      {
-        details: {
-          subject: c.subject,
-          notBefore: c.notBefore.toISOString(),
-          notAfter: c.notAfter.toISOString(),
-          now: now.toISOString(),
-        },
-      },
+/**
+ * Verifies `chain` (leaf first; intermediates in any order, unused ones ignored; the root may be
+ * included or not). Throws a CHAIN error naming the failing step, or a COLLATERAL error for a
+ * CRL that is forged or not current.
+ */
+export async function verifyChain(
+  chain: readonly Certificate[],
+  opts: ChainOptions,
+): Promise<VerifiedChain> {
+  const { label } = opts;
+  return asMalformed(label, async () => {
+    const now = timeOf(opts.now, label);
+    const [leaf, ...rest] = chain;
+    if (leaf === undefined) throw evidenceError('CHAIN_INCOMPLETE', `${label}: no certificate`);
+    // The pinned roots first, then the intermediates given, which are used only if needed.
+    const path = await buildSignedPath(
+      rawCert(der(leaf), `${label}[0]`),
+      [],
+      [...opts.roots.map(anchorRawCert), ...offeredCerts(rest.map(der), `${label} intermediates`)],
+      label,
     );
-  }
+    const root = checkPinned(path, opts.roots, label);
+    checkValidity(path, now, label);
+    // A CRL of an issuer that is not on this path says nothing about it, and is ignored.
+    await checkPathCrls(
+      path,
+      (opts.crls ?? []).map((c, i) => crlInfo(der(c), `${label} crls[${i}]`)),
+      now,
+      label,
+    );
+    return { path: path.certs.map((c) => c.cert), root };
+  });
 }
 
 /**
@@ -153,141 +111,13 @@ export async function checkCrl(
   now: Date,
   label: string,
 ): Promise<void> {
-  let ok = false;
-  try {
-    ok = await crl.verify({ publicKey: issuer.publicKey });
-  } catch {
-    ok = false;
-  }
-  if (!ok) {
-    throw evidenceError(
-      'COLLATERAL_SIGNATURE_INVALID',
-      `${label}: CRL of "${crl.issuer}" is not signed by its issuer`,
-      {
-        details: { crlIssuer: crl.issuer },
-      },
-    );
-  }
-  if (now < crl.thisUpdate || (crl.nextUpdate !== undefined && now > crl.nextUpdate)) {
-    throw evidenceError(
-      'COLLATERAL_EXPIRED',
-      `${label}: CRL of "${crl.issuer}" is not current at ${now.toISOString()}`,
-      {
-        details: {
-          crlIssuer: crl.issuer,
-          thisUpdate: crl.thisUpdate.toISOString(),
-          nextUpdate: crl.nextUpdate?.toISOString(),
-          now: now.toISOString(),
-        },
-      },
-    );
-  }
-  const revoked = crl.findRevoked(cert);
-  if (revoked !== null && revoked.revocationDate <= now) {
-    throw evidenceError(
-      'CHAIN_REVOKED',
-      `${label}: certificate "${cert.subject}" (serial ${cert.serialNumber}) is revoked`,
-      {
-        details: {
-          subject: cert.subject,
-          serial: cert.serialNumber,
-          revokedAt: revoked.revocationDate.toISOString(),
-        },
-      },
-    );
-  }
-}
-
-/**
- * Verifies `chain` (leaf first; intermediates in any order; the root may be included or not).
- * Throws a CHAIN error naming the failing certificate.
- */
-export async function verifyChain(
-  chain: readonly Certificate[],
-  opts: ChainOptions,
-): Promise<VerifiedChain> {
-  try {
-    return await walkChain(chain, opts);
-  } catch (e) {
-    // The X.509 library parses keys and extensions lazily: a malformed certificate can surface
-    // as a library exception deep in the walk. It is still malformed input, never a crash.
-    if (isCloisterError(e)) throw e;
-    throw evidenceError('CERT_MALFORMED', `${opts.label}: a certificate cannot be parsed`, {
-      cause: e,
-    });
-  }
-}
-
-async function walkChain(
-  chain: readonly Certificate[],
-  opts: ChainOptions,
-): Promise<VerifiedChain> {
-  const leaf = chain[0];
-  if (leaf === undefined) throw evidenceError('CHAIN_INCOMPLETE', `${opts.label}: no certificate`);
-  const path: Certificate[] = [leaf];
-  const pool = chain.slice(1);
-  for (let depth = 0; depth < 8; depth++) {
-    const cur = path[path.length - 1] as Certificate;
-    checkValidity(cur, opts.now, opts.label);
-    // Reached a pinned root? (compare the key, not the name)
-    const anchor = opts.roots.find((r) => samePublicKey(r.certificate, cur));
-    if (anchor !== undefined) {
-      if (!(await signedBy(cur, anchor.certificate))) {
-        throw evidenceError(
-          'CHAIN_SIGNATURE_INVALID',
-          `${opts.label}: root "${cur.subject}" is not self-signed`,
-        );
-      }
-      return { path, root: anchor };
-    }
-    // A self-signed certificate that is not pinned ends the path: an impostor root, even when
-    // it bears a pinned root's name.
-    if (cur.subject === cur.issuer && (await signedBy(cur, cur))) {
-      throw evidenceError(
-        'CHAIN_UNTRUSTED_ROOT',
-        `${opts.label}: chain ends in "${cur.subject}", whose key is not a pinned root`,
-        { details: { subject: cur.subject } },
-      );
-    }
-    // Next issuer: a root if it names one, else a certificate of the pool.
-    const candidates = [...opts.roots.map((r) => r.certificate), ...pool].filter(
-      (c) => c.subject === cur.issuer,
-    );
-    if (candidates.length === 0) {
-      const selfSigned = cur.subject === cur.issuer;
-      throw evidenceError(
-        selfSigned ? 'CHAIN_UNTRUSTED_ROOT' : 'CHAIN_INCOMPLETE',
-        selfSigned
-          ? `${opts.label}: chain ends in "${cur.subject}", whose key is not a pinned root`
-          : `${opts.label}: issuer "${cur.issuer}" of "${cur.subject}" was not supplied`,
-        { details: { subject: cur.subject, issuer: cur.issuer } },
-      );
-    }
-    let issuer: Certificate | undefined;
-    for (const c of candidates)
-      if (await signedBy(cur, c)) {
-        issuer = c;
-        break;
-      }
-    if (issuer === undefined) {
-      throw evidenceError(
-        'CHAIN_SIGNATURE_INVALID',
-        `${opts.label}: "${cur.subject}" is not signed by "${cur.issuer}"`,
-        {
-          details: { subject: cur.subject, issuer: cur.issuer },
-        },
-      );
-    }
-    for (const crl of opts.crls ?? []) {
-      if (crl.issuer === issuer.subject) await checkCrl(crl, issuer, cur, opts.now, opts.label);
-    }
-    if (issuer === cur) {
-      throw evidenceError(
-        'CHAIN_UNTRUSTED_ROOT',
-        `${opts.label}: chain ends in "${cur.subject}", whose key is not a pinned root`,
-      );
-    }
-    path.push(issuer);
-  }
-  throw evidenceError('CHAIN_INCOMPLETE', `${opts.label}: chain longer than 8 certificates`);
+  return asMalformed(label, () =>
+    checkCrlInfo(
+      crlInfo(der(crl), `${label} CRL`),
+      certInfo(der(issuer), `${label} CRL issuer`),
+      certInfo(der(cert), `${label} certificate`),
+      timeOf(now, label),
+      label,
+    ),
+  );
 }

@@ -5,9 +5,9 @@
  * the files (docs/sim.md: root.crt.pem, root.key.jwk, platform.crt.pem, platform.key.jwk) is
  * left to the caller, so this stays engine-neutral.
  */
-// chain.js imports 'reflect-metadata' and sets the WebCrypto provider before @peculiar/x509 is used.
-import { parseCertificate, trustAnchor } from '../pki/chain.js';
-import type { TrustAnchor } from '../pki/chain.js';
+// x509.js imports 'reflect-metadata' and sets the WebCrypto provider before @peculiar/x509 is used.
+import { parseCertificate, trustAnchor } from '../pki/x509.js';
+import type { TrustAnchor } from '../pki/x509.js';
 import { evidenceError } from '../error-codes.js';
 import { createSimReport } from './report.js';
 import * as x509 from '@peculiar/x509';

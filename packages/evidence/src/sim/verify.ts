@@ -10,10 +10,11 @@ import { toHex, bytesEqual } from '../bytes.js';
 import type { SimClaims } from '../claims.js';
 import { ecdsaVerify, importEcSpki } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
-import { parseCertificate, verifyChain } from '../pki/chain.js';
-import type { TrustAnchor } from '../pki/chain.js';
+import { BoundedMemo, bytesKey } from '../memo.js';
+import { rawCert, type CertInfo } from '../pki/cert-cache.js';
+import { anchorRawCert, buildSignedPath, checkPinned, checkValidity } from '../pki/path.js';
+import type { TrustAnchor } from '../pki/x509.js';
 import { parseSimReport, simPlatformId } from './report.js';
-import { BoundedMemo, bytesKey } from '../dcap/cert-cache.js';
 
 /**
  * A platform certificate that chained to a pinned root, with what the report check needs: its
@@ -28,7 +29,7 @@ interface VerifiedPlatform {
 
 /**
  * Chain results by the exact bytes of the platform certificate and the identity of the pinned
- * roots (the pattern of dcap/cert-cache.ts): every report of a platform carries the same
+ * roots (the pattern of pki/cert-cache.ts): every report of a platform carries the same
  * certificate, so parsing it, walking its chain and importing its key once per platform is
  * enough. The key is the certificate's full DER, never a digest or a part of it, so an altered
  * certificate never hits. Only successes are cached, the memo is bounded, and a hit still
@@ -73,12 +74,13 @@ export async function verifySimReport(
       { details: { rule: 'allowSimulation' } },
     );
   }
+  const t = options.now instanceof Date ? options.now.getTime() : NaN;
+  if (!Number.isFinite(t)) throw evidenceError('POLICY_INVALID', 'sim: `now` must be a valid Date');
   const r = parseSimReport(bytes);
   const memoKey = `${rootsKey(options.roots)}|${bytesKey(r.platformCertDer)}`;
-  const t = options.now.getTime();
   let platform = platformMemo.get(memoKey);
   if (platform === undefined || t < platform.validFrom || t > platform.validTo) {
-    platform = await verifyPlatform(r.platformCertDer, options);
+    platform = await verifyPlatform(r.platformCertDer, options.roots, t);
     platformMemo.set(memoKey, platform);
   }
   if (!(await ecdsaVerify('P-256', platform.key, r.signature, r.signed))) {
@@ -105,25 +107,33 @@ export async function verifySimReport(
   };
 }
 
-/** Chains the platform certificate to a pinned root at `now` and imports its key. */
+/**
+ * Chains the platform certificate to a pinned root at `now` (the shared path builder: signature
+ * over the raw bytes first, root pinned by key, validity of every certificate) and imports its
+ * key.
+ */
 async function verifyPlatform(
   certDer: Uint8Array,
-  options: VerifySimOptions,
+  roots: readonly TrustAnchor[],
+  now: number,
 ): Promise<VerifiedPlatform> {
+  const label = 'sim platform chain';
   try {
-    const cert = parseCertificate(certDer, 'sim platform certificate');
-    const chain = await verifyChain([cert], {
-      roots: options.roots,
-      now: options.now,
-      label: 'sim platform chain',
-    });
-    const spki = new Uint8Array(cert.publicKey.rawData);
-    const path = [...chain.path, chain.root.certificate];
+    const path = await buildSignedPath(
+      rawCert(certDer, 'sim platform certificate'),
+      [],
+      roots.map(anchorRawCert),
+      label,
+    );
+    checkPinned(path, roots, label);
+    checkValidity(path, now, label);
+    const leaf = path.certs[0] as CertInfo;
+    const spki = new Uint8Array(leaf.cert.publicKey.rawData);
     return {
       key: await importEcSpki('P-256', spki, 'sim platform key'),
       platformId: await simPlatformId(spki),
-      validFrom: Math.max(...path.map((c) => c.notBefore.getTime())),
-      validTo: Math.min(...path.map((c) => c.notAfter.getTime())),
+      validFrom: Math.max(...path.certs.map((c) => c.notBefore)),
+      validTo: Math.min(...path.certs.map((c) => c.notAfter)),
     };
   } catch (cause) {
     if (isCloisterError(cause)) throw cause;

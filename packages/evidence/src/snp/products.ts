@@ -10,8 +10,8 @@
  * ASVK are only convenient copies: they must still verify under the pinned ARK on every path.
  */
 import { fromBase64 } from '../bytes.js';
-import { parseCertificate, trustAnchor } from '../pki/chain.js';
-import type { Certificate, TrustAnchor } from '../pki/chain.js';
+import { parseCertificate, trustAnchor } from '../pki/x509.js';
+import type { Certificate, TrustAnchor } from '../pki/x509.js';
 import type { SnpProduct } from '../claims.js';
 
 // Milan: ARK-Milan, SEV-Milan, SEV-VLEK-Milan.

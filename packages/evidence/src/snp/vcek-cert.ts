@@ -7,7 +7,7 @@
  */
 import * as asn1js from 'asn1js';
 import type { SnpProduct } from '../claims.js';
-import type { Certificate } from '../pki/chain.js';
+import type { Certificate } from '../pki/x509.js';
 import { evidenceError } from '../error-codes.js';
 
 const ARC = '1.3.6.1.4.1.3704.1';

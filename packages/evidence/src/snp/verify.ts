@@ -8,23 +8,28 @@
  * Debug mode and VMPL are returned as claims: whether they are acceptable is policy, decided
  * by appraisal, not here.
  *
- * Chain verification depends only on the certificate bytes and the roots, so it is memoised by
- * exact bytes (with the imported VCEK key); only the validity-at-`now` checks, CRL checks,
- * extension comparisons and the report signature run on every call.
+ * The chain is built and validated by the shared path builder (pki/path.ts), as for Intel and
+ * the sim. Its signatures and pinning depend only on the certificate bytes and the roots, so
+ * they are memoised by exact bytes (with the imported VCEK key); only the validity-at-`now`
+ * checks, CRL checks, extension comparisons and the report signature run on every call.
  */
 import { bytesEqual, toHex } from '../bytes.js';
 import { ecdsaVerify, importEcSpki } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
 import type { SnpClaims, SnpProduct } from '../claims.js';
 import type { CollateralSource, SnpCollateral } from '../collateral/types.js';
+import { crlInfo, rawCert, type RawCert } from '../pki/cert-cache.js';
+import type { VerifiedChain } from '../pki/chain.js';
 import {
-  checkCrl,
-  parseCertificate,
-  parseCertificates,
-  parseCrl,
-  verifyChain,
-} from '../pki/chain.js';
-import type { Certificate, Crl, VerifiedChain } from '../pki/chain.js';
+  anchorRawCert,
+  buildSignedPath,
+  checkPathCrls,
+  checkPinned,
+  checkValidity,
+  offeredCerts,
+  type SignedPath,
+} from '../pki/path.js';
+import { parseCertificate, parseCertificates, type Certificate } from '../pki/x509.js';
 import { SNP_ROOTS } from './products.js';
 import type { SnpProductRoots } from './products.js';
 import { checkSnpProductLayout, decodeSnpTcb, parseSnpReport } from './report.js';
@@ -66,15 +71,23 @@ export interface SnpVerification {
   readonly chain: VerifiedChain;
 }
 
+/** A chain whose signatures verify up to the pinned ARK (validity and CRLs are per call). */
+interface SnpChain {
+  readonly path: SignedPath;
+  readonly verified: VerifiedChain;
+}
+
 /** One distinct set of certificate bytes: parsed once, key imported once, chains memoised. */
 interface CertEntry {
   readonly ders: readonly Uint8Array[];
   readonly leaf: Certificate;
-  readonly extra: readonly Certificate[];
+  readonly leafRaw: RawCert;
+  /** The other certificates that came with the leaf: candidate issuers, never trusted. */
+  readonly beside: readonly RawCert[];
   readonly info: AmdKeyCertInfo;
   readonly key: CryptoKey;
-  /** Verified chains, per roots object and key type. */
-  readonly chains: WeakMap<SnpProductRoots, Map<SnpSigningKey, VerifiedChain>>;
+  /** Signed chains, per roots object and key type. */
+  readonly chains: WeakMap<SnpProductRoots, Map<SnpSigningKey, SnpChain>>;
 }
 
 const MAX_ENTRIES = 1024;
@@ -116,6 +129,11 @@ async function certEntry(ders: readonly Uint8Array[]): Promise<CertEntry> {
   });
   const leaf = certs[leafIndex === -1 ? 0 : leafIndex] as Certificate;
   const extra = certs.filter((_, i) => i !== (leafIndex === -1 ? 0 : leafIndex));
+  const leafRaw = rawCert(new Uint8Array(leaf.rawData), 'VCEK/VLEK');
+  const beside = offeredCerts(
+    extra.map((c) => new Uint8Array(c.rawData)),
+    'SNP chain',
+  );
   const info = readAmdKeyCert(leaf);
   let key: CryptoKey;
   try {
@@ -129,7 +147,8 @@ async function certEntry(ders: readonly Uint8Array[]): Promise<CertEntry> {
   const entry: CertEntry = {
     ders: ders.map((d) => new Uint8Array(d)),
     leaf,
-    extra,
+    leafRaw,
+    beside,
     info,
     key,
     chains: new WeakMap(),
@@ -141,37 +160,6 @@ async function certEntry(ders: readonly Uint8Array[]): Promise<CertEntry> {
   entries.set(h, [...(bucket ?? []), entry]);
   entryCount++;
   return entry;
-}
-
-const crlCache = new Map<string, Crl>();
-function crlOf(der: Uint8Array): Crl {
-  const k = toHex(der);
-  let crl = crlCache.get(k);
-  if (crl === undefined) {
-    crl = parseCrl(der, 'AMD CRL');
-    if (crlCache.size >= 64) crlCache.clear();
-    crlCache.set(k, crl);
-  }
-  return crl;
-}
-
-function checkValidity(path: readonly Certificate[], now: Date): void {
-  for (const c of path) {
-    if (now < c.notBefore || now > c.notAfter) {
-      throw evidenceError(
-        'CHAIN_EXPIRED',
-        `SNP chain: certificate "${c.subject}" is not valid at ${now.toISOString()}`,
-        {
-          details: {
-            subject: c.subject,
-            notBefore: c.notBefore.toISOString(),
-            notAfter: c.notAfter.toISOString(),
-            now: now.toISOString(),
-          },
-        },
-      );
-    }
-  }
 }
 
 function extMismatch(field: string, expected: unknown, actual: unknown): never {
@@ -272,32 +260,36 @@ export async function verifySnpReport(
   let chain = byKind?.get(report.signingKey);
   if (chain === undefined) {
     const intermediate = report.signingKey === 'vcek' ? productRoots.ask : productRoots.asvk;
-    chain = await verifyChain([entry.leaf, intermediate, ...entry.extra], {
-      roots: [productRoots.ark],
-      now: opts.now,
-      label: `SNP ${report.signingKey.toUpperCase()} chain (${product})`,
-    });
+    const label = `SNP ${report.signingKey.toUpperCase()} chain (${product})`;
+    // The pinned intermediate and ARK first; certificates beside the evidence are used only
+    // where those do not fit, and otherwise ignored (a bundle may hold other products' ASKs).
+    const path = await buildSignedPath(
+      entry.leafRaw,
+      [],
+      [
+        rawCert(new Uint8Array(intermediate.rawData), `${label} intermediate`),
+        anchorRawCert(productRoots.ark),
+        ...entry.beside,
+      ],
+      label,
+    );
+    const root = checkPinned(path, [productRoots.ark], label);
+    chain = { path, verified: { path: path.certs.map((c) => c.cert), root } };
     if (byKind === undefined) {
       byKind = new Map();
       entry.chains.set(productRoots, byKind);
     }
     byKind.set(report.signingKey, chain);
   }
-  checkValidity(chain.path, opts.now);
+  const now = opts.now.getTime();
+  checkValidity(chain.path, now, 'SNP chain');
 
   // Revocation: the ARK-signed KDS CRL lists revoked ASKs/ASVKs (stops a leaked intermediate).
   if (collateral?.crl !== undefined) {
-    const crl = crlOf(collateral.crl);
-    let matched = false;
-    for (let i = 0; i + 1 < chain.path.length; i++) {
-      const issuer = chain.path[i + 1] as Certificate;
-      if (crl.issuer === issuer.subject) {
-        matched = true;
-        await checkCrl(crl, issuer, chain.path[i] as Certificate, opts.now, 'SNP chain');
-      }
-    }
+    const crl = crlInfo(collateral.crl, 'AMD CRL');
+    const unused = await checkPathCrls(chain.path, [crl], now, 'SNP chain');
     // A CRL from another product's ARK is the wrong collateral, not a clean bill of health.
-    if (!matched) {
+    if (unused.length > 0) {
       throw evidenceError('COLLATERAL_MISMATCH', 'SNP: the CRL is not issued by this chain', {
         details: { crlIssuer: crl.issuer, product },
       });
@@ -346,6 +338,6 @@ export async function verifySnpReport(
     report,
     product,
     signingKey: report.signingKey,
-    chain,
+    chain: chain.verified,
   };
 }

@@ -1,44 +1,28 @@
 /**
- * Memoised X.509 work for the DCAP verifier (RFC 5280 section 6.1 signature step only): parsed
- * certificates and CRLs keyed by their exact DER bytes, and issuer-signature results keyed by the
- * exact DER of the signed object plus the issuer's exact SubjectPublicKeyInfo. Keys are the
- * bytes themselves (as a one-byte-per-char string), never a digest or a part of them: a cache
- * keyed by the signature value alone would accept an altered TBSCertificate carrying a
- * previously verified signature.
+ * Memoised X.509 work shared by every path (pki/path.ts): certificates split into their
+ * signature-relevant parts (`RawCert`, RFC 5280 section 4.1), parsed certificates and CRLs
+ * (`CertInfo`, `CrlInfo`) keyed by their exact DER bytes, and issuer-signature results keyed by
+ * the exact DER of the signed object plus the issuer's exact SubjectPublicKeyInfo. Keys are the
+ * bytes themselves (memo.ts), never a digest or a part of them: a cache keyed by the signature
+ * value alone would accept an altered TBSCertificate carrying a previously verified signature.
+ *
+ * Splitting comes first and is cheap (the bounded DER reader, no X.509 library): a path's
+ * signatures are verified over the raw bytes before any certificate is handed to the full
+ * parser, so an altered certificate is refused before it costs a parse.
  *
  * Only successes are cached; every cache is bounded (cleared when full) so hostile input cannot
  * grow memory without limit.
  */
-import { ecdsaVerify, importEcSpki } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
-import { DER_INTEGER, DER_SEQUENCE, readDer, readDerChildren } from './der.js';
-
-const DER_BIT_STRING = 0x03;
-import { parseCertificate, parseCrl, type Certificate, type Crl } from '../pki/chain.js';
-
-const LATIN1 = new TextDecoder('latin1');
-
-/** The exact bytes as a string usable as a Map key (windows-1252 decoding is one-to-one). */
-export function bytesKey(b: Uint8Array): string {
-  return LATIN1.decode(b);
-}
-
-/** A small bounded memo (cleared when full: simple, and enough against unbounded growth). */
-export class BoundedMemo<V> {
-  readonly #map = new Map<string, V>();
-  readonly #max: number;
-  constructor(max: number) {
-    this.#max = max;
-  }
-  get(k: string): V | undefined {
-    return this.#map.get(k);
-  }
-  set(k: string, v: V): V {
-    if (this.#map.size >= this.#max) this.#map.clear();
-    this.#map.set(k, v);
-    return v;
-  }
-}
+import { BoundedMemo, bytesKey } from '../memo.js';
+import { DER_BIT_STRING, DER_SEQUENCE, readDer, readDerChildren } from './der.js';
+import {
+  ecdsaSignatureParts,
+  parseSignatureAlgorithm,
+  verifySignature,
+  type SignatureAlgorithm,
+} from './signature.js';
+import { parseCertificate, parseCrl, type Certificate, type Crl } from './x509.js';
 
 /** A certificate with the facts the verifier reads on every call, precomputed. */
 export interface CertInfo {
@@ -59,7 +43,7 @@ export interface CertInfo {
 
 const certMemo = new BoundedMemo<CertInfo>(2048);
 
-export function normalizeSerial(s: string): string {
+function normalizeSerial(s: string): string {
   const t = s.toLowerCase().replace(/^0+/, '');
   return t === '' ? '0' : t;
 }
@@ -152,7 +136,11 @@ export function crlInfo(der: Uint8Array, field: string): CrlInfo {
   return crlMemo.set(derKey, { crl, derKey, issuer: crl.issuer, thisUpdate, nextUpdate, revoked });
 }
 
-/** True when `crl` carries a valid signature by `issuer`'s key. */
+/**
+ * True when `crl` carries a valid signature by `issuer`'s key. CRLs are verified by the X.509
+ * library (any algorithm it supports, RSASSA-PSS included): unlike certificates they are parsed
+ * before any check anyway, to read their entries.
+ */
 export async function crlSignedBy(crl: CrlInfo, issuer: CertInfo): Promise<boolean> {
   const k = `${issuer.spkiKey}\u0002${crl.derKey}`;
   if (sigMemo.get(k) === true) return true;
@@ -174,15 +162,16 @@ export function extensionValue(c: CertInfo, oid: string): Uint8Array | undefined
 /**
  * The signature-relevant parts of a DER certificate (RFC 5280 section 4.1), read with the
  * bounded DER reader: enough to build and verify a path before handing the certificate to the
- * full X.509 parser. Names are compared as exact DER bytes (Intel's chains encode them
- * identically in subject and issuer). Only ecdsa-with-SHA256 is accepted, as every Intel
- * SGX/TDX certificate uses it.
+ * full X.509 parser. Names are compared as exact DER bytes (the vendors' chains encode them
+ * identically in subject and issuer).
  */
 export interface RawCert {
   readonly der: Uint8Array;
   readonly derKey: string;
   readonly tbs: Uint8Array;
-  /** r||s, 64 bytes. */
+  /** The signature algorithm, identical in the TBSCertificate and outside it. */
+  readonly algorithm: SignatureAlgorithm;
+  /** The signatureValue bits (a DER ECDSA-Sig-Value for ECDSA, the RSA signature for RSA). */
   readonly signature: Uint8Array;
   readonly subjectKey: string;
   readonly issuerKey: string;
@@ -190,58 +179,36 @@ export interface RawCert {
   readonly spkiKey: string;
 }
 
-const ECDSA_SHA256_ALG = '300a06082a8648ce3d040302';
 const rawMemo = new BoundedMemo<RawCert>(2048);
 
 function certBad(field: string, why: string): never {
   throw evidenceError('CERT_MALFORMED', `${field}: ${why}`, { details: { field } });
 }
 
-/** DER ECDSA-Sig-Value (SEQUENCE { r INTEGER, s INTEGER }) to 64-byte r||s. */
-function ecdsaDerToRaw(sig: Uint8Array, field: string): Uint8Array {
-  const seq = readDer(sig, 0, field);
-  if (seq.tag !== DER_SEQUENCE || seq.end !== sig.length) certBad(field, 'bad ECDSA signature');
-  const parts = readDerChildren(seq.content, field, 2);
-  const out = new Uint8Array(64);
-  if (parts.length !== 2) certBad(field, 'bad ECDSA signature');
-  parts.forEach((p, i) => {
-    let v = p.content;
-    if (
-      p.tag !== DER_INTEGER ||
-      v.length === 0 ||
-      v.length > 33 ||
-      ((v[0] as number) & 0x80) !== 0
-    ) {
-      certBad(field, 'bad ECDSA signature integer');
-    }
-    if (v.length > 1 && v[0] === 0 && ((v[1] as number) & 0x80) === 0)
-      certBad(field, 'non-minimal integer');
-    if (v.length === 33) v = v.subarray(1);
-    out.set(v, i * 32 + 32 - v.length);
-  });
-  return out;
-}
-
-/** Splits a DER certificate (memoised by its exact bytes). Throws CERT_MALFORMED. */
-export function rawCert(der: Uint8Array, field: string): RawCert {
-  const derKey = bytesKey(der);
+/**
+ * Splits a DER certificate (memoised by its exact bytes). Throws CERT_MALFORMED (or a DER
+ * PARSE error) for anything that is not a certificate with a supported signature algorithm.
+ */
+export function rawCert(input: Uint8Array, field: string): RawCert {
+  const derKey = bytesKey(input);
   const hit = rawMemo.get(derKey);
   if (hit !== undefined) return hit;
+  // A copy: the memo entry must keep the bytes its key names, whatever the caller does later.
+  const der = new Uint8Array(input);
   const top = readDer(der, 0, field);
   if (top.tag !== DER_SEQUENCE || top.end !== der.length) certBad(field, 'not a DER certificate');
   const [tbsNode, alg, sigBits, ...rest] = readDerChildren(top.content, field, 3);
   if (tbsNode === undefined || alg === undefined || sigBits === undefined || rest.length > 0) {
     certBad(field, 'not a DER certificate');
   }
-  if (
-    tbsNode.tag !== DER_SEQUENCE ||
-    bytesKey(alg.content) !== bytesKey(ECDSA_ALG_CONTENT) ||
-    alg.tag !== DER_SEQUENCE
-  ) {
-    certBad(field, 'not an ecdsa-with-SHA256 certificate');
-  }
+  if (tbsNode.tag !== DER_SEQUENCE) certBad(field, 'not a DER certificate');
+  const algorithm = parseSignatureAlgorithm(alg, `${field}.signatureAlgorithm`);
   if (sigBits.tag !== DER_BIT_STRING || sigBits.content[0] !== 0)
     certBad(field, 'bad signature bit string');
+  const signature = sigBits.content.subarray(1);
+  // An ECDSA signature must at least be a well-formed ECDSA-Sig-Value (checked against the
+  // issuer's curve when verified).
+  if (algorithm.kind === 'ecdsa') ecdsaSignatureParts(signature, `${field}.signature`);
   const tbs = top.content.subarray(0, tbsNode.end);
   const f = readDerChildren(tbsNode.content, `${field}.tbs`, 10);
   let k = 0;
@@ -258,8 +225,8 @@ export function rawCert(der: Uint8Array, field: string): RawCert {
   ) {
     certBad(field, 'incomplete TBSCertificate');
   }
-  // The signed algorithm must equal the outer one (RFC 5280 section 4.1.1.2).
-  if (innerAlg.tag !== DER_SEQUENCE || bytesKey(innerAlg.content) !== bytesKey(ECDSA_ALG_CONTENT)) {
+  // The signed algorithm must equal the outer one, byte for byte (RFC 5280 section 4.1.1.2).
+  if (innerAlg.tag !== alg.tag || bytesKey(innerAlg.content) !== bytesKey(alg.content)) {
     certBad(field, 'signature algorithm mismatch');
   }
   if (
@@ -275,7 +242,8 @@ export function rawCert(der: Uint8Array, field: string): RawCert {
     der,
     derKey,
     tbs,
-    signature: ecdsaDerToRaw(sigBits.content.subarray(1), `${field}.signature`),
+    algorithm,
+    signature,
     subjectKey: bytesKey(subject.content),
     issuerKey: bytesKey(issuer.content),
     spki,
@@ -283,31 +251,17 @@ export function rawCert(der: Uint8Array, field: string): RawCert {
   });
 }
 
-const ECDSA_ALG_CONTENT = fromHexConst(ECDSA_SHA256_ALG).subarray(2);
-function fromHexConst(h: string): Uint8Array {
-  const out = new Uint8Array(h.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(h.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
-
-const verifyKeys = new BoundedMemo<CryptoKey>(1024);
-
 /** True when `child`'s signature verifies with `issuer`'s key (memoised on success). */
 export async function rawSignedBy(child: RawCert, issuer: RawCert): Promise<boolean> {
   const k = `${issuer.spkiKey}\u0003${child.derKey}`;
   if (sigMemo.get(k) === true) return true;
-  let key = verifyKeys.get(issuer.spkiKey);
-  if (key === undefined) {
-    try {
-      key = verifyKeys.set(
-        issuer.spkiKey,
-        await importEcSpki('P-256', issuer.spki, 'issuer public key'),
-      );
-    } catch {
-      return false;
-    }
-  }
-  const ok = await ecdsaVerify('P-256', key, child.signature, child.tbs);
+  const ok = await verifySignature(
+    child.algorithm,
+    issuer.spki,
+    issuer.spkiKey,
+    child.signature,
+    child.tbs,
+  );
   if (ok) sigMemo.set(k, true);
   return ok;
 }

@@ -1,8 +1,10 @@
 /**
  * A minimal DER reader (ITU-T X.690, section 8.1 identifier and length octets, section 10.1
- * definite-length minimal encoding) for the few places the DCAP verifier must walk DER that no
- * X.509 library models: the Intel SGX PCK certificate extension (OID 1.2.840.113741.1.13.1) and
- * the splitting of concatenated DER certificates in quote certification data.
+ * definite-length minimal encoding) for the places the verifiers must walk DER themselves: the
+ * signature-relevant parts of X.509 certificates before the full parser sees them (pki/
+ * cert-cache.ts, pki/signature.ts), the Intel SGX PCK certificate extension (OID
+ * 1.2.840.113741.1.13.1) and the splitting of concatenated DER certificates in quote
+ * certification data.
  *
  * Every read goes through the bounded readers, so malformed input fails with a PARSE error.
  * Only single-byte tags (tag numbers < 31) and definite lengths of up to 4 octets are accepted;
@@ -20,7 +22,9 @@ export interface DerNode {
 }
 
 export const DER_INTEGER = 0x02;
+export const DER_BIT_STRING = 0x03;
 export const DER_OCTET_STRING = 0x04;
+export const DER_NULL = 0x05;
 export const DER_OID = 0x06;
 export const DER_ENUMERATED = 0x0a;
 export const DER_SEQUENCE = 0x30;

@@ -1,0 +1,293 @@
+/**
+ * Certification path building and validation, the one implementation behind every vendor chain
+ * (RFC 5280 section 6.1, reduced to what TEE vendor hierarchies need):
+ *   Intel SGX/TDX   PCK or TCB Signing <- Intel SGX PCK Platform/Processor CA <- Intel SGX Root CA
+ *   AMD SEV-SNP     VCEK <- ASK <- ARK, VLEK <- ASVK <- ARK
+ *   simulation      platform <- sim root
+ *
+ * The work is split by what it depends on. {@link buildSignedPath} depends only on certificate
+ * bytes, so callers memoise its result: it walks from the leaf by issuer name (exact DER) and
+ * verifies every signature over the raw bytes before any certificate reaches the full X.509
+ * parser, up to a self-signed certificate, and (for DCAP) refuses a carried certificate that is
+ * not on the path. What depends on the call is checked every time by the caller: {@link checkPinned} (the
+ * top's key is a pinned root's key, never compared by name: Intel's test root has the
+ * production root's name), {@link checkValidity} (every certificate valid at `now`) and the CRL
+ * checks (each CRL signed by the issuer it names, current at `now`, and revoking only
+ * certificates that issuer signed).
+ *
+ * `verifyChain` (chain.ts) composes these for callers holding parsed certificates; the DCAP and
+ * SNP verifiers call them directly so they can memoise the signed path.
+ */
+import { isCloisterError } from '@cloister/errors';
+import { evidenceError } from '../error-codes.js';
+import {
+  certInfo,
+  crlSignedBy,
+  rawCert,
+  rawSignedBy,
+  type CertInfo,
+  type CrlInfo,
+  type RawCert,
+} from './cert-cache.js';
+import type { TrustAnchor } from './x509.js';
+
+/** A path whose signatures verify, leaf first, ending in a self-signed certificate. */
+export interface SignedPath {
+  readonly certs: readonly CertInfo[];
+  readonly top: CertInfo;
+}
+
+/** The longest path accepted (vendor chains have three certificates). */
+const MAX_PATH_CERTS = 6;
+
+const anchorInfo = new WeakMap<TrustAnchor, CertInfo>();
+
+/** The parsed form of a trust anchor's certificate. */
+function anchorCert(a: TrustAnchor): CertInfo {
+  let c = anchorInfo.get(a);
+  if (c === undefined) {
+    c = certInfo(new Uint8Array(a.certificate.rawData), `root ${a.name}`);
+    anchorInfo.set(a, c);
+  }
+  return c;
+}
+
+const anchorRaw = new WeakMap<TrustAnchor, RawCert>();
+
+/** The split form of a trust anchor's certificate. */
+export function anchorRawCert(a: TrustAnchor): RawCert {
+  let c = anchorRaw.get(a);
+  if (c === undefined) {
+    c = rawCert(new Uint8Array(a.certificate.rawData), `root ${a.name}`);
+    anchorRaw.set(a, c);
+  }
+  return c;
+}
+
+/**
+ * Splits certificates handed over beside evidence, to offer to {@link buildSignedPath}, leaving
+ * out those it could never use (an unsupported signature algorithm, DER the splitter refuses):
+ * an offered certificate is only a candidate issuer, so one that cannot be checked is as good as
+ * absent, and a chain that needed it fails as incomplete.
+ */
+export function offeredCerts(ders: readonly Uint8Array[], label: string): RawCert[] {
+  const out: RawCert[] = [];
+  ders.forEach((d, i) => {
+    try {
+      out.push(rawCert(d, `${label}[${i}]`));
+    } catch (e) {
+      if (!isCloisterError(e)) throw e;
+    }
+  });
+  return out;
+}
+
+/**
+ * Builds the path from `leaf` to a self-signed certificate, verifying every signature on the
+ * way before any certificate is handed to the full X.509 parser (so altered certificates are
+ * refused cheaply). Issuers are looked up first among `carried`, then among `offered`:
+ *  - `carried`: certificates that must all end up on the path. DCAP passes the chains a quote or
+ *    its collateral carry: an unused, possibly altered certificate riding along would be
+ *    accepted unseen by us but might be read by a consumer of the same evidence.
+ *  - `offered`: certificates that may be used and are otherwise ignored, never trusted: pinned
+ *    roots and intermediates the verifier supplies, and, where the caller's contract says so,
+ *    certificates handed over beside the evidence (SNP `--cert` files and extended-report
+ *    certificate tables, `verifyChain`'s intermediates) that may include other products' ones.
+ *    Callers list pinned certificates first, so a carried copy is used only when no pinned one
+ *    fits.
+ *
+ * Whether the top is pinned, and the validity periods, are not checked here (they depend on the
+ * call): see {@link checkPinned} and {@link checkValidity}.
+ */
+export async function buildSignedPath(
+  leaf: RawCert,
+  carried: readonly RawCert[],
+  offered: readonly RawCert[],
+  label: string,
+): Promise<SignedPath> {
+  const raw: RawCert[] = [leaf];
+  let cur = leaf;
+  for (let depth = 0; ; depth++) {
+    if (depth >= MAX_PATH_CERTS)
+      throw evidenceError('CHAIN_INCOMPLETE', `${label}: chain too long`);
+    if (cur.subjectKey === cur.issuerKey) {
+      // A self-issued certificate ends the path; whether its key is pinned is checked per call.
+      if (!(await rawSignedBy(cur, cur))) {
+        throw evidenceError(
+          'CHAIN_SIGNATURE_INVALID',
+          `${label}: certificate ${depth} is not self-signed`,
+          {
+            details: { depth },
+          },
+        );
+      }
+      break;
+    }
+    const candidates = [...carried, ...offered].filter(
+      (c) => c !== cur && c.subjectKey === cur.issuerKey,
+    );
+    if (candidates.length === 0) {
+      throw evidenceError(
+        'CHAIN_INCOMPLETE',
+        `${label}: the issuer of certificate ${depth} was not supplied`,
+        {
+          details: { depth },
+        },
+      );
+    }
+    let next: RawCert | undefined;
+    for (const c of candidates) {
+      if (await rawSignedBy(cur, c)) {
+        next = c;
+        break;
+      }
+    }
+    if (next === undefined) {
+      throw evidenceError(
+        'CHAIN_SIGNATURE_INVALID',
+        `${label}: certificate ${depth} is not signed by its issuer`,
+        {
+          details: { depth },
+        },
+      );
+    }
+    raw.push(next);
+    cur = next;
+  }
+  for (const c of carried) {
+    if (!raw.includes(c)) {
+      throw evidenceError(
+        'CHAIN_SIGNATURE_INVALID',
+        `${label}: a carried certificate is not on the path to the root`,
+      );
+    }
+  }
+  const certs = raw.map((r, i) => certInfo(r.der, `${label}[${i}]`));
+  return { certs, top: certs[certs.length - 1] as CertInfo };
+}
+
+/**
+ * Throws CHAIN_UNTRUSTED_ROOT unless the path's self-signed top has a pinned root's key; returns
+ * that root.
+ */
+export function checkPinned(
+  path: SignedPath,
+  roots: readonly TrustAnchor[],
+  label: string,
+): TrustAnchor {
+  // Compared by key, never by name: Intel's test root has the production root's name.
+  for (const r of roots) if (anchorCert(r).spkiKey === path.top.spkiKey) return r;
+  throw evidenceError(
+    'CHAIN_UNTRUSTED_ROOT',
+    `${label}: chain ends in "${path.top.subject}", whose key is not a pinned root`,
+    { details: { subject: path.top.subject } },
+  );
+}
+
+/** Throws CHAIN_EXPIRED unless every certificate of the path is valid at `now`. */
+export function checkValidity(path: SignedPath, now: number, label: string): void {
+  for (const c of path.certs) {
+    if (now < c.notBefore || now > c.notAfter) {
+      throw evidenceError(
+        'CHAIN_EXPIRED',
+        `${label}: certificate "${c.subject}" is not valid at ${new Date(now).toISOString()}`,
+        {
+          details: {
+            subject: c.subject,
+            notBefore: new Date(c.notBefore).toISOString(),
+            notAfter: new Date(c.notAfter).toISOString(),
+            now: new Date(now).toISOString(),
+          },
+        },
+      );
+    }
+  }
+}
+
+/** Throws COLLATERAL_EXPIRED unless `crl` is current at `now` (stops replay of an old CRL). */
+export function checkCrlWindow(crl: CrlInfo, now: number, label: string): void {
+  if (now < crl.thisUpdate || now > crl.nextUpdate) {
+    throw evidenceError(
+      'COLLATERAL_EXPIRED',
+      `${label}: CRL of "${crl.issuer}" is not current at ${new Date(now).toISOString()}`,
+      {
+        details: {
+          crlIssuer: crl.issuer,
+          thisUpdate: new Date(crl.thisUpdate).toISOString(),
+          nextUpdate: Number.isFinite(crl.nextUpdate)
+            ? new Date(crl.nextUpdate).toISOString()
+            : undefined,
+          now: new Date(now).toISOString(),
+        },
+      },
+    );
+  }
+}
+
+/** Throws CHAIN_REVOKED when `cert` is on `crl` (whose signature the caller verified). */
+export function checkNotRevoked(crl: CrlInfo, cert: CertInfo, now: number, label: string): void {
+  const at = crl.revoked.get(cert.serial);
+  if (at !== undefined && at <= now) {
+    throw evidenceError(
+      'CHAIN_REVOKED',
+      `${label}: certificate "${cert.subject}" (serial ${cert.serial}) is revoked`,
+      {
+        details: {
+          subject: cert.subject,
+          serial: cert.serial,
+          revokedAt: new Date(at).toISOString(),
+        },
+      },
+    );
+  }
+}
+
+/**
+ * Checks `cert` against `crl` of its issuer `issuer`: the CRL must be signed by the issuer's key
+ * (COLLATERAL_SIGNATURE_INVALID), current at `now` (COLLATERAL_EXPIRED), and must not list
+ * `cert` (CHAIN_REVOKED). Stops use of a revoked intermediate or leaf key, and replay of an
+ * expired CRL.
+ */
+export async function checkCrl(
+  crl: CrlInfo,
+  issuer: CertInfo,
+  cert: CertInfo,
+  now: number,
+  label: string,
+): Promise<void> {
+  if (!(await crlSignedBy(crl, issuer))) {
+    throw evidenceError(
+      'COLLATERAL_SIGNATURE_INVALID',
+      `${label}: CRL of "${crl.issuer}" is not signed by its issuer`,
+      { details: { crlIssuer: crl.issuer } },
+    );
+  }
+  checkCrlWindow(crl, now, label);
+  checkNotRevoked(crl, cert, now, label);
+}
+
+/**
+ * Applies each CRL to the certificates of `path` whose issuer it names (the self-signed top is
+ * not checked against a CRL of its own), with {@link checkCrl}: a CRL naming an issuer on the
+ * path must verify under that issuer's key, so it revokes only certificates that issuer signed.
+ * Returns the CRLs that named no issuer on the path (the caller decides whether that is an error).
+ */
+export async function checkPathCrls(
+  path: SignedPath,
+  crls: readonly CrlInfo[],
+  now: number,
+  label: string,
+): Promise<CrlInfo[]> {
+  const unused: CrlInfo[] = [];
+  for (const crl of crls) {
+    let applied = false;
+    for (let i = 0; i + 1 < path.certs.length; i++) {
+      const issuer = path.certs[i + 1] as CertInfo;
+      if (crl.issuer !== issuer.subject) continue;
+      applied = true;
+      await checkCrl(crl, issuer, path.certs[i] as CertInfo, now, label);
+    }
+    if (!applied) unused.push(crl);
+  }
+  return unused;
+}

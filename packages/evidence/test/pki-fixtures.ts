@@ -1,0 +1,245 @@
+/**
+ * Synthetic X.509 material for the path-builder tests: small ECDSA P-256 hierarchies and CRLs
+ * made with @peculiar/x509, and DER surgery to re-sign a certificate under an arbitrary
+ * AlgorithmIdentifier with a node:crypto key (so signature algorithms and their parameters can
+ * be tested independently of what any generator supports).
+ */
+import 'reflect-metadata';
+import { constants, sign, type KeyObject } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { readDer } from '../src/pki/der.js';
+
+x509.cryptoProvider.set(globalThis.crypto);
+
+const subtle = globalThis.crypto.subtle;
+const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
+export const FROM = new Date('2025-01-01T00:00:00Z');
+export const TO = new Date('2030-01-01T00:00:00Z');
+export const NOW = new Date('2026-01-01T00:00:00Z');
+
+export const der = (c: x509.X509Certificate | x509.X509Crl): Uint8Array =>
+  new Uint8Array(c.rawData);
+
+export const ecKeys = (): Promise<CryptoKeyPair> =>
+  subtle.generateKey(EC, true, ['sign', 'verify']);
+
+/** A certificate and its key pair. */
+export interface Ca {
+  readonly cert: x509.X509Certificate;
+  readonly keys: CryptoKeyPair;
+}
+
+export interface CertOptions {
+  readonly serial?: string;
+  readonly notBefore?: Date;
+  readonly notAfter?: Date;
+  readonly keys?: CryptoKeyPair;
+}
+
+/** A self-signed root. */
+export async function makeRoot(name: string, o: CertOptions = {}): Promise<Ca> {
+  const keys = o.keys ?? (await ecKeys());
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    name,
+    keys,
+    serialNumber: o.serial ?? '01',
+    notBefore: o.notBefore ?? FROM,
+    notAfter: o.notAfter ?? TO,
+    signingAlgorithm: SIGN,
+  });
+  return { cert, keys };
+}
+
+/** A certificate `issuer` signs. */
+export async function makeCert(issuer: Ca, name: string, o: CertOptions = {}): Promise<Ca> {
+  const keys = o.keys ?? (await ecKeys());
+  const cert = await x509.X509CertificateGenerator.create({
+    subject: name,
+    issuer: issuer.cert.subject,
+    publicKey: keys.publicKey,
+    signingKey: issuer.keys.privateKey,
+    serialNumber: o.serial ?? '02',
+    notBefore: o.notBefore ?? FROM,
+    notAfter: o.notAfter ?? TO,
+    signingAlgorithm: SIGN,
+  });
+  return { cert, keys };
+}
+
+export interface CrlOptions {
+  readonly revoke?: readonly string[];
+  readonly revokedAt?: Date;
+  readonly thisUpdate?: Date;
+  readonly nextUpdate?: Date;
+  /** Signs with this key instead of the issuer's (a forged CRL). */
+  readonly signer?: CryptoKey;
+}
+
+/** A CRL naming `issuer`. */
+export async function makeCrl(issuer: Ca, o: CrlOptions = {}): Promise<x509.X509Crl> {
+  return x509.X509CrlGenerator.create({
+    issuer: issuer.cert.subject,
+    thisUpdate: o.thisUpdate ?? FROM,
+    nextUpdate: o.nextUpdate ?? TO,
+    entries: (o.revoke ?? []).map((serialNumber) => ({
+      serialNumber,
+      revocationDate: o.revokedAt ?? FROM,
+    })),
+    signingKey: o.signer ?? issuer.keys.privateKey,
+    signingAlgorithm: SIGN,
+  });
+}
+
+/** Root -> intermediate -> leaf, the shape of every vendor chain. */
+export async function hierarchy(
+  o: { root?: CertOptions; inter?: CertOptions; leaf?: CertOptions; prefix?: string } = {},
+) {
+  const p = o.prefix ?? 'Test';
+  const root = await makeRoot(`CN=${p} Root, O=Cloister Test`, o.root);
+  const inter = await makeCert(root, `CN=${p} Intermediate, O=Cloister Test`, {
+    serial: '02',
+    ...o.inter,
+  });
+  const leaf = await makeCert(inter, `CN=${p} Leaf, O=Cloister Test`, { serial: '03', ...o.leaf });
+  return { root, inter, leaf };
+}
+
+// DER surgery.
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/** One DER TLV. */
+export function tlv(tag: number, content: Uint8Array): Uint8Array {
+  const n = content.length;
+  const len: number[] = [];
+  if (n < 0x80) len.push(n);
+  else {
+    for (let v = n; v > 0; v = Math.floor(v / 256)) len.unshift(v & 0xff);
+    len.unshift(0x80 | len.length);
+  }
+  return concat([Uint8Array.of(tag, ...len), content]);
+}
+
+export const seq = (...xs: Uint8Array[]): Uint8Array => tlv(0x30, concat(xs));
+const oid = (hex: string): Uint8Array => tlv(0x06, Buffer.from(hex, 'hex'));
+const int = (n: number): Uint8Array => tlv(0x02, Uint8Array.of(n));
+const NULL = Uint8Array.of(0x05, 0x00);
+
+/** The complete TLVs inside a SEQUENCE. */
+export function children(d: Uint8Array): Uint8Array[] {
+  const top = readDer(d, 0, 'test');
+  const out: Uint8Array[] = [];
+  for (let off = 0; off < top.content.length;) {
+    const n = readDer(top.content, off, 'test');
+    out.push(top.content.subarray(off, n.end));
+    off = n.end;
+  }
+  return out;
+}
+
+export type Hash = 'SHA-1' | 'SHA-256' | 'SHA-384' | 'SHA-512';
+const HASH_OID: Record<Hash, string> = {
+  'SHA-1': '2b0e03021a',
+  'SHA-256': '608648016503040201',
+  'SHA-384': '608648016503040202',
+  'SHA-512': '608648016503040203',
+};
+export const NODE_HASH: Record<Hash, string> = {
+  'SHA-1': 'sha1',
+  'SHA-256': 'sha256',
+  'SHA-384': 'sha384',
+  'SHA-512': 'sha512',
+};
+const hashId = (h: Hash): Uint8Array => seq(oid(HASH_OID[h]), NULL);
+
+/** AlgorithmIdentifiers. */
+export const ALG = {
+  ecdsa: (h: 'SHA-256' | 'SHA-384' | 'SHA-512'): Uint8Array =>
+    seq(
+      oid(
+        {
+          'SHA-256': '2a8648ce3d040302',
+          'SHA-384': '2a8648ce3d040303',
+          'SHA-512': '2a8648ce3d040304',
+        }[h],
+      ),
+    ),
+  pkcs1: (h: Hash): Uint8Array =>
+    seq(
+      oid(
+        {
+          'SHA-1': '2a864886f70d010105',
+          'SHA-256': '2a864886f70d01010b',
+          'SHA-384': '2a864886f70d01010c',
+          'SHA-512': '2a864886f70d01010d',
+        }[h],
+      ),
+      NULL,
+    ),
+  /** RSASSA-PSS; `undefined` fields are left out (their DEFAULT applies). */
+  pss: (p: { hash?: Hash; mgfHash?: Hash; salt?: number; trailer?: number }): Uint8Array =>
+    seq(
+      oid('2a864886f70d01010a'),
+      seq(
+        ...(p.hash === undefined ? [] : [tlv(0xa0, hashId(p.hash))]),
+        ...(p.mgfHash === undefined
+          ? []
+          : [tlv(0xa1, seq(oid('2a864886f70d010108'), hashId(p.mgfHash)))]),
+        ...(p.salt === undefined ? [] : [tlv(0xa2, int(p.salt))]),
+        ...(p.trailer === undefined ? [] : [tlv(0xa3, int(p.trailer))]),
+      ),
+    ),
+};
+
+/**
+ * `cert` with its TBSCertificate signature algorithm set to `alg` (and the outer one to
+ * `outerAlg`, by default the same), its key optionally replaced by `spki`, signed by `signTbs`.
+ */
+export async function resign(
+  cert: Uint8Array,
+  o: {
+    alg: Uint8Array;
+    outerAlg?: Uint8Array;
+    spki?: Uint8Array;
+    signTbs: (tbs: Uint8Array) => Uint8Array | Promise<Uint8Array>;
+  },
+): Promise<Uint8Array> {
+  const [tbs] = children(cert);
+  const f = children(tbs as Uint8Array);
+  f[2] = o.alg; // [0] version, serial, signature, issuer, validity, subject, spki, [3] extensions
+  if (o.spki !== undefined) f[6] = o.spki;
+  const newTbs = seq(...f);
+  const sig = await o.signTbs(newTbs);
+  return seq(newTbs, o.outerAlg ?? o.alg, tlv(0x03, concat([Uint8Array.of(0), sig])));
+}
+
+/** A node:crypto signer for `resign`. */
+export function nodeSigner(
+  key: KeyObject,
+  hash: Hash,
+  pss?: { saltLength: number },
+): (tbs: Uint8Array) => Uint8Array {
+  return (tbs) =>
+    new Uint8Array(
+      sign(NODE_HASH[hash], tbs, {
+        key,
+        ...(pss === undefined
+          ? {}
+          : { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength }),
+      }),
+    );
+}
+
+/** A plain certificate to re-sign (self-issued, ECDSA; its key and signature get replaced). */
+export async function baseCert(name = 'CN=Resigned, O=Cloister Test'): Promise<Uint8Array> {
+  return der((await makeRoot(name)).cert);
+}
