@@ -159,9 +159,19 @@ async function loadDataKey(dataDir: string, sealer: Sealer): Promise<Buffer> {
 }
 
 /** The encrypted key/value store. Construct with `Store.open`. */
+/** A change waiting for a group commit, and how it ended. */
+interface Queued {
+  readonly fn: () => unknown;
+  readonly resolve: (v: unknown) => void;
+  readonly reject: (e: unknown) => void;
+}
+type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
+
 export class Store {
   readonly #db: Database.Database;
   readonly #key: Buffer;
+  /** One transaction over a batch, each item in its own savepoint; made once, not per flush. */
+  readonly #commitBatch: Database.Transaction<(batch: readonly Queued[]) => Settled[]>;
   /** When a group commit runs: see `commit`. */
   readonly #scheduleFlush: (flush: () => void) => void;
   readonly #cache = new Map<TableName, TableCache>();
@@ -199,6 +209,20 @@ export class Store {
       release: db.prepare('RELEASE queued'),
       rollbackTo: db.prepare('ROLLBACK TO queued'),
     };
+    this.#commitBatch = db.transaction((batch: readonly Queued[]): Settled[] =>
+      batch.map((item) => {
+        this.#stmts.savepoint.run();
+        try {
+          const value = item.fn();
+          this.#stmts.release.run();
+          return { ok: true, value };
+        } catch (error) {
+          this.#stmts.rollbackTo.run();
+          this.#stmts.release.run();
+          return { ok: false, error };
+        }
+      }),
+    );
   }
 
   /** Opens the store of `dataDir`, creating it (and sealing a fresh data key) on first use. */
@@ -338,8 +362,7 @@ export class Store {
   }
 
   /** Work waiting for the next group commit. */
-  #pending: { fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] =
-    [];
+  #pending: Queued[] = [];
 
   /**
    * Group commit: runs `fn` (synchronous) in its own savepoint inside a transaction shared with
@@ -368,23 +391,9 @@ export class Store {
   #flush(): void {
     const batch = this.#pending;
     this.#pending = [];
-    const results: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    let results: Settled[];
     try {
-      this.#db
-        .transaction(() => {
-          for (const item of batch) {
-            this.#stmts.savepoint.run();
-            try {
-              results.push({ ok: true, value: item.fn() });
-              this.#stmts.release.run();
-            } catch (error) {
-              this.#stmts.rollbackTo.run();
-              this.#stmts.release.run();
-              results.push({ ok: false, error });
-            }
-          }
-        })
-        .immediate();
+      results = this.#commitBatch.immediate(batch);
     } catch (error) {
       // The commit itself failed (disk full, closed): nothing of the batch is acknowledged.
       for (const item of batch) item.reject(error);
