@@ -6,6 +6,7 @@
  */
 import 'reflect-metadata';
 import { constants, sign, type KeyObject } from 'node:crypto';
+import { concatBytes } from '@cloister/bytes';
 import * as x509 from '@peculiar/x509';
 import { readDer } from '../src/pki/der.js';
 
@@ -107,16 +108,6 @@ export async function hierarchy(
 
 // DER surgery.
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
 /** One DER TLV. */
 export function tlv(tag: number, content: Uint8Array): Uint8Array {
   const n = content.length;
@@ -126,10 +117,10 @@ export function tlv(tag: number, content: Uint8Array): Uint8Array {
     for (let v = n; v > 0; v = Math.floor(v / 256)) len.unshift(v & 0xff);
     len.unshift(0x80 | len.length);
   }
-  return concat([Uint8Array.of(tag, ...len), content]);
+  return concatBytes(Uint8Array.of(tag, ...len), content);
 }
 
-export const seq = (...xs: Uint8Array[]): Uint8Array => tlv(0x30, concat(xs));
+export const seq = (...xs: Uint8Array[]): Uint8Array => tlv(0x30, concatBytes(...xs));
 const oid = (hex: string): Uint8Array => tlv(0x06, Buffer.from(hex, 'hex'));
 const int = (n: number): Uint8Array => tlv(0x02, Uint8Array.of(n));
 const NULL = Uint8Array.of(0x05, 0x00);
@@ -219,7 +210,7 @@ export async function resign(
   if (o.spki !== undefined) f[6] = o.spki;
   const newTbs = seq(...f);
   const sig = await o.signTbs(newTbs);
-  return seq(newTbs, o.outerAlg ?? o.alg, tlv(0x03, concat([Uint8Array.of(0), sig])));
+  return seq(newTbs, o.outerAlg ?? o.alg, tlv(0x03, concatBytes(Uint8Array.of(0), sig)));
 }
 
 /** A node:crypto signer for `resign`. */
