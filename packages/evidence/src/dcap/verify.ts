@@ -32,6 +32,7 @@ import {
   checkNotRevoked,
   checkPinned,
   checkValidity,
+  verificationTime,
   type SignedPath,
 } from '../pki/path.js';
 import type { TrustAnchor } from '../pki/x509.js';
@@ -289,9 +290,7 @@ export async function verifyDcapQuote(
   bytes: Uint8Array,
   opts: DcapVerifyOptions,
 ): Promise<DcapVerifiedQuote> {
-  const now = opts.now instanceof Date ? opts.now.getTime() : NaN;
-  if (!Number.isFinite(now))
-    throw evidenceError('POLICY_INVALID', 'verification time is not a valid Date');
+  const now = verificationTime(opts.now, 'DCAP');
   const roots = opts.roots ?? [INTEL_SGX_ROOT_CA];
   const q = parseDcapQuoteLayout(bytes);
   const region = regionState(q.qeCertificationRegion, q.qeReportSignature);

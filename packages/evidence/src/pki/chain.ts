@@ -22,6 +22,7 @@ import {
   checkPinned,
   checkValidity,
   offeredCerts,
+  verificationTime,
 } from './path.js';
 import type { Certificate, Crl, TrustAnchor } from './x509.js';
 
@@ -43,13 +44,6 @@ export interface VerifiedChain {
 }
 
 const der = (c: Certificate | Crl): Uint8Array => new Uint8Array(c.rawData);
-
-/** The time as milliseconds; an invalid Date is a caller error, never "valid at every time". */
-function timeOf(now: Date, label: string): number {
-  const t = now instanceof Date ? now.getTime() : NaN;
-  if (!Number.isFinite(t)) throw evidenceError('POLICY_INVALID', `${label}: invalid time`);
-  return t;
-}
 
 /**
  * The X.509 library parses keys and extensions lazily: a malformed certificate can surface as a
@@ -77,7 +71,7 @@ export async function verifyChain(
 ): Promise<VerifiedChain> {
   const { label } = opts;
   return asMalformed(label, async () => {
-    const now = timeOf(opts.now, label);
+    const now = verificationTime(opts.now, label);
     const [leaf, ...rest] = chain;
     if (leaf === undefined) throw evidenceError('CHAIN_INCOMPLETE', `${label}: no certificate`);
     // The pinned roots first, then the intermediates given, which are used only if needed.
@@ -116,7 +110,7 @@ export async function checkCrl(
       crlInfo(der(crl), `${label} CRL`),
       certInfo(der(issuer), `${label} CRL issuer`),
       certInfo(der(cert), `${label} certificate`),
-      timeOf(now, label),
+      verificationTime(now, label),
       label,
     ),
   );

@@ -184,6 +184,17 @@ export function checkPinned(
   );
 }
 
+/**
+ * The verification time in milliseconds. An invalid or missing Date is a caller error
+ * (POLICY_INVALID), never "valid at every time": every comparison with NaN is false.
+ */
+export function verificationTime(now: unknown, label: string): number {
+  const t = now instanceof Date ? now.getTime() : NaN;
+  if (!Number.isFinite(t))
+    throw evidenceError('POLICY_INVALID', `${label}: the verification time is not a valid Date`);
+  return t;
+}
+
 /** Throws CHAIN_EXPIRED unless every certificate of the path is valid at `now`. */
 export function checkValidity(path: SignedPath, now: number, label: string): void {
   for (const c of path.certs) {

@@ -12,7 +12,13 @@ import { ecdsaVerify, importEcSpki } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
 import { BoundedMemo, bytesKey } from '../memo.js';
 import { rawCert, type CertInfo } from '../pki/cert-cache.js';
-import { anchorRawCert, buildSignedPath, checkPinned, checkValidity } from '../pki/path.js';
+import {
+  anchorRawCert,
+  buildSignedPath,
+  checkPinned,
+  checkValidity,
+  verificationTime,
+} from '../pki/path.js';
 import type { TrustAnchor } from '../pki/x509.js';
 import { parseSimReport, simPlatformId } from './report.js';
 
@@ -74,8 +80,7 @@ export async function verifySimReport(
       { details: { rule: 'allowSimulation' } },
     );
   }
-  const t = options.now instanceof Date ? options.now.getTime() : NaN;
-  if (!Number.isFinite(t)) throw evidenceError('POLICY_INVALID', 'sim: `now` must be a valid Date');
+  const t = verificationTime(options.now, 'sim');
   const r = parseSimReport(bytes);
   const memoKey = `${rootsKey(options.roots)}|${bytesKey(r.platformCertDer)}`;
   let platform = platformMemo.get(memoKey);

@@ -27,6 +27,7 @@ import {
   checkPinned,
   checkValidity,
   offeredCerts,
+  verificationTime,
   type SignedPath,
 } from '../pki/path.js';
 import { parseCertificate, parseCertificates, type Certificate } from '../pki/x509.js';
@@ -207,9 +208,7 @@ export async function verifySnpReport(
   bytes: Uint8Array,
   opts: VerifySnpOptions,
 ): Promise<SnpVerification> {
-  if (!(opts.now instanceof Date) || Number.isNaN(opts.now.getTime())) {
-    throw evidenceError('POLICY_INVALID', 'SNP: `now` must be a valid Date');
-  }
+  const now = verificationTime(opts.now, 'SNP');
   const report = parseSnpReport(bytes, opts.product === undefined ? {} : { product: opts.product });
 
   let collateral = opts.collateral;
@@ -281,7 +280,6 @@ export async function verifySnpReport(
     }
     byKind.set(report.signingKey, chain);
   }
-  const now = opts.now.getTime();
   checkValidity(chain.path, now, 'SNP chain');
 
   // Revocation: the ARK-signed KDS CRL lists revoked ASKs/ASVKs (stops a leaked intermediate).
