@@ -132,6 +132,20 @@ async function serve(dir: string): Promise<void> {
   process.on('SIGTERM', () => void coord.close().then(() => process.exit(0)));
 }
 
+/**
+ * Stops the coordinator child: SIGTERM, then SIGKILL if it has not exited within 5 s, so that
+ * no coordinator outlives the bench (and holds its cores and the bench lock) whatever its
+ * shutdown does: a child run with `BENCH_CPU_PROF` was seen to hang after writing its profile.
+ */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
 /** CPU seconds (user + system) a process has used so far. */
 async function cpuSeconds(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
@@ -427,8 +441,7 @@ export async function benchCoordinator(): Promise<void> {
     );
     console.log(`  memory            ${fmt(rss, 1)} MiB RSS with ${fmt(total)} active instances`);
   } finally {
-    child?.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
+    if (child !== undefined) await stopChild(child);
     await rm(dir, { recursive: true, force: true });
   }
 }
