@@ -421,6 +421,12 @@ describe('coordinator API (in process)', () => {
         bundle: r.json<{ bundle: string }>().bundle,
       });
     }
+    // An id is the activation time in ms (12 hex digits) and 80 random bits.
+    for (const id of ids) {
+      assert.match(id, /^[0-9a-f]{32}$/);
+      assert.ok(Math.abs(parseInt(id.slice(0, 12), 16) - Date.now()) < 60_000, id);
+    }
+    assert.notEqual(ids[0], ids[1]);
     const p = problem((await activate(f, inj)).r, 429, 'COORDINATOR_TOO_MANY_INSTANCES');
     assert.equal((p.details as Record<string, unknown>).rule, 'maxInstances');
     const renewed = await activate(f, inj, { instanceId: ids[0] as string });
