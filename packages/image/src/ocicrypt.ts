@@ -683,7 +683,8 @@ export async function encryptLayerToFile(args: {
 export interface DecryptedLayer {
   readonly path: string;
   readonly size: number;
-  readonly plaintextDigest: Digest;
+  /** The decrypted blob's digest; undefined when the caller passed `digestPlaintext: false`. */
+  readonly plaintextDigest: Digest | undefined;
   /** The config's diff_id, verified; undefined when the caller passed `diffId: 'unchecked'`. */
   readonly diffId: Digest | undefined;
 }
@@ -698,12 +699,37 @@ function checkHmac(d: Descriptor, r: SinkResult | undefined, want: Uint8Array): 
     });
 }
 
+/** What `decryptLayerToFile` takes. */
+export interface DecryptLayerArgs {
+  readonly ciphertext: LayerInput;
+  readonly descriptor: Descriptor;
+  readonly options: PrivateOptions;
+  readonly stagingPath: string;
+  /**
+   * The config's diff_id for this layer, which the decompressed plaintext must match; or
+   * `'unchecked'` not to decompress at all (what skopeo does), only for a caller that asked not
+   * to verify diff_ids. Required, so that no caller skips the check by omission. The digest
+   * and HMAC checks are the same either way.
+   */
+  readonly diffId: Digest | 'unchecked';
+  /**
+   * Whether to compute the decrypted blob's digest (default true): a caller that writes the blob
+   * into an image needs it; one that only unpacks the layer (pull) does not, and saves a
+   * SHA-256 pass over every byte. The diff_id is checked either way.
+   */
+  readonly digestPlaintext?: boolean;
+  readonly maxUncompressed?: number;
+  /** Progress: ciphertext bytes read so far (`done` on the last call). */
+  readonly onBytes?: (bytes: number, done?: boolean) => void;
+}
+
 /**
  * Decrypts one encrypted layer into `stagingPath` in a single pass over the ciphertext, and
  * puts a file there only once the layer has verified completely:
  *
  * - each chunk of ciphertext is read once; its digest (unless a `SourceBlob`) and its
- *   HMAC run on one helper thread, AES-256-CTR and the plaintext's digest on this thread, and
+ *   HMAC run on one helper thread, AES-256-CTR and the plaintext's digest (unless
+ *   `digestPlaintext: false`) on this thread, and
  *   the diff_id (inflate, capped at `maxUncompressed`, and SHA-256) on another helper;
  * - the plaintext goes to a private sibling file `${stagingPath}.partial` (created exclusively,
  *   mode 0600) while the ciphertext is still unauthenticated;
@@ -736,22 +762,11 @@ function checkHmac(d: Descriptor, r: SinkResult | undefined, want: Uint8Array): 
  * checked. Read buffers are reused and every tap bounds the bytes in flight, so memory stays
  * flat.
  */
-export async function decryptLayerToFile(args: {
-  ciphertext: LayerInput;
-  descriptor: Descriptor;
-  options: PrivateOptions;
-  stagingPath: string;
-  /**
-   * The config's diff_id for this layer, which the decompressed plaintext must match; or
-   * `'unchecked'` not to decompress at all (what skopeo does), only for a caller that asked not
-   * to verify diff_ids. Required, so that no caller skips the check by omission. The digest
-   * and HMAC checks are the same either way.
-   */
-  diffId: Digest | 'unchecked';
-  maxUncompressed?: number;
-  /** Progress: ciphertext bytes read so far (`done` on the last call). */
-  onBytes?: (bytes: number, done?: boolean) => void;
-}): Promise<DecryptedLayer> {
+export async function decryptLayerToFile(
+  args: DecryptLayerArgs & { digestPlaintext?: true },
+): Promise<DecryptedLayer & { plaintextDigest: Digest }>;
+export async function decryptLayerToFile(args: DecryptLayerArgs): Promise<DecryptedLayer>;
+export async function decryptLayerToFile(args: DecryptLayerArgs): Promise<DecryptedLayer> {
   const { descriptor } = args;
   const lt = layerType(descriptor.mediaType);
   if (!lt.encrypted)
@@ -782,7 +797,10 @@ export async function decryptLayerToFile(args: {
       ? { kind: 'sha256' }
       : diffIdSink(lt.compression, args.maxUncompressed),
   ]);
-  const plainHash = expectedDiffId === undefined ? undefined : createHash('sha256');
+  const plainHash =
+    expectedDiffId === undefined || args.digestPlaintext === false
+      ? undefined
+      : createHash('sha256');
   let src: ChunkSource | undefined;
   let sink: FileSink | undefined;
   try {
@@ -811,13 +829,16 @@ export async function decryptLayerToFile(args: {
         checkBlobDigest(descriptor, (await fileDigest(localPath)).digest);
       throw e;
     }
-    // Checked: the helper computed the diff_id and this thread the plaintext digest; unchecked:
-    // the helper computed the plaintext digest.
+    // Checked: the helper computed the diff_id and this thread the plaintext digest (if asked
+    // for); unchecked: the helper computed the plaintext digest.
     const helperDigest = diffIdOf((await plainTap.results())[0]);
     const [plaintextDigest, diffId] =
-      plainHash === undefined
+      expectedDiffId === undefined
         ? [helperDigest, undefined]
-        : [`sha256:${plainHash.digest('hex')}` as Digest, helperDigest];
+        : [
+            plainHash === undefined ? undefined : (`sha256:${plainHash.digest('hex')}` as Digest),
+            helperDigest,
+          ];
     if (diffId !== expectedDiffId)
       throw imageError(
         'IMAGE_DIFF_ID_MISMATCH',

@@ -131,6 +131,8 @@ export async function pullImage(o: PullOptions): Promise<PullResult> {
           options,
           stagingPath: path,
           diffId,
+          // Unpacked, never stored as a blob: its digest would be read by nobody.
+          digestPlaintext: false,
         });
       } else {
         if (o.requireEncrypted === true)

@@ -217,6 +217,32 @@ test('decryption puts nothing at the staging path before the whole ciphertext is
     { code: 'IMAGE_DIFF_ID_MISMATCH' },
   );
   assert.deepEqual(readdirSync(dir), ['ok']);
+
+  // Without the blob's digest (a pull only unpacks it), the same bytes and the same diff_id
+  // check.
+  const r2 = await decryptLayerToFile({
+    ciphertext: Readable.from([layer.ct]),
+    descriptor: layer.descriptor,
+    options: layer.options,
+    stagingPath: join(dir, 'unpack-only'),
+    diffId: layer.diffId,
+    digestPlaintext: false,
+  });
+  assert.equal(r2.plaintextDigest, undefined);
+  assert.equal(r2.diffId, layer.diffId);
+  assert.deepEqual(readFileSync(join(dir, 'unpack-only')), layer.gz);
+  await assert.rejects(
+    decryptLayerToFile({
+      ciphertext: Readable.from([layer.ct]),
+      descriptor: layer.descriptor,
+      options: layer.options,
+      stagingPath: join(dir, 'bad'),
+      diffId: sha(Buffer.from('another layer')),
+      digestPlaintext: false,
+    }),
+    { code: 'IMAGE_DIFF_ID_MISMATCH' },
+  );
+  assert.deepEqual(readdirSync(dir).sort(), ['ok', 'unpack-only']);
 });
 
 test('a failed decryption leaves no staged plaintext, and never a file at the staging path', async (t) => {
