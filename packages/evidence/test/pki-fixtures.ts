@@ -1,12 +1,12 @@
 /**
  * Synthetic X.509 material for the path-builder tests: small ECDSA P-256 hierarchies and CRLs
- * made with @peculiar/x509, and DER surgery to re-sign a certificate under an arbitrary
+ * made with @peculiar/x509, and DER surgery to re-sign a certificate or CRL under an arbitrary
  * AlgorithmIdentifier with a node:crypto key (so signature algorithms and their parameters can
  * be tested independently of what any generator supports).
  */
 import 'reflect-metadata';
-import { constants, sign, type KeyObject } from 'node:crypto';
-import { concatBytes } from '@cloister/bytes';
+import { constants, KeyObject, sign } from 'node:crypto';
+import { arrayBufferView, concatBytes } from '@cloister/bytes';
 import * as x509 from '@peculiar/x509';
 import { readDer } from '../src/pki/der.js';
 
@@ -36,6 +36,8 @@ export interface CertOptions {
   readonly notBefore?: Date;
   readonly notAfter?: Date;
   readonly keys?: CryptoKeyPair;
+  /** Non-critical extensions, as (OID, extnValue content). */
+  readonly extensions?: readonly (readonly [string, Uint8Array])[];
 }
 
 /** A self-signed root. */
@@ -64,6 +66,9 @@ export async function makeCert(issuer: Ca, name: string, o: CertOptions = {}): P
     notBefore: o.notBefore ?? FROM,
     notAfter: o.notAfter ?? TO,
     signingAlgorithm: SIGN,
+    extensions: (o.extensions ?? []).map(
+      ([oid, v]) => new x509.Extension(oid, false, arrayBufferView(v)),
+    ),
   });
   return { cert, keys };
 }
@@ -154,10 +159,11 @@ const hashId = (h: Hash): Uint8Array => seq(oid(HASH_OID[h]), NULL);
 
 /** AlgorithmIdentifiers. */
 export const ALG = {
-  ecdsa: (h: 'SHA-256' | 'SHA-384' | 'SHA-512'): Uint8Array =>
+  ecdsa: (h: Hash): Uint8Array =>
     seq(
       oid(
         {
+          'SHA-1': '2a8648ce3d0401',
           'SHA-256': '2a8648ce3d040302',
           'SHA-384': '2a8648ce3d040303',
           'SHA-512': '2a8648ce3d040304',
@@ -213,7 +219,28 @@ export async function resign(
   return seq(newTbs, o.outerAlg ?? o.alg, tlv(0x03, concatBytes(Uint8Array.of(0), sig)));
 }
 
-/** A node:crypto signer for `resign`. */
+/**
+ * `crl` with its TBSCertList signature algorithm set to `alg` (and the outer one to `outerAlg`,
+ * by default the same), signed by `signTbs`.
+ */
+export async function resignCrl(
+  crl: Uint8Array,
+  o: {
+    alg: Uint8Array;
+    outerAlg?: Uint8Array;
+    signTbs: (tbs: Uint8Array) => Uint8Array | Promise<Uint8Array>;
+  },
+): Promise<Uint8Array> {
+  const [tbs] = children(crl);
+  const f = children(tbs as Uint8Array);
+  // version INTEGER OPTIONAL, signature, issuer, thisUpdate, nextUpdate, revoked, [0] extensions
+  f[f[0]?.[0] === 0x02 ? 1 : 0] = o.alg;
+  const newTbs = seq(...f);
+  const sig = await o.signTbs(newTbs);
+  return seq(newTbs, o.outerAlg ?? o.alg, tlv(0x03, concatBytes(Uint8Array.of(0), sig)));
+}
+
+/** A node:crypto signer for `resign` and `resignCrl`. */
 export function nodeSigner(
   key: KeyObject,
   hash: Hash,
@@ -229,6 +256,9 @@ export function nodeSigner(
       }),
     );
 }
+
+/** The node:crypto form of a WebCrypto key (for `nodeSigner`). */
+export const nodeKey = (k: CryptoKey): KeyObject => KeyObject.from(k);
 
 /** A plain certificate to re-sign (self-issued, ECDSA; its key and signature get replaced). */
 export async function baseCert(name = 'CN=Resigned, O=Cloister Test'): Promise<Uint8Array> {

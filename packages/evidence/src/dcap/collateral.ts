@@ -8,7 +8,8 @@
  * text is kept as given and never re-serialised. The JSON is read strictly (duplicate members
  * rejected). Everything here depends only on the collateral, so parsing and signature checks are
  * memoised by the exact collateral strings; time windows, root pinning and revocation are checked
- * per verification (`checkCollateral`).
+ * per verification (`checkCollateral`). Both CRLs are applied by the one CRL rule of pki/path.ts
+ * (`checkPathCrls`): the root CA CRL to every Intel chain, the PCK CRL to the PCK chain.
  */
 import { fromHex, utf8 } from '../bytes.js';
 import type { IntelCollateralJson } from '../collateral/types.js';
@@ -18,8 +19,7 @@ import { BoundedMemo } from '../memo.js';
 import { certInfo, crlInfo, crlSignedBy, type CertInfo, type CrlInfo } from '../pki/cert-cache.js';
 import {
   buildSignedPath,
-  checkCrlWindow,
-  checkNotRevoked,
+  checkPathCrls,
   checkPinned,
   checkValidity,
   type SignedPath,
@@ -483,8 +483,9 @@ export function intelCollateralFromPcs(r: IntelPcsResponses): IntelCollateralJso
 export interface SignedCollateral {
   readonly tcbInfoPath: SignedPath;
   readonly qeIdentityPath: SignedPath;
+  /** The path of the certificate that signed the PCK CRL. */
   readonly pckCrlPath: SignedPath;
-  /** The self-signed root all three paths end in; it also signed the root CA CRL. */
+  /** The self-signed root all three paths end in. */
   readonly root: CertInfo;
 }
 
@@ -510,9 +511,10 @@ async function verifyJsonSignature(
 }
 
 /**
- * Verifies every signature in the collateral, in the order of Intel QVL (root CRL, TCB Info,
- * QE Identity, PCK CRL), up to a self-signed root. Memoised per parsed collateral; whether that
- * root is pinned, and all time windows, are checked by {@link checkCollateral} on every call.
+ * Verifies the collateral's three issuer chains up to one self-signed root, and what their
+ * leaves signed, in the order of Intel QVL (TCB Info, QE Identity, PCK CRL). Memoised per parsed
+ * collateral; whether that root is pinned, all time windows and the root CA CRL (signed by the
+ * root, applied with the one CRL rule) are checked by {@link checkCollateral} on every call.
  */
 export async function verifyCollateralSignatures(
   c: ParsedIntelCollateral,
@@ -532,12 +534,6 @@ export async function verifyCollateralSignatures(
   };
   const tcbInfoPath = await path(p.tcbInfoChain, 'TCB Info issuer chain');
   const root = tcbInfoPath.top;
-  // The root CRL must be signed by the root the collateral chains end in (pinned per call).
-  if (!(await crlSignedBy(p.rootCaCrl, root))) {
-    throw evidenceError('COLLATERAL_SIGNATURE_INVALID', 'root CA CRL is not signed by the root', {
-      details: { crlIssuer: p.rootCaCrl.issuer },
-    });
-  }
   await verifyJsonSignature(
     c.tcbInfoText,
     p.tcbInfoSignature,
@@ -552,7 +548,9 @@ export async function verifyCollateralSignatures(
     'QE Identity',
   );
   const pckCrlPath = await path(p.pckCrlChain, 'PCK CRL issuer chain');
-  if (!(await crlSignedBy(p.pckCrl, pckCrlPath.certs[0] as CertInfo))) {
+  // The PCK CRL is applied to the PCK chain per call (verify.ts); here it must be what the
+  // leaf of its own issuer chain signed, as the TCB Info and QE Identity are.
+  if (!(await crlSignedBy(p.pckCrl, pckCrlPath.certs[0] as CertInfo, 'collateral.pck_crl'))) {
     throw evidenceError(
       'COLLATERAL_SIGNATURE_INVALID',
       'PCK CRL is not signed by its issuer chain',
@@ -590,19 +588,42 @@ function checkWindow(label: string, issue: Date, next: Date, now: number): void 
 }
 
 /**
- * Per-call collateral checks, in Intel QVL order: root pinned and root CRL current; TCB Info
- * chain pinned, valid, not revoked, TCB Info current; the same for QE Identity; the PCK CRL
- * chain. Returns the window [notBefore, notAfter] in which all of it holds.
+ * Applies the Intel SGX Root CA CRL to `path`, an Intel chain (a collateral issuer chain or the
+ * PCK chain), with the one CRL rule of pki/path.ts `checkPathCrls`: verified under the key of
+ * the root, current at `now`, revoking only the certificates the root signed (the PCK Platform
+ * and Processor CAs, the TCB Signing certificate). The CRL must name the root `path` ends in:
+ * one naming another issuer is not the root's CRL (COLLATERAL_SIGNATURE_INVALID).
  */
-export function checkCollateral(
+export async function checkRootCaCrl(
+  crl: CrlInfo,
+  path: SignedPath,
+  now: number,
+  label: string,
+): Promise<void> {
+  if (crl.issuer !== path.top.subject) {
+    throw evidenceError(
+      'COLLATERAL_SIGNATURE_INVALID',
+      `${label}: the root CA CRL names "${crl.issuer}", not the root`,
+      { details: { crlIssuer: crl.issuer, root: path.top.subject } },
+    );
+  }
+  await checkPathCrls(path, [crl], now, label);
+}
+
+/**
+ * Per-call collateral checks, chain by chain in Intel QVL order (TCB Info, QE Identity, PCK CRL
+ * issuer chains): root pinned, certificates valid and checked against the root CA CRL
+ * ({@link checkRootCaCrl}: signed by the root, current), then the TCB Info or QE Identity
+ * current. The PCK CRL is applied, and so checked to be current, with the PCK chain (verify.ts).
+ * Returns the window [notBefore, notAfter] in which all of it, the PCK CRL included, holds.
+ */
+export async function checkCollateral(
   c: ParsedIntelCollateral,
   s: SignedCollateral,
   roots: readonly TrustAnchor[],
   now: number,
-): { notBefore: number; notAfter: number } {
+): Promise<{ notBefore: number; notAfter: number }> {
   const p = c.parts;
-  checkPinned(s.tcbInfoPath, roots, 'TCB Info issuer chain');
-  checkCrlWindow(p.rootCaCrl, now, 'root CA CRL');
   const paths: [SignedPath, string][] = [
     [s.tcbInfoPath, 'TCB Info issuer chain'],
     [s.qeIdentityPath, 'QE Identity issuer chain'],
@@ -611,14 +632,12 @@ export function checkCollateral(
   for (const [path, label] of paths) {
     checkPinned(path, roots, label);
     checkValidity(path, now, label);
-    for (const cert of path.certs)
-      if (cert !== path.top) checkNotRevoked(p.rootCaCrl, cert, now, label);
+    await checkRootCaCrl(p.rootCaCrl, path, now, label);
     if (path === s.tcbInfoPath)
       checkWindow('TCB Info', c.tcbInfo.issueDate, c.tcbInfo.nextUpdate, now);
     if (path === s.qeIdentityPath)
       checkWindow('QE Identity', c.qeIdentity.issueDate, c.qeIdentity.nextUpdate, now);
   }
-  checkCrlWindow(p.pckCrl, now, 'PCK CRL');
   let notBefore = Math.max(
     c.tcbInfo.issueDate.getTime(),
     c.qeIdentity.issueDate.getTime(),

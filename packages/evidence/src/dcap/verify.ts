@@ -1,10 +1,11 @@
 /**
  * Intel DCAP quote verification (SGX quote v3/v4/v5, TDX quote v4/v5), in the order of Intel's
  * Quote Verification Library (`QuoteVerifier.cpp`) and dcap-qvl `verify_impl`:
- *   1. root CA CRL current and signed by the pinned Intel SGX Root CA;
+ *   1. root CA CRL signed by the pinned Intel SGX Root CA and current;
  *   2. TCB Info: issuer chain, window, signature over the exact text;
  *   3. QE Identity: the same;
- *   4. PCK chain from the quote to the pinned root, validity, PCK CRL of the issuing CA;
+ *   4. PCK chain from the quote to the pinned root, validity, PCK CRL of the issuing CA and root
+ *      CA CRL (both applied with the one CRL rule of pki/path.ts);
  *   5. QE report signature by the PCK key;
  *   6. QE report data = SHA-256(attestation key || QE auth data) || 32 zero bytes;
  *   7. QE identity (MRSIGNER, ISVPRODID, masked MISCSELECT / ATTRIBUTES, QE TCB level);
@@ -29,7 +30,7 @@ import { certInfo, extensionValue, type CertInfo, type RawCert } from '../pki/ce
 import {
   anchorRawCert,
   buildSignedPath,
-  checkNotRevoked,
+  checkPathCrls,
   checkPinned,
   checkValidity,
   verificationTime,
@@ -38,6 +39,7 @@ import {
 import type { TrustAnchor } from '../pki/x509.js';
 import {
   checkCollateral,
+  checkRootCaCrl,
   parseIntelCollateral,
   verifyCollateralSignatures,
   type ParsedIntelCollateral,
@@ -303,7 +305,7 @@ export async function verifyDcapQuote(
   if (opts.collateral !== undefined) {
     coll = 'kind' in opts.collateral ? opts.collateral : parseIntelCollateral(opts.collateral);
     const signed = await verifyCollateralSignatures(coll);
-    window = checkCollateral(coll, signed, roots, now);
+    window = await checkCollateral(coll, signed, roots, now);
     pckCrlIssuerKey = (signed.pckCrlPath.certs[0] as CertInfo).spkiKey;
     // Stops verifying a TDX quote against SGX rules (or the reverse) with collateral of another kind.
     const wantQe = tee === 'tdx' ? 'TD_QE' : 'QE';
@@ -326,19 +328,19 @@ export async function verifyDcapQuote(
   if (coll !== undefined) {
     // The PCK CRL must come from the CA that issued this PCK (Processor vs Platform CA): a CRL
     // of the other CA would never list this certificate.
-    if (pckCrlIssuerKey !== pckCa.spkiKey) {
+    const { pckCrl, rootCaCrl } = coll.parts;
+    if (pckCrlIssuerKey !== pckCa.spkiKey || pckCrl.issuer !== pckCa.subject) {
       throw evidenceError(
         'COLLATERAL_MISMATCH',
         `PCK CRL is not from the PCK issuer "${entry.leaf.issuer}"`,
         {
-          details: { ca: entry.pck.ca, crlIssuer: coll.parts.pckCrl.issuer },
+          details: { ca: entry.pck.ca, crlIssuer: pckCrl.issuer },
         },
       );
     }
-    checkNotRevoked(coll.parts.pckCrl, entry.leaf, now, 'PCK chain');
-    for (const c of entry.path.certs.slice(1)) {
-      if (c !== entry.path.top) checkNotRevoked(coll.parts.rootCaCrl, c, now, 'PCK chain');
-    }
+    // The PCK CRL revokes PCKs, the root CA CRL the PCK CAs: both under the one CRL rule.
+    await checkPathCrls(entry.path, [pckCrl], now, 'PCK chain');
+    await checkRootCaCrl(rootCaCrl, entry.path, now, 'PCK chain');
   }
 
   // 5: QE report signed by the PCK key.

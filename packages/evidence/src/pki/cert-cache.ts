@@ -6,30 +6,42 @@
  * bytes themselves (memo.ts), never a digest or a part of them: a cache keyed by the signature
  * value alone would accept an altered TBSCertificate carrying a previously verified signature.
  *
- * Splitting comes first and is cheap (the bounded DER reader, no X.509 library): a path's
- * signatures are verified over the raw bytes before any certificate is handed to the full
- * parser, so an altered certificate is refused before it costs a parse.
+ * Certificates and CRLs have the same signed shape (RFC 5280 sections 4.1 and 5.1: the signed
+ * data, the signature algorithm, the signature value) and their signatures are checked the same
+ * way: split with the bounded DER reader (no X.509 library), the signed algorithm equal to the
+ * outer one, and verified over the exact signed bytes by signature.ts. A path's certificate
+ * signatures are verified before any certificate is handed to the full parser, so an altered
+ * certificate is refused before it costs a parse; a CRL is parsed first (its issuer and entries
+ * are needed to apply it) and split when its signature is checked.
  *
  * Only successes are cached; every cache is bounded (cleared when full) so hostile input cannot
  * grow memory without limit.
  */
 import { evidenceError } from '../error-codes.js';
 import { BoundedMemo, bytesKey } from '../memo.js';
-import { DER_BIT_STRING, DER_SEQUENCE, readDer, readDerChildren } from './der.js';
+import {
+  DER_BIT_STRING,
+  DER_INTEGER,
+  DER_SEQUENCE,
+  readDer,
+  readDerChildren,
+  type DerNode,
+} from './der.js';
 import {
   ecdsaSignatureParts,
   parseSignatureAlgorithm,
   verifySignature,
   type SignatureAlgorithm,
 } from './signature.js';
-import { parseCertificate, parseCrl, type Certificate, type Crl } from './x509.js';
+import { parseCertificate, parseCrl, type Certificate } from './x509.js';
 
 /** A certificate with the facts the verifier reads on every call, precomputed. */
 export interface CertInfo {
   readonly cert: Certificate;
   readonly der: Uint8Array;
   readonly derKey: string;
-  /** Exact SPKI DER as a key string. */
+  /** The SubjectPublicKeyInfo DER, and the same as a key string. */
+  readonly spki: Uint8Array;
   readonly spkiKey: string;
   readonly subject: string;
   readonly issuer: string;
@@ -88,6 +100,7 @@ export function certInfo(der: Uint8Array, field: string): CertInfo {
     cert,
     der: new Uint8Array(der),
     derKey,
+    spki,
     spkiKey: bytesKey(spki),
     subject,
     issuer,
@@ -98,11 +111,9 @@ export function certInfo(der: Uint8Array, field: string): CertInfo {
   });
 }
 
-const sigMemo = new BoundedMemo<true>(4096);
-
 /** A CRL with its revoked serials indexed. */
 export interface CrlInfo {
-  readonly crl: Crl;
+  readonly der: Uint8Array;
   readonly derKey: string;
   readonly issuer: string;
   readonly thisUpdate: number;
@@ -114,17 +125,27 @@ export interface CrlInfo {
 
 const crlMemo = new BoundedMemo<CrlInfo>(256);
 
+/**
+ * For each CRL (exact DER), the issuer keys (exact SPKI) its signature verified under. CRLs are
+ * applied on every verification, so the lookup uses the memoised key strings as they are (their
+ * hashes cached) rather than a new concatenation of both, which would be hashed in full each time.
+ */
+const crlSigners = new BoundedMemo<Set<string>>(256);
+
+/** Parses (once per exact DER) a CRL. Its signature is checked by {@link crlSignedBy}. */
 export function crlInfo(der: Uint8Array, field: string): CrlInfo {
   const derKey = bytesKey(der);
   const hit = crlMemo.get(derKey);
   if (hit !== undefined) return hit;
   const crl = parseCrl(der, field);
   const revoked = new Map<string, number>();
+  let issuer: string;
   let thisUpdate: number;
   let nextUpdate: number;
   try {
     for (const e of crl.entries)
       revoked.set(normalizeSerial(e.serialNumber), e.revocationDate.getTime());
+    issuer = crl.issuer;
     thisUpdate = crl.thisUpdate.getTime();
     nextUpdate = crl.nextUpdate === undefined ? Infinity : crl.nextUpdate.getTime();
   } catch (cause) {
@@ -133,24 +154,35 @@ export function crlInfo(der: Uint8Array, field: string): CrlInfo {
       details: { field },
     });
   }
-  return crlMemo.set(derKey, { crl, derKey, issuer: crl.issuer, thisUpdate, nextUpdate, revoked });
+  return crlMemo.set(derKey, {
+    der: new Uint8Array(der),
+    derKey,
+    issuer,
+    thisUpdate,
+    nextUpdate,
+    revoked,
+  });
 }
 
 /**
- * True when `crl` carries a valid signature by `issuer`'s key. CRLs are verified by the X.509
- * library (any algorithm it supports, RSASSA-PSS included): unlike certificates they are parsed
- * before any check anyway, to read their entries.
+ * True when `crl` carries a valid signature by `issuer`'s key (memoised on success), checked
+ * like a certificate's: over the exact TBSCertList, with the algorithm it declares (RFC 5280
+ * section 5.1). Throws CERT_MALFORMED (or a DER PARSE error) when the CRL cannot be split or
+ * declares an unsupported algorithm, as {@link rawCert} does for a certificate; `field` names
+ * the CRL in that error.
  */
-export async function crlSignedBy(crl: CrlInfo, issuer: CertInfo): Promise<boolean> {
-  const k = `${issuer.spkiKey}\u0002${crl.derKey}`;
-  if (sigMemo.get(k) === true) return true;
-  let ok = false;
-  try {
-    ok = await crl.crl.verify({ publicKey: issuer.cert.publicKey });
-  } catch {
-    ok = false;
-  }
-  if (ok) sigMemo.set(k, true);
+export async function crlSignedBy(crl: CrlInfo, issuer: CertInfo, field: string): Promise<boolean> {
+  const signers = crlSigners.get(crl.derKey);
+  if (signers?.has(issuer.spkiKey) === true) return true;
+  const signed = splitSigned(crl.der, field, 'CRL');
+  const ok = await verifySignature(
+    signed.algorithm,
+    issuer.spki,
+    issuer.spkiKey,
+    signed.signature,
+    signed.tbs,
+  );
+  if (ok) (signers ?? crlSigners.set(crl.derKey, new Set())).add(issuer.spkiKey);
   return ok;
 }
 
@@ -181,8 +213,60 @@ export interface RawCert {
 
 const rawMemo = new BoundedMemo<RawCert>(2048);
 
-function certBad(field: string, why: string): never {
+function malformed(field: string, why: string): never {
   throw evidenceError('CERT_MALFORMED', `${field}: ${why}`, { details: { field } });
+}
+
+/** The signature-relevant parts of a certificate or CRL, as {@link splitSigned} reads them. */
+interface SignedParts {
+  /** The signed bytes: the TBSCertificate or TBSCertList TLV. */
+  readonly tbs: Uint8Array;
+  /** The fields of the TBSCertificate or TBSCertList. */
+  readonly tbsFields: readonly DerNode[];
+  /** The TBSCertificate or TBSCertList TLV, its content the parent of `tbsFields`. */
+  readonly tbsNode: DerNode;
+  readonly algorithm: SignatureAlgorithm;
+  readonly signature: Uint8Array;
+}
+
+/**
+ * Splits a DER certificate (RFC 5280 section 4.1) or CRL (section 5.1), both a SEQUENCE of the
+ * signed data, signatureAlgorithm and signatureValue, and checks that the algorithm inside the
+ * signed data equals the outer one, byte for byte (sections 4.1.1.2 and 5.1.1.2). Throws
+ * CERT_MALFORMED (or a DER PARSE error) for anything else, or an unsupported algorithm.
+ */
+function splitSigned(der: Uint8Array, field: string, kind: 'certificate' | 'CRL'): SignedParts {
+  const top = readDer(der, 0, field);
+  if (top.tag !== DER_SEQUENCE || top.end !== der.length) malformed(field, `not a DER ${kind}`);
+  const [tbsNode, alg, sigBits, ...rest] = readDerChildren(top.content, field, 3);
+  if (tbsNode === undefined || alg === undefined || sigBits === undefined || rest.length > 0) {
+    malformed(field, `not a DER ${kind}`);
+  }
+  if (tbsNode.tag !== DER_SEQUENCE) malformed(field, `not a DER ${kind}`);
+  const algorithm = parseSignatureAlgorithm(alg, `${field}.signatureAlgorithm`);
+  if (sigBits.tag !== DER_BIT_STRING || sigBits.content[0] !== 0)
+    malformed(field, 'bad signature bit string');
+  const signature = sigBits.content.subarray(1);
+  // An ECDSA signature must at least be a well-formed ECDSA-Sig-Value (checked against the
+  // issuer's curve when verified).
+  if (algorithm.kind === 'ecdsa') ecdsaSignatureParts(signature, `${field}.signature`);
+  const tbsFields = readDerChildren(tbsNode.content, `${field}.tbs`, 10);
+  // The signed algorithm: after the serial number in a TBSCertificate, after the optional
+  // version in both (`[0] EXPLICIT` in a TBSCertificate, a bare INTEGER in a TBSCertList).
+  let at = kind === 'certificate' ? 1 : 0;
+  if (tbsFields[0]?.tag === (kind === 'certificate' ? 0xa0 : DER_INTEGER)) at++;
+  const innerAlg = tbsFields[at];
+  if (innerAlg === undefined) malformed(field, `incomplete signed ${kind}`);
+  if (innerAlg.tag !== alg.tag || bytesKey(innerAlg.content) !== bytesKey(alg.content)) {
+    malformed(field, 'signature algorithm mismatch');
+  }
+  return {
+    tbs: top.content.subarray(0, tbsNode.end),
+    tbsFields,
+    tbsNode,
+    algorithm,
+    signature,
+  };
 }
 
 /**
@@ -195,61 +279,40 @@ export function rawCert(input: Uint8Array, field: string): RawCert {
   if (hit !== undefined) return hit;
   // A copy: the memo entry must keep the bytes its key names, whatever the caller does later.
   const der = new Uint8Array(input);
-  const top = readDer(der, 0, field);
-  if (top.tag !== DER_SEQUENCE || top.end !== der.length) certBad(field, 'not a DER certificate');
-  const [tbsNode, alg, sigBits, ...rest] = readDerChildren(top.content, field, 3);
-  if (tbsNode === undefined || alg === undefined || sigBits === undefined || rest.length > 0) {
-    certBad(field, 'not a DER certificate');
-  }
-  if (tbsNode.tag !== DER_SEQUENCE) certBad(field, 'not a DER certificate');
-  const algorithm = parseSignatureAlgorithm(alg, `${field}.signatureAlgorithm`);
-  if (sigBits.tag !== DER_BIT_STRING || sigBits.content[0] !== 0)
-    certBad(field, 'bad signature bit string');
-  const signature = sigBits.content.subarray(1);
-  // An ECDSA signature must at least be a well-formed ECDSA-Sig-Value (checked against the
-  // issuer's curve when verified).
-  if (algorithm.kind === 'ecdsa') ecdsaSignatureParts(signature, `${field}.signature`);
-  const tbs = top.content.subarray(0, tbsNode.end);
-  const f = readDerChildren(tbsNode.content, `${field}.tbs`, 10);
-  let k = 0;
-  if (f[0]?.tag === 0xa0) k = 1; // explicit version
-  const innerAlg = f[k + 1];
+  const parts = splitSigned(der, field, 'certificate');
+  const f = parts.tbsFields;
+  // [0] version, serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, ...
+  const k = f[0]?.tag === 0xa0 ? 1 : 0;
   const issuer = f[k + 2];
   const subject = f[k + 4];
   const spkiNode = f[k + 5];
-  if (
-    innerAlg === undefined ||
-    issuer === undefined ||
-    subject === undefined ||
-    spkiNode === undefined
-  ) {
-    certBad(field, 'incomplete TBSCertificate');
-  }
-  // The signed algorithm must equal the outer one, byte for byte (RFC 5280 section 4.1.1.2).
-  if (innerAlg.tag !== alg.tag || bytesKey(innerAlg.content) !== bytesKey(alg.content)) {
-    certBad(field, 'signature algorithm mismatch');
+  if (issuer === undefined || subject === undefined || spkiNode === undefined) {
+    malformed(field, 'incomplete TBSCertificate');
   }
   if (
     issuer.tag !== DER_SEQUENCE ||
     subject.tag !== DER_SEQUENCE ||
     spkiNode.tag !== DER_SEQUENCE
   ) {
-    certBad(field, 'bad TBSCertificate');
+    malformed(field, 'bad TBSCertificate');
   }
   // Child TLVs are contiguous: the SPKI TLV starts where the subject TLV ends.
-  const spki = tbsNode.content.subarray(subject.end, spkiNode.end);
+  const spki = parts.tbsNode.content.subarray(subject.end, spkiNode.end);
   return rawMemo.set(derKey, {
     der,
     derKey,
-    tbs,
-    algorithm,
-    signature,
+    tbs: parts.tbs,
+    algorithm: parts.algorithm,
+    signature: parts.signature,
     subjectKey: bytesKey(subject.content),
     issuerKey: bytesKey(issuer.content),
     spki,
     spkiKey: bytesKey(spki),
   });
 }
+
+/** Certificate signatures verified, by the issuer's exact SPKI and the certificate's exact DER. */
+const sigMemo = new BoundedMemo<true>(4096);
 
 /** True when `child`'s signature verifies with `issuer`'s key (memoised on success). */
 export async function rawSignedBy(child: RawCert, issuer: RawCert): Promise<boolean> {

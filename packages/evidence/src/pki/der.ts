@@ -1,10 +1,9 @@
 /**
  * A minimal DER reader (ITU-T X.690, section 8.1 identifier and length octets, section 10.1
  * definite-length minimal encoding) for the places the verifiers must walk DER themselves: the
- * signature-relevant parts of X.509 certificates before the full parser sees them (pki/
- * cert-cache.ts, pki/signature.ts), the Intel SGX PCK certificate extension (OID
- * 1.2.840.113741.1.13.1) and the splitting of concatenated DER certificates in quote
- * certification data.
+ * signature-relevant parts of X.509 certificates and CRLs (pki/cert-cache.ts, pki/signature.ts),
+ * the Intel SGX PCK certificate extension (OID 1.2.840.113741.1.13.1) and the splitting of
+ * concatenated DER certificates in quote certification data.
  *
  * Every read goes through the bounded readers, so malformed input fails with a PARSE error.
  * Only single-byte tags (tag numbers < 31) and definite lengths of up to 4 octets are accepted;

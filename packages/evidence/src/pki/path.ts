@@ -1,7 +1,8 @@
 /**
  * Certification path building and validation, the one implementation behind every vendor chain
  * (RFC 5280 section 6.1, reduced to what TEE vendor hierarchies need):
- *   Intel SGX/TDX   PCK or TCB Signing <- Intel SGX PCK Platform/Processor CA <- Intel SGX Root CA
+ *   Intel SGX/TDX   PCK <- Intel SGX PCK Platform/Processor CA <- Intel SGX Root CA, and
+ *                   TCB Signing <- Intel SGX Root CA
  *   AMD SEV-SNP     VCEK <- ASK <- ARK, VLEK <- ASVK <- ARK
  *   simulation      platform <- sim root
  *
@@ -9,11 +10,11 @@
  * bytes, so callers memoise its result: it walks from the leaf by issuer name (exact DER) and
  * verifies every signature over the raw bytes before any certificate reaches the full X.509
  * parser, up to a self-signed certificate, and (for DCAP) refuses a carried certificate that is
- * not on the path. What depends on the call is checked every time by the caller: {@link checkPinned} (the
- * top's key is a pinned root's key, never compared by name: Intel's test root has the
- * production root's name), {@link checkValidity} (every certificate valid at `now`) and the CRL
- * checks (each CRL signed by the issuer it names, current at `now`, and revoking only
- * certificates that issuer signed).
+ * not on the path. What depends on the call is checked every time by the caller:
+ * {@link checkPinned} (the top's key is a pinned root's key, never compared by name: Intel's
+ * test root has the production root's name), {@link checkValidity} (every certificate valid at
+ * `now`) and the CRL checks, {@link checkPathCrls} and {@link checkCrl} (each CRL signed by the
+ * issuer it names, current at `now`, and revoking only certificates that issuer signed).
  *
  * `verifyChain` (chain.ts) composes these for callers holding parsed certificates; the DCAP and
  * SNP verifiers call them directly so they can memoise the signed path.
@@ -216,7 +217,7 @@ export function checkValidity(path: SignedPath, now: number, label: string): voi
 }
 
 /** Throws COLLATERAL_EXPIRED unless `crl` is current at `now` (stops replay of an old CRL). */
-export function checkCrlWindow(crl: CrlInfo, now: number, label: string): void {
+function checkCrlWindow(crl: CrlInfo, now: number, label: string): void {
   if (now < crl.thisUpdate || now > crl.nextUpdate) {
     throw evidenceError(
       'COLLATERAL_EXPIRED',
@@ -236,7 +237,7 @@ export function checkCrlWindow(crl: CrlInfo, now: number, label: string): void {
 }
 
 /** Throws CHAIN_REVOKED when `cert` is on `crl` (whose signature the caller verified). */
-export function checkNotRevoked(crl: CrlInfo, cert: CertInfo, now: number, label: string): void {
+function checkNotRevoked(crl: CrlInfo, cert: CertInfo, now: number, label: string): void {
   const at = crl.revoked.get(cert.serial);
   if (at !== undefined && at <= now) {
     throw evidenceError(
@@ -255,9 +256,10 @@ export function checkNotRevoked(crl: CrlInfo, cert: CertInfo, now: number, label
 
 /**
  * Checks `cert` against `crl` of its issuer `issuer`: the CRL must be signed by the issuer's key
- * (COLLATERAL_SIGNATURE_INVALID), current at `now` (COLLATERAL_EXPIRED), and must not list
- * `cert` (CHAIN_REVOKED). Stops use of a revoked intermediate or leaf key, and replay of an
- * expired CRL.
+ * (COLLATERAL_SIGNATURE_INVALID; verified over the exact TBSCertList like a certificate, so an
+ * unsupported or inconsistent signature algorithm is CERT_MALFORMED), current at `now`
+ * (COLLATERAL_EXPIRED), and must not list `cert` (CHAIN_REVOKED). Stops use of a revoked
+ * intermediate or leaf key, and replay of an expired CRL.
  */
 export async function checkCrl(
   crl: CrlInfo,
@@ -266,7 +268,7 @@ export async function checkCrl(
   now: number,
   label: string,
 ): Promise<void> {
-  if (!(await crlSignedBy(crl, issuer))) {
+  if (!(await crlSignedBy(crl, issuer, `${label} CRL of "${crl.issuer}"`))) {
     throw evidenceError(
       'COLLATERAL_SIGNATURE_INVALID',
       `${label}: CRL of "${crl.issuer}" is not signed by its issuer`,

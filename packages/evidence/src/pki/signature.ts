@@ -1,6 +1,7 @@
 /**
- * Certificate signature algorithms, read from the exact DER of an AlgorithmIdentifier, and
- * signature verification over exact bytes (RFC 5280 section 4.1.1.2), for the path builder.
+ * Certificate and CRL signature algorithms, read from the exact DER of an AlgorithmIdentifier,
+ * and signature verification over exact bytes (RFC 5280 sections 4.1.1.2 and 5.1.1.2), for the
+ * path builder and the CRL checks (pki/cert-cache.ts `rawSignedBy`, `crlSignedBy`).
  * Supported, as the TEE vendors and the sim use them:
  *  - ECDSA with SHA-256/384/512 (RFC 5758 section 3.2): Intel SGX/TDX and the sim sign with
  *    ecdsa-with-SHA256 on P-256; keys on P-256 and P-384;
@@ -17,8 +18,8 @@
  * Verification uses WebCrypto, which every engine has (the package is engine-neutral), except
  * ECDSA whose hash is the curve's own (P-256/SHA-256, P-384/SHA-384, all real chains): that
  * goes through crypto.ts `ecdsaVerify` and so gets node:crypto's fast path where the engine is
- * Node. Path signatures are memoised by the caller, so an RSA check runs once per distinct
- * certificate and issuer key.
+ * Node. Verified signatures are memoised by the caller, so an RSA check runs once per distinct
+ * certificate or CRL and issuer key.
  */
 import { arrayBufferView as buf } from '@cloister/bytes';
 import { ecdsaVerify, importEcSpki, type EcCurve } from '../crypto.js';
