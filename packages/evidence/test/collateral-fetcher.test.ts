@@ -6,27 +6,18 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
+  hasCode,
   readVector,
   readVectorText,
   requireVectors,
   startFakeVendorServices,
 } from '@cloister/testkit';
 import type { FakeVendorServices } from '@cloister/testkit';
-import { isCloisterError, VerificationError } from '@cloister/errors';
 import { cachingFetcher, toHex, verifySnpReport } from '@cloister/evidence';
 import type { CachingFetcherOptions, IntelCollateralJson } from '@cloister/evidence';
 
 const dir = requireVectors();
 const skip = dir === undefined;
-
-function hasCode(code: string, layer?: string) {
-  return (e: unknown): boolean => {
-    assert.ok(isCloisterError(e), `expected a CloisterError, got ${String(e)}`);
-    assert.equal(e.code, code);
-    if (layer !== undefined) assert.ok(e instanceof VerificationError && e.layer === layer);
-    return true;
-  };
-}
 
 let fake: FakeVendorServices;
 let sgx: IntelCollateralJson;

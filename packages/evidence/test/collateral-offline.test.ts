@@ -1,21 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { readVector, readVectorText, requireVectors } from '@cloister/testkit';
-import { isCloisterError, VerificationError } from '@cloister/errors';
+import { hasCode, readVector, readVectorText, requireVectors } from '@cloister/testkit';
+import { isCloisterError } from '@cloister/errors';
 import { offlineCollateral, toHex, verifySnpReport } from '@cloister/evidence';
 import type { IntelCollateralJson } from '@cloister/evidence';
 
 const dir = requireVectors();
 const skip = dir === undefined;
-
-function hasCode(code: string, layer?: string) {
-  return (e: unknown): boolean => {
-    assert.ok(isCloisterError(e), `expected a CloisterError, got ${String(e)}`);
-    assert.equal(e.code, code);
-    if (layer !== undefined) assert.ok(e instanceof VerificationError && e.layer === layer);
-    return true;
-  };
-}
 
 const MILAN_CHIP =
   '3ac3fe21e13fb0990eb28a802e3fb6a29483a6b0753590c951bdd3b8e53786184ca39e359669a2b76a1936776b564ea464cdce40c05f63c9b610c5068b006b5d';

@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isCloisterError } from '@cloister/errors';
 import {
   parseIntelCollateral,
   parsePemCertificates,
@@ -16,7 +15,7 @@ import {
   verifyDcapQuote,
   type IntelCollateralJson,
 } from '@cloister/evidence';
-import { readVector, readVectorText, requireVectors } from '@cloister/testkit';
+import { hasCode, readVector, readVectorText, requireVectors } from '@cloister/testkit';
 import { checkCollateral, verifyCollateralSignatures } from '../src/dcap/collateral.js';
 import { INTEL_SGX_ROOT_CA_DER } from '../src/dcap/intel-root.js';
 import { certInfo, crlInfo, crlSignedBy } from '../src/pki/cert-cache.js';
@@ -40,14 +39,6 @@ import {
   nodeSigner,
   resignCrl,
 } from './pki-fixtures.js';
-
-function hasCode(code: string) {
-  return (e: unknown): boolean => {
-    assert.ok(isCloisterError(e), `expected a CloisterError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return true;
-  };
-}
 
 /** Hex `h` with its last byte xor 1 (in a CRL: the last byte of the signature). */
 const flipLast = (h: string): string =>

@@ -8,9 +8,9 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, verify } from 'node:crypto';
 import { test } from 'node:test';
-import { isCloisterError } from '@cloister/errors';
 import { checkCrl, parseCertificate, parseCrl, trustAnchor, verifyChain } from '@cloister/evidence';
 import type { Certificate, Crl } from '@cloister/evidence';
+import { hasCode } from '@cloister/testkit';
 import { certInfo, crlInfo, crlSignedBy } from '../src/pki/cert-cache.js';
 import {
   ALG,
@@ -27,14 +27,6 @@ import {
   type Ca,
   type Hash,
 } from './pki-fixtures.js';
-
-function hasCode(code: string) {
-  return (e: unknown): boolean => {
-    assert.ok(isCloisterError(e), `expected a CloisterError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return true;
-  };
-}
 
 const anchor = (ca: Ca) => trustAnchor('test root', der(ca.cert));
 

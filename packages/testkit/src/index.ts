@@ -16,3 +16,4 @@ export type {
   ScriptedResponse,
 } from './fake-vendor-services.js';
 export { opensslSelfSignedP256 } from './openssl.js';
+export { hasCode } from './assertions.js';
