@@ -270,3 +270,19 @@ test(
     }
   },
 );
+
+test('synthetic quote: a PCK the root signed directly has no PCK CA and is refused', async () => {
+  const h = await intelShaped();
+  const roots = [trustAnchor('test root', der(h.root.cert))];
+  const direct = await makePck(h.root, '10');
+  const quote = await sgxQuote(direct, [direct, h.root]);
+  for (const withCollateral of [true, false])
+    await assert.rejects(
+      verifyDcapQuote(quote, {
+        ...(withCollateral ? { collateral: await collateral(h) } : {}),
+        now: DCAP_NOW,
+        roots,
+      }),
+      hasCode('CHAIN_INCOMPLETE'),
+    );
+});

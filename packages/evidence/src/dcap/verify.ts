@@ -208,6 +208,13 @@ async function pckEntry(chainRaw: Uint8Array, anchors: readonly TrustAnchor[]): 
     anchors.map(anchorRawCert),
     'PCK chain',
   );
+  // Intel's hierarchy is PCK, PCK CA, root: the PCK CA is needed for its CRL, so a PCK that a
+  // pinned root signed directly (or one pinned itself) is refused here, not met as a gap later.
+  if (path.certs.length !== 3) {
+    throw evidenceError('CHAIN_INCOMPLETE', 'PCK chain is not PCK, PCK CA and root', {
+      details: { certificates: path.certs.length },
+    });
+  }
   const leaf = path.certs[0] as CertInfo;
   const { ext, ca } = pckFacts(leaf);
   return { path, leaf, pck: { ...ext, ca, subject: leaf.subject, issuer: leaf.issuer } };
