@@ -471,7 +471,8 @@ export interface SourceBlob {
 
 /**
  * What the layer functions read: a `SourceBlob` (already verified by its source), a `LocalBlob`
- * or any other stream (both checked against the descriptor in the same pass).
+ * or any other stream (both checked against the descriptor: a stream in the pass, a local file
+ * in the pass when encrypting and by its HMAC when decrypting, ADR 0006).
  */
 export type LayerInput = SourceBlob | LocalBlob | Readable;
 
@@ -776,11 +777,11 @@ export async function decryptLayerToFile(args: DecryptLayerArgs): Promise<Decryp
   const { hmac } = parsePublicOptions(descriptor.annotations?.[PUBOPTS_ANNOTATION]);
   const partial = `${args.stagingPath}.partial`;
   const input = args.ciphertext;
-  const verify = unverified(input);
   // Checked against the descriptor: a local file after the pass (size, and digest if its HMAC
   // fails), a plain stream in the pass; a source's stream was checked by its source.
   const localPath = !(input instanceof Readable) && 'path' in input ? input.path : undefined;
   const hashInPass = input instanceof Readable;
+  const verify = hashInPass || localPath !== undefined;
   // The ciphertext's HMAC (and a stream's digest) from one copy on one helper, the diff_id
   // (inflate and SHA-256) on another; this thread reads, deciphers, hashes the plaintext and
   // writes. Of the splits measured on two cores (plaintext digest with the diff_id as in

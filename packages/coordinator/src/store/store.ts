@@ -158,7 +158,6 @@ async function loadDataKey(dataDir: string, sealer: Sealer): Promise<Buffer> {
   return key;
 }
 
-/** The encrypted key/value store. Construct with `Store.open`. */
 /** A change waiting for a group commit, and how it ended. */
 interface Queued {
   readonly fn: () => unknown;
@@ -167,6 +166,7 @@ interface Queued {
 }
 type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+/** The encrypted key/value store. Construct with `Store.open`. */
 export class Store {
   readonly #db: Database.Database;
   readonly #key: Buffer;
