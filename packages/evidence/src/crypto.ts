@@ -13,8 +13,13 @@ export { sha256, sha384, sha512 } from '@cloister/bytes';
 const subtle = (): SubtleCrypto => globalThis.crypto.subtle;
 
 export type EcCurve = 'P-256' | 'P-384';
-const HASH_OF: Record<EcCurve, string> = { 'P-256': 'SHA-256', 'P-384': 'SHA-384' };
-const COORD_LEN: Record<EcCurve, number> = { 'P-256': 32, 'P-384': 48 };
+/** The hash each curve's ECDSA signatures use here (the vendors' and WebCrypto's pairing). */
+export const CURVE_HASH: Readonly<Record<EcCurve, 'SHA-256' | 'SHA-384'>> = {
+  'P-256': 'SHA-256',
+  'P-384': 'SHA-384',
+};
+/** Bytes of one coordinate (and of r or s) on each curve. */
+export const COORD_LEN: Readonly<Record<EcCurve, number>> = { 'P-256': 32, 'P-384': 48 };
 
 /** Imports an ECDSA public key for verification; a key WebCrypto refuses is malformed input. */
 async function importEcdsaKey(
@@ -72,7 +77,7 @@ type EcdsaVerify = (
 ) => boolean | Promise<boolean>;
 
 const webCryptoVerify: EcdsaVerify = (curve, key, signature, data) =>
-  subtle().verify({ name: 'ECDSA', hash: HASH_OF[curve] }, key, buf(signature), buf(data));
+  subtle().verify({ name: 'ECDSA', hash: CURVE_HASH[curve] }, key, buf(signature), buf(data));
 
 /** Each imported key converted once (a cached certificate's key verifies many signatures). */
 const keyObjects = new WeakMap<CryptoKey, unknown>();

@@ -126,11 +126,39 @@ export interface CrlInfo {
 const crlMemo = new BoundedMemo<CrlInfo>(256);
 
 /**
- * For each CRL (exact DER), the issuer keys (exact SPKI) its signature verified under. CRLs are
- * applied on every verification, so the lookup uses the memoised key strings as they are (their
- * hashes cached) rather than a new concatenation of both, which would be hashed in full each time.
+ * For each signed certificate or CRL (exact DER), the issuer keys (exact SPKI) its signature
+ * verified under. CRLs are applied on every verification, so the lookup uses the memoised key
+ * strings as they are (their hashes cached) rather than a new concatenation of both, which would
+ * be hashed in full each time.
  */
-const crlSigners = new BoundedMemo<Set<string>>(256);
+const verifiedSigners = new BoundedMemo<Set<string>>(4096);
+
+/** The key of a signing certificate, as {@link signedBy} uses it. */
+interface SignerKey {
+  readonly spki: Uint8Array;
+  readonly spkiKey: string;
+}
+
+/**
+ * True when the object whose exact DER is `signedKey` carries a valid signature by `issuer`'s
+ * key: memoised on success; `parts` (the signed bytes, algorithm and signature) is only read on
+ * a miss.
+ */
+async function signedBy(
+  signedKey: string,
+  issuer: SignerKey,
+  parts: () => Pick<SignedParts, 'tbs' | 'algorithm' | 'signature'>,
+): Promise<boolean> {
+  const signers = verifiedSigners.get(signedKey);
+  if (signers?.has(issuer.spkiKey) === true) return true;
+  const p = parts();
+  const ok = await verifySignature(p.algorithm, issuer.spki, issuer.spkiKey, p.signature, p.tbs);
+  if (ok)
+    (verifiedSigners.get(signedKey) ?? verifiedSigners.set(signedKey, new Set())).add(
+      issuer.spkiKey,
+    );
+  return ok;
+}
 
 /** Parses (once per exact DER) a CRL. Its signature is checked by {@link crlSignedBy}. */
 export function crlInfo(der: Uint8Array, field: string): CrlInfo {
@@ -171,19 +199,8 @@ export function crlInfo(der: Uint8Array, field: string): CrlInfo {
  * declares an unsupported algorithm, as {@link rawCert} does for a certificate; `field` names
  * the CRL in that error.
  */
-export async function crlSignedBy(crl: CrlInfo, issuer: CertInfo, field: string): Promise<boolean> {
-  const signers = crlSigners.get(crl.derKey);
-  if (signers?.has(issuer.spkiKey) === true) return true;
-  const signed = splitSigned(crl.der, field, 'CRL');
-  const ok = await verifySignature(
-    signed.algorithm,
-    issuer.spki,
-    issuer.spkiKey,
-    signed.signature,
-    signed.tbs,
-  );
-  if (ok) (signers ?? crlSigners.set(crl.derKey, new Set())).add(issuer.spkiKey);
-  return ok;
+export function crlSignedBy(crl: CrlInfo, issuer: CertInfo, field: string): Promise<boolean> {
+  return signedBy(crl.derKey, issuer, () => splitSigned(crl.der, field, 'CRL'));
 }
 
 /** The value (extnValue content) of an extension, or undefined. */
@@ -311,20 +328,7 @@ export function rawCert(input: Uint8Array, field: string): RawCert {
   });
 }
 
-/** Certificate signatures verified, by the issuer's exact SPKI and the certificate's exact DER. */
-const sigMemo = new BoundedMemo<true>(4096);
-
 /** True when `child`'s signature verifies with `issuer`'s key (memoised on success). */
-export async function rawSignedBy(child: RawCert, issuer: RawCert): Promise<boolean> {
-  const k = `${issuer.spkiKey}\u0003${child.derKey}`;
-  if (sigMemo.get(k) === true) return true;
-  const ok = await verifySignature(
-    child.algorithm,
-    issuer.spki,
-    issuer.spkiKey,
-    child.signature,
-    child.tbs,
-  );
-  if (ok) sigMemo.set(k, true);
-  return ok;
+export function rawSignedBy(child: RawCert, issuer: RawCert): Promise<boolean> {
+  return signedBy(child.derKey, issuer, () => child);
 }

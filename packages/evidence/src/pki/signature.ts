@@ -22,7 +22,7 @@
  * certificate or CRL and issuer key.
  */
 import { arrayBufferView as buf } from '@cloister/bytes';
-import { ecdsaVerify, importEcSpki, type EcCurve } from '../crypto.js';
+import { COORD_LEN, CURVE_HASH, ecdsaVerify, importEcSpki, type EcCurve } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
 import { BoundedMemo } from '../memo.js';
 import {
@@ -74,11 +74,6 @@ const CURVE_OIDS: Readonly<Record<string, EcCurve>> = {
   '1.2.840.10045.3.1.7': 'P-256',
   '1.3.132.0.34': 'P-384',
 };
-const CURVE_HASH: Readonly<Record<EcCurve, SignatureHash>> = {
-  'P-256': 'SHA-256',
-  'P-384': 'SHA-384',
-};
-const COORD_LEN: Readonly<Record<EcCurve, number>> = { 'P-256': 32, 'P-384': 48 };
 
 function malformed(field: string, why: string): never {
   throw evidenceError('CERT_MALFORMED', `${field}: ${why}`, { details: { field } });
