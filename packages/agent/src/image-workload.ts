@@ -19,6 +19,7 @@ import { toBase64Url } from '@cloister/protocol';
 import type { ActivationBundle, ImageKeyRequest, Manifest } from '@cloister/protocol';
 import {
   buildRuntimeSpec,
+  IMAGE_KEY_FILE,
   imageError,
   keyUnwrapper,
   loadPrivateKey,
@@ -35,8 +36,6 @@ import { agentError } from './error-codes.js';
 import { DEFAULT_SHM, expandFilesToken, mapPath } from './files.js';
 import { FORWARDED_SIGNALS, exitStatus } from './launch.js';
 
-/** Where the image private key is delivered by default (a manifest file path). */
-export const IMAGE_KEY_FILE = '/run/cloister/image-key.pem';
 /** The mesh identity directory, bind-mounted as a directory so renewals stay visible. */
 const MESH_DIR = '/run/cloister/mesh';
 

@@ -49,12 +49,7 @@ export { launch, resolveExecutable, exitStatus, FORWARDED_SIGNALS } from './laun
 export type { LaunchSpec, Launched } from './launch.js';
 export { runAgent, programEnv, writeBundleFiles, MESH_FILES } from './run.js';
 export type { RunAgentOptions, AgentLog } from './run.js';
-export {
-  runImageWorkload,
-  resolveImagePin,
-  imageMeasuredArgs,
-  IMAGE_KEY_FILE,
-} from './image-workload.js';
+export { runImageWorkload, resolveImagePin, imageMeasuredArgs } from './image-workload.js';
 export type { ImageWorkloadOptions, RunImageWorkloadOptions } from './image-workload.js';
 
 // Mesh proxy.

@@ -6,18 +6,6 @@
 import { Command } from 'commander';
 import { EXIT_CODES } from '@cloister/errors';
 import type { ExitCode } from '@cloister/errors';
-import { registerAgent } from './commands/agent.js';
-import { registerCoordinator } from './commands/coordinator.js';
-import { registerEvidence } from './commands/evidence.js';
-import { registerImage } from './commands/image.js';
-import { registerKeygen } from './commands/keygen.js';
-import { registerKeyprovider } from './commands/keyprovider.js';
-import { registerManifest } from './commands/manifest.js';
-import { registerSecret } from './commands/secret.js';
-import { registerSim } from './commands/sim.js';
-import { registerStatus } from './commands/status.js';
-import { registerUp } from './commands/up.js';
-import { registerVerify } from './commands/verify.js';
 import { processIo, reportError } from './output.js';
 import type { Io } from './output.js';
 
@@ -30,37 +18,56 @@ export interface CommandContext {
 
 export type RegisterCommands = (program: Command, ctx: CommandContext) => void;
 
-const groups: RegisterCommands[] = [
-  registerUp,
-  registerVerify,
-  registerKeygen,
-  registerManifest,
-  registerSecret,
-  registerStatus,
-  registerCoordinator,
-  registerAgent,
-  registerSim,
-  registerEvidence,
-  registerImage,
-  registerKeyprovider,
-];
+/**
+ * The command groups, by command name. A group's module (and the packages it needs: the
+ * coordinator's server, the agent, the image code) is loaded only when its command runs, so
+ * `cloister keyprovider`, which ocicrypt starts once per layer, or `cloister image convert`
+ * does not pay for the rest. Help and unknown commands load them all.
+ */
+const groups: Record<string, () => Promise<RegisterCommands>> = {
+  up: async () => (await import('./commands/up.js')).registerUp,
+  verify: async () => (await import('./commands/verify.js')).registerVerify,
+  keygen: async () => (await import('./commands/keygen.js')).registerKeygen,
+  manifest: async () => (await import('./commands/manifest.js')).registerManifest,
+  secret: async () => (await import('./commands/secret.js')).registerSecret,
+  status: async () => (await import('./commands/status.js')).registerStatus,
+  coordinator: async () => (await import('./commands/coordinator.js')).registerCoordinator,
+  agent: async () => (await import('./commands/agent.js')).registerAgent,
+  sim: async () => (await import('./commands/sim.js')).registerSim,
+  evidence: async () => (await import('./commands/evidence.js')).registerEvidence,
+  image: async () => (await import('./commands/image.js')).registerImage,
+  keyprovider: async () => (await import('./commands/keyprovider.js')).registerKeyprovider,
+};
 
-export function buildProgram(ctx: CommandContext): Command {
+/**
+ * The program with the groups `argv` needs: the named command's group, none for `--version`,
+ * all of them otherwise (help lists every command; an unknown one gets suggestions).
+ */
+export async function buildProgram(
+  ctx: CommandContext,
+  argv: readonly string[] = [],
+): Promise<Command> {
   const program = new Command('cloister')
     .description('Run unmodified containers as attested confidential containers')
     .version('0.1.0')
     .exitOverride()
     .configureOutput({ writeOut: (s) => ctx.io.out(s), writeErr: (s) => ctx.io.err(s) })
     .showHelpAfterError();
-  for (const register of groups) register(program, ctx);
+  const first = argv[0] ?? '';
+  const loaders = Object.hasOwn(groups, first)
+    ? [groups[first] as () => Promise<RegisterCommands>]
+    : first === '--version' || first === '-V'
+      ? []
+      : Object.values(groups);
+  for (const register of await Promise.all(loaders.map((load) => load()))) register(program, ctx);
   return program;
 }
 
 /** Runs the CLI with `argv` (without node and script) and resolves to the exit code. */
 export async function main(argv: readonly string[], io: Io = processIo): Promise<ExitCode> {
   const ctx: CommandContext = { io, exitCode: EXIT_CODES.ok };
-  const program = buildProgram(ctx);
   try {
+    const program = await buildProgram(ctx, argv);
     await program.parseAsync([...argv], { from: 'user' });
     return ctx.exitCode;
   } catch (e) {

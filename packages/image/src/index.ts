@@ -49,7 +49,7 @@ export {
 export type { RegistryReference, RegistryClientOptions, RegistryCredentials } from './registry.js';
 export { parseImageReference, openSource, openDestination, pinnedReference } from './reference.js';
 export type { ImageReference } from './reference.js';
-export { loadPublicKey, loadPrivateKey, KEY_WRAP_ALGS } from './keys.js';
+export { IMAGE_KEY_FILE, loadPublicKey, loadPrivateKey, KEY_WRAP_ALGS } from './keys.js';
 export type { KeyWrapAlg, WrapRecipient } from './keys.js';
 export {
   ENC_ANNOTATION_PREFIX,

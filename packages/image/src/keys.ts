@@ -6,6 +6,12 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { imageError } from './error-codes.js';
 
+/**
+ * Where an agent finds the private key of an image encrypted to a user's key, by default: the
+ * manifest file path its workload's `files` deliver the key secret to (docs/images.md).
+ */
+export const IMAGE_KEY_FILE = '/run/cloister/image-key.pem';
+
 /** JWE key-management algorithms ocicrypt writes and reads (keywrap/jwe). */
 export type KeyWrapAlg =
   'RSA-OAEP' | 'RSA-OAEP-256' | 'ECDH-ES+A128KW' | 'ECDH-ES+A192KW' | 'ECDH-ES+A256KW';

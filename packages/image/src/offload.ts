@@ -227,7 +227,9 @@ class HashThread {
   load = 0;
 
   constructor() {
-    this.#worker = new Worker(WORKER_SOURCE, { eval: true });
+    // No inherited Node flags: the source is CommonJS, and a parent started with
+    // `--input-type=module` (say) would make the worker read it as a module.
+    this.#worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
     this.#worker.on('message', (m: { op: string; id: number; results?: RawResult[] | null }) =>
       this.#onMessage(m),
     );

@@ -5,6 +5,7 @@
  * concurrent layer copies keep every layer in its place.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash, createHmac, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -57,6 +58,24 @@ test('offloaded SHA-256 and HMAC equal in-thread ones for any chunking', async (
     ),
     { numRuns: 60 },
   );
+});
+
+test('the hashing helper thread works whatever flags Node was started with', () => {
+  // A worker inherits the parent's flags by default; `--input-type=module` once made the helper
+  // read its CommonJS source as a module and crash the command.
+  const offload = new URL('../src/offload.ts', import.meta.url).href;
+  const script = `
+    const { OffloadedHash } = await import(${JSON.stringify(offload)});
+    const h = new OffloadedHash({});
+    await h.update(new TextEncoder().encode('abc'));
+    process.stdout.write((await h.digest()).toString('hex'));`;
+  const r = spawnSync(
+    process.execPath,
+    ['--conditions=source', '--import', 'tsx', '--input-type=module', '-e', script],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  assert.equal(r.stderr, '');
+  assert.equal(r.stdout, createHash('sha256').update('abc').digest('hex'));
 });
 
 test('offloaded hashes: chunks larger than the ring, many at once, abandoned ones', async () => {

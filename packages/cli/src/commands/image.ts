@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import {
   copyImage,
+  IMAGE_KEY_FILE,
   loadPrivateKey,
   loadPublicKey,
   openDestination,
@@ -20,10 +21,8 @@ import {
   type ReferenceValues,
   type WrapRecipient,
 } from '@cloister/image';
-import { IMAGE_KEY_FILE } from '@cloister/agent';
 import type { CommandContext } from '../main.js';
 import { cliError } from '../error-codes.js';
-import { CoordinatorApi } from '../client/api.js';
 import { endpointFrom, ENV_ROOT_CA } from '../client/local.js';
 import { printJson } from '../output.js';
 
@@ -71,7 +70,7 @@ function progressBar(enabled: boolean): (e: ProgressEvent) => void {
  * rather than the coordinator's, the secret that carries the key and the file it is delivered
  * in (docs/images.md "Key release").
  */
-export function manifestSnippet(
+function manifestSnippet(
   name: string,
   reference: string,
   rv: ReferenceValues,
@@ -110,6 +109,8 @@ async function fetchImageKey(
   coordinator: string,
   rootCa: string | undefined,
 ): Promise<WrapRecipient> {
+  // The API client (undici, the protocol schemas) only when a coordinator is named.
+  const { CoordinatorApi } = await import('../client/api.js');
   const api = new CoordinatorApi(
     endpointFrom({ coordinator, ...(rootCa === undefined ? {} : { rootCa }) }),
   );
