@@ -1,7 +1,8 @@
 /**
  * Start-up of a coordinator: open (or create) the sealed store, load (or create) the root CA,
  * issue the TLS certificate of its own listener from that root, check the stored manifest
- * history, and serve the API over TLS.
+ * history, purge instances expired past retention (then again periodically), and serve the API
+ * over TLS.
  *
  * TEE integration. A coordinator needs a sealer (for its data key) and an attester (for
  * `/v1/attest`). On TEE hardware those come from the platform (injected through `tee`); with
@@ -85,6 +86,18 @@ export interface CoordinatorOptions {
    * (an fsync per commit).
    */
   readonly durability?: Durability;
+  /**
+   * How long an instance stays in the store after its certificate expired (default 7 days,
+   * `DEFAULT_INSTANCE_RETENTION_MS`): until then it can renew with its per-instance secrets,
+   * after it the row is deleted. Without this, instances whose agents died (and never released
+   * them) would stay forever.
+   */
+  readonly instanceRetentionMs?: number;
+  /**
+   * Period of the purge of instances expired past retention (default
+   * `instancePurgeIntervalMs(retention)`); tests set a short one.
+   */
+  readonly instancePurgeIntervalMs?: number;
   /** Lifetime of activation nonces (default 60 s). */
   readonly nonceTtlMs?: number;
   /** Request body limit in bytes (default 1 MiB). */
@@ -102,6 +115,79 @@ export interface RunningCoordinator {
   readonly server: FastifyInstance;
   readonly service: CoordinatorService;
   close(): Promise<void>;
+}
+
+/**
+ * Default instance retention: 7 days. An agent that comes back within a week (a node down
+ * over a long weekend, a paused deployment) still renews its instance and keeps its
+ * per-instance secrets; a week of dead instances is a bounded number of rows.
+ */
+export const DEFAULT_INSTANCE_RETENTION_MS = 7 * 86_400_000;
+
+/**
+ * How often instances expired past `retentionMs` are purged: a quarter of the retention, so a
+ * row outlives its retention by at most a quarter of it, but at least every hour (a purge
+ * then has at most an hour of expiries to delete) and at most every second.
+ */
+export function instancePurgeIntervalMs(retentionMs: number): number {
+  return Math.min(Math.max(Math.floor(retentionMs / 4), 1_000), 3_600_000);
+}
+
+/** The longest delay a timer takes (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Checks a duration option: a finite number of ms in `1..max`. */
+function durationOption(name: string, value: number, max: number): number {
+  if (!(Number.isFinite(value) && value >= 1 && value <= max)) {
+    throw coordinatorError('COORDINATOR_BAD_CONFIG', `${name} must be 1..${max} ms`, {
+      details: { rule: name, expected: `1..${max}`, actual: String(value) },
+    });
+  }
+  return value;
+}
+
+/** The periodic purge of expired instances, see `startInstancePurge`. */
+interface InstancePurge {
+  /** The first purge (resolves when it ended, also when it failed: that is logged). */
+  readonly first: Promise<void>;
+  /** Stops the timer, lets a running purge finish its batch and waits for it. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Purges instances expired past retention now and then every `intervalMs`, one purge at a
+ * time. The timer is unref'd, so it never keeps the process alive; `stop` leaves no timer and
+ * no purge running, so nothing writes to the store after it is closed. A failed purge is logged
+ * and retried at the next tick: keeping rows a little longer harms nothing.
+ */
+function startInstancePurge(
+  service: CoordinatorService,
+  logger: FastifyBaseLogger,
+  intervalMs: number,
+): InstancePurge {
+  const abort = new AbortController();
+  let running: Promise<void> | undefined;
+  const run = (): Promise<void> => {
+    running ??= service
+      .purgeExpiredInstances({ signal: abort.signal })
+      .then(
+        () => undefined,
+        (err: unknown) => logger.error({ err }, 'purging expired instances failed'),
+      )
+      .finally(() => {
+        running = undefined;
+      });
+    return running;
+  };
+  const timer = setInterval(() => void run(), intervalMs).unref();
+  return {
+    first: run(),
+    async stop() {
+      clearInterval(timer);
+      abort.abort();
+      await running;
+    },
+  };
 }
 
 /** A pino logger writing JSON lines to a file descriptor (2: stderr), as Fastify wants it. */
@@ -219,6 +305,16 @@ export async function createCoordinator(o: CoordinatorOptions): Promise<RunningC
   const logger = o.logger ?? pino({ level: 'info' });
   const { host, port } = parseListen(o.listen);
   const now = o.now ?? (() => new Date());
+  const retentionMs = durationOption(
+    'instanceRetentionMs',
+    o.instanceRetentionMs ?? DEFAULT_INSTANCE_RETENTION_MS,
+    Number.MAX_SAFE_INTEGER,
+  );
+  const purgeIntervalMs = durationOption(
+    'instancePurgeIntervalMs',
+    o.instancePurgeIntervalMs ?? instancePurgeIntervalMs(retentionMs),
+    MAX_TIMER_MS,
+  );
   if (!/-----BEGIN PUBLIC KEY-----/.test(o.ownerKeyPem)) {
     throw coordinatorError('COORDINATOR_BAD_CONFIG', '--owner-key must be a PEM public key');
   }
@@ -245,6 +341,7 @@ export async function createCoordinator(o: CoordinatorOptions): Promise<RunningC
   const store = await Store.open(o.dataDir, sealer, {
     ...(o.durability === undefined ? {} : { durability: o.durability }),
   });
+  let purge: InstancePurge | undefined;
   try {
     // Earlier versions stored nonces; none of them is valid after a restart.
     store.purgeExpired('nonces', Number.MAX_SAFE_INTEGER);
@@ -283,6 +380,7 @@ export async function createCoordinator(o: CoordinatorOptions): Promise<RunningC
       tlsSpkiDer: tlsSpki,
       imageKey: loadOrCreateImageKey(store),
       leafValidityMs: o.leafValidityMs ?? 86_400_000,
+      instanceRetentionMs: retentionMs,
       metrics,
       logger,
       now,
@@ -290,6 +388,10 @@ export async function createCoordinator(o: CoordinatorOptions): Promise<RunningC
     });
     // Refuse to serve state whose history does not verify (tampering, or a broken disk).
     await service.verifyHistory();
+    // Instances whose agents died are never released: purge those expired past retention
+    // before serving, then periodically.
+    purge = startInstancePurge(service, logger, purgeIntervalMs);
+    await purge.first;
 
     const server = await buildServer(service, {
       https: { key: await privateKeyPem(tlsKeys.privateKey), cert: tlsCert.pem },
@@ -315,11 +417,13 @@ export async function createCoordinator(o: CoordinatorOptions): Promise<RunningC
       async close() {
         if (closed) return;
         closed = true;
+        await purge?.stop();
         await server.close();
         store.close();
       },
     };
   } catch (e) {
+    await purge?.stop();
     store.close();
     throw e;
   }

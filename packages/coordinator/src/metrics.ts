@@ -12,6 +12,7 @@ export interface CoordinatorMetrics {
   readonly activationSeconds: Histogram;
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly manifestUpdates: Counter;
+  readonly instancesPurged: Counter;
 }
 
 export function createMetrics(): CoordinatorMetrics {
@@ -46,6 +47,11 @@ export function createMetrics(): CoordinatorMetrics {
     manifestUpdates: new Counter({
       name: 'cloister_manifest_transitions_total',
       help: 'Accepted manifest transitions.',
+      registers: [registry],
+    }),
+    instancesPurged: new Counter({
+      name: 'cloister_instances_purged_total',
+      help: 'Instances deleted because they expired more than the retention period ago.',
       registers: [registry],
     }),
   };

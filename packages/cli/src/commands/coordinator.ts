@@ -2,7 +2,8 @@
  * `cloister coordinator`: runs the coordinator (docs/coordinator.md).
  *
  *   cloister coordinator --data DIR --listen HOST:PORT --owner-key PEM
- *                        [--simulation --sim-root DIR] [--json]
+ *                        [--simulation --sim-root DIR] [--durability process|full]
+ *                        [--instance-retention DURATION] [--json]
  *
  * Prints where it listens and the root CA clients pin (one JSON document with --json), logs
  * to stderr, and runs until SIGINT or SIGTERM, then closes cleanly (exit 0).
@@ -12,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { Option } from 'commander';
 import type { Command } from 'commander';
 import { coordinatorError, createCoordinator, createLogger } from '@cloister/coordinator';
+import { cliError } from '../error-codes.js';
 import type { CommandContext } from '../main.js';
 import { printJson } from '../output.js';
 
@@ -22,7 +24,28 @@ interface CoordinatorFlags {
   simulation?: boolean;
   simRoot?: string;
   durability: 'process' | 'full';
+  instanceRetention?: string;
   json?: boolean;
+}
+
+const DURATION_UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/**
+ * Milliseconds of a duration flag: a positive whole number and a unit, `30s`, `15m`, `24h` or
+ * `7d`. Anything else (zero, a sign, a fraction, no unit) is a usage error naming the flag.
+ */
+export function parseDuration(flag: string, text: string): number {
+  const m = /^(\d+)([smhd])$/.exec(text);
+  const ms =
+    m === null ? NaN : Number(m[1]) * DURATION_UNIT_MS[m[2] as keyof typeof DURATION_UNIT_MS];
+  if (!(Number.isSafeInteger(ms) && ms > 0)) {
+    throw cliError(
+      'CLI_USAGE',
+      `${flag} takes a positive duration such as 30s, 15m, 24h or 7d, got ${JSON.stringify(text)}`,
+      { details: { rule: flag, expected: 'a positive integer and s, m, h or d', actual: text } },
+    );
+  }
+  return ms;
 }
 
 /** Registers `cloister coordinator`. */
@@ -45,11 +68,19 @@ export function registerCoordinator(program: Command, ctx: CommandContext): void
         .choices(['process', 'full'])
         .default('process'),
     )
+    .option(
+      '--instance-retention <duration>',
+      'delete an instance this long after its certificate expired (30s, 15m, 24h, 7d; default 7d)',
+    )
     .option('--json', 'print one JSON document when listening')
     .action(async (flags: CoordinatorFlags) => {
       if ((flags.simulation === true) !== (flags.simRoot !== undefined)) {
         throw coordinatorError('COORDINATOR_BAD_CONFIG', '--simulation and --sim-root go together');
       }
+      const instanceRetentionMs =
+        flags.instanceRetention === undefined
+          ? undefined
+          : parseDuration('--instance-retention', flags.instanceRetention);
       let ownerKeyPem: string;
       try {
         ownerKeyPem = await readFile(flags.ownerKey, 'utf8');
@@ -66,6 +97,7 @@ export function registerCoordinator(program: Command, ctx: CommandContext): void
         listen: flags.listen,
         ownerKeyPem,
         durability: flags.durability,
+        ...(instanceRetentionMs === undefined ? {} : { instanceRetentionMs }),
         ...(flags.simRoot === undefined ? {} : { simulation: { rootDir: flags.simRoot } }),
         logger,
       });

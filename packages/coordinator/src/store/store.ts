@@ -26,8 +26,8 @@
  *   that could still roll back) and a table's entries are dropped on every write to it.
  *
  * Row metadata (`grp`, `exp`) is kept in the clear so the store can count live instances per
- * workload and purge expired nonces without decrypting; it holds workload names and expiry
- * times only, never secret material.
+ * workload and purge expired instances and nonces without decrypting; it holds workload names
+ * and expiry times only, never secret material.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import {
@@ -182,7 +182,7 @@ export class Store {
     list: Database.Statement<[string], { k: string; v: Buffer }>;
     count: Database.Statement<[string, string, number], { n: number }>;
     live: Database.Statement<[string, number], { k: string; grp: string | null; exp: number }>;
-    purge: Database.Statement<[string, number]>;
+    purge: Database.Statement<[{ tbl: string; before: number; limit: number }]>;
     savepoint: Database.Statement<[]>;
     release: Database.Statement<[]>;
     rollbackTo: Database.Statement<[]>;
@@ -202,7 +202,12 @@ export class Store {
       list: db.prepare('SELECT k, v FROM rows WHERE tbl = ? ORDER BY k'),
       count: db.prepare('SELECT count(*) AS n FROM rows WHERE tbl = ? AND grp = ? AND exp > ?'),
       live: db.prepare('SELECT k, grp, exp FROM rows WHERE tbl = ? AND exp > ? ORDER BY exp'),
-      purge: db.prepare('DELETE FROM rows WHERE tbl = ? AND exp <= ?'),
+      // The rows are picked first, at most `limit` of them (-1: all), so that a caller can
+      // bound the work of one transaction. By key: the table has no rowid.
+      purge: db.prepare(
+        'DELETE FROM rows WHERE tbl = @tbl AND k IN ' +
+          '(SELECT k FROM rows WHERE tbl = @tbl AND exp <= @before LIMIT @limit)',
+      ),
       // One savepoint per queued commit inside the shared transaction (prepared once: building
       // a nested better-sqlite3 transaction function per commit cost more than the SQL).
       savepoint: db.prepare('SAVEPOINT queued'),
@@ -355,10 +360,13 @@ export class Store {
     return this.#stmts.live.all(tbl, now);
   }
 
-  /** Deletes rows of `tbl` that expired at or before `now`. */
-  purgeExpired(tbl: TableName, now: number): number {
+  /**
+   * Deletes rows of `tbl` that expired at or before `before`, at most `limit` of them (all
+   * without it); returns how many it deleted. Fewer than `limit` means none is left.
+   */
+  purgeExpired(tbl: TableName, before: number, limit?: number): number {
     this.#cache.delete(tbl);
-    return this.#stmts.purge.run(tbl, now).changes;
+    return this.#stmts.purge.run({ tbl, before, limit: limit ?? -1 }).changes;
   }
 
   /** Work waiting for the next group commit. */
