@@ -205,6 +205,16 @@ export async function runAgent(o: RunAgentOptions): Promise<number> {
   }
 }
 
+/**
+ * Whether a renewal was refused because the coordinator has no record of the instance (it was
+ * released, or purged after the retention period): final, unlike an unreachable coordinator.
+ */
+function instanceGone(e: unknown): boolean {
+  if (!isCloisterError(e) || e.code !== 'AGENT_COORDINATOR_REFUSED') return false;
+  const problem = e.details?.['problem'] as { code?: unknown } | undefined;
+  return problem?.code === 'COORDINATOR_NOT_FOUND';
+}
+
 /** Activates, writes the bundle's files and runs the program or image until it exits. */
 async function activateAndRun(
   o: RunAgentOptions,
@@ -316,6 +326,18 @@ async function activateAndRun(
         o.onRenewed?.(next.mesh);
         scheduleRenewal(next.renewAfter);
       } catch (e) {
+        if (instanceGone(e)) {
+          // Released, or expired past the coordinator's retention: no renewal can succeed, so
+          // none is tried again. The program runs on until its certificate expires; a restart
+          // of the agent activates a new instance.
+          log.warn('the coordinator no longer knows this instance; renewals stopped', {
+            code: 'AGENT_RENEWAL_FAILED',
+            cause: 'COORDINATOR_NOT_FOUND',
+            instanceId: current.instanceId,
+            notAfter: current.mesh.notAfter.toISOString(),
+          });
+          return;
+        }
         const err = agentError('AGENT_RENEWAL_FAILED', 'certificate renewal failed; retrying', {
           cause: e,
           details: { code: isCloisterError(e) ? e.code : 'INTERNAL' },

@@ -328,6 +328,37 @@ test('renewal re-attests for the same instance and swaps the mesh files', async 
   await stub.close();
 });
 
+test('a renewal refused as COORDINATOR_NOT_FOUND is final: no more renewals, the program runs on', async () => {
+  const stub = await stubWith({
+    renewAfterMs: 100,
+    refuseRenewal: { status: 404, code: 'COORDINATOR_NOT_FOUND' },
+    args: ['app', '-c', 'while [ ! -e "$DIR/stop" ]; do sleep 0.05; done; exit 7'],
+  });
+  const o = await agentOpts(stub.url);
+  const dir = o.env?.['DIR'] as string;
+  const warnings: { msg: string; fields: Record<string, unknown> | undefined }[] = [];
+  const stopped = (async () => {
+    const give = Date.now() + 10_000;
+    while (!warnings.some((w) => /no longer knows/.test(w.msg)) && Date.now() < give)
+      await new Promise((r) => setTimeout(r, 20));
+    // Long enough for a dozen renewal attempts at the 50 ms floor, had they gone on.
+    await new Promise((r) => setTimeout(r, 600));
+    await writeFile(join(dir, 'stop'), '');
+  })();
+  const status = await runAgent({
+    ...o,
+    minRenewIntervalMs: 50,
+    log: { info: () => undefined, warn: (msg, fields) => warnings.push({ msg, fields }) },
+  });
+  await stopped;
+  assert.equal(status, 7, "the program's own status");
+  const renewals = stub.requests.filter((r) => r.instanceId !== undefined);
+  assert.equal(renewals.length, 1, 'one renewal, not retried');
+  assert.equal(warnings.filter((w) => /no longer knows/.test(w.msg)).length, 1);
+  assert.equal(warnings[0]?.fields?.['cause'], 'COORDINATOR_NOT_FOUND');
+  await stub.close();
+});
+
 test('the mesh proxy starts from the manifest: an allowed peer reaches the program', async () => {
   const free = async () => {
     const s = createServer().listen(0, '127.0.0.1');

@@ -45,6 +45,8 @@ export interface StubOptions {
   readonly certWorkload?: string;
   /** Answer activations with this problem instead. */
   readonly refuse?: { status: number; code: string };
+  /** Answer renewals (activations naming an instance) with this problem instead. */
+  readonly refuseRenewal?: { status: number; code: string };
 }
 
 export interface Stub {
@@ -99,6 +101,8 @@ export async function startStub(o: StubOptions): Promise<Stub> {
   const activate = async (body: ActivateRequest, res: ServerResponse) => {
     requests.push(body);
     if (o.refuse !== undefined) return problem(res, o.refuse.status, o.refuse.code);
+    if (o.refuseRenewal !== undefined && body.instanceId !== undefined)
+      return problem(res, o.refuseRenewal.status, o.refuseRenewal.code);
     if (!nonces.delete(body.nonce)) return problem(res, 403, 'NONCE_UNKNOWN');
     let spki: Uint8Array;
     if ('csr' in body) {

@@ -15,12 +15,10 @@
  * Without either, start-up fails closed (COORDINATOR_NO_TEE): nothing silently runs unsealed.
  */
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import {
   importSimHardware,
-  simMeasurement,
   simReportFrom,
   simRootAnchor,
   verifyEvidence,
@@ -56,9 +54,7 @@ import type { Sealer } from './store/sealer.js';
 import { Store } from './store/store.js';
 import { loadOrCreateImageKey } from './image-keys.js';
 import type { Durability } from './store/store.js';
-
-/** The coordinator package version (reported by /v1/status, part of the sim measurement). */
-export const COORDINATOR_VERSION = '0.1.0';
+import { COORDINATOR_VERSION, coordinatorSimMeasurement } from './measurement.js';
 
 export interface CoordinatorOptions {
   /** Directory of the sealed state (created if missing). */
@@ -193,26 +189,6 @@ function startInstancePurge(
 /** A pino logger writing JSON lines to a file descriptor (2: stderr), as Fastify wants it. */
 export function createLogger(level = 'info', fd = 2): FastifyBaseLogger {
   return pino({ level }, destination(fd));
-}
-
-let measurementCache: Promise<Uint8Array> | undefined;
-
-/**
- * The simulation measurement of this coordinator: simMeasurement(Node.js executable bytes,
- * ["@cloister/coordinator", version]). Memoised per process (the executable is ~100 MB).
- */
-export function coordinatorSimMeasurement(
-  execPath: string = process.execPath,
-): Promise<Uint8Array> {
-  if (execPath !== process.execPath) {
-    return readFile(execPath).then((b) =>
-      simMeasurement(new Uint8Array(b), ['@cloister/coordinator', COORDINATOR_VERSION]),
-    );
-  }
-  measurementCache ??= readFile(execPath).then((b) =>
-    simMeasurement(new Uint8Array(b), ['@cloister/coordinator', COORDINATOR_VERSION]),
-  );
-  return measurementCache;
 }
 
 /** Splits `HOST:PORT`. */

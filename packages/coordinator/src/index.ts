@@ -1,11 +1,6 @@
 // Public surface of @cloister/coordinator.
-export {
-  createCoordinator,
-  createLogger,
-  coordinatorSimMeasurement,
-  parseListen,
-  COORDINATOR_VERSION,
-} from './coordinator.js';
+export { createCoordinator, createLogger, parseListen } from './coordinator.js';
+export { coordinatorSimMeasurement, COORDINATOR_VERSION } from './measurement.js';
 export type { CoordinatorOptions, RunningCoordinator } from './coordinator.js';
 export { COORDINATOR_ERRORS, coordinatorError } from './error-codes.js';
 export type { CoordinatorErrorCode } from './error-codes.js';

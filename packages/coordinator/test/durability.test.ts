@@ -26,7 +26,7 @@ import {
   ZERO_HASH,
 } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
-import { coordinatorSimMeasurement } from '../src/coordinator.js';
+import { coordinatorSimMeasurement } from '../src/measurement.js';
 import { DerivedKeySealer } from '../src/store/sealer.js';
 import { Store } from '../src/store/store.js';
 import type { InstanceRecord } from '../src/service.js';

@@ -24,7 +24,7 @@ import {
   ZERO_HASH,
 } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
-import { coordinatorSimMeasurement } from '../src/coordinator.js';
+import { coordinatorSimMeasurement } from '../src/measurement.js';
 import { DerivedKeySealer } from '../src/store/sealer.js';
 import { coordinatorError } from '../src/error-codes.js';
 import { agentKey, baseManifest, signTransition, simEvidence, startFixture } from './helpers.js';

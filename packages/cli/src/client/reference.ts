@@ -4,7 +4,7 @@
  * its measurement as `coordinatorSimMeasurement()` (simMeasurement over the Node.js executable
  * and the package name and version), so it is recomputed here from the installed files.
  */
-import { coordinatorSimMeasurement } from '@cloister/coordinator';
+import { coordinatorSimMeasurement } from '@cloister/coordinator/measurement';
 import type { ReferenceValues } from '@cloister/evidence';
 import { toHex } from '@cloister/protocol';
 import type { EvidenceType } from '@cloister/protocol';
