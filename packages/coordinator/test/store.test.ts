@@ -50,6 +50,29 @@ describe('sealer', () => {
 });
 
 describe('store', () => {
+  it('indexes rows by expiry, replacing the index of an earlier version', async () => {
+    const dir = tmp();
+    (await Store.open(dir, sealer())).close();
+    const file = readdirSync(dir).find((f) => f.endsWith('.db')) as string;
+    const indexes = (): string[] => {
+      const db = new Database(join(dir, file));
+      try {
+        return db
+          .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'rows_%'")
+          .all()
+          .map((r) => (r as { name: string }).name);
+      } finally {
+        db.close();
+      }
+    };
+    assert.deepEqual(indexes(), ['rows_exp']);
+    const old = new Database(join(dir, file));
+    old.exec('DROP INDEX rows_exp; CREATE INDEX rows_grp ON rows (tbl, grp, exp);');
+    old.close();
+    (await Store.open(dir, sealer())).close();
+    assert.deepEqual(indexes(), ['rows_exp']);
+  });
+
   it('persists encrypted values across reopen and never writes plaintext', async () => {
     const dir = tmp();
     const st = await Store.open(dir, sealer());
@@ -61,7 +84,10 @@ describe('store', () => {
     st.close();
     const st2 = await Store.open(dir, sealer());
     assert.deepEqual(st2.get('secrets', 'db'), { value: 'PLAINTEXT-MARKER-4711' });
-    assert.equal(st2.countLive('instances', 'web', Date.now()), 1);
+    assert.deepEqual(
+      st2.liveRows('instances', Date.now()).map((r) => [r.k, r.grp]),
+      [['i1', 'web']],
+    );
     assert.equal(st2.list('instances').length, 2);
     st2.close();
     for (const f of readdirSync(dir)) {
