@@ -268,39 +268,9 @@ async function activateAndRun(
       });
     }
 
-    const imageEntry = manifest.workloads[o.workload]?.image;
-    if (o.image !== undefined || imageEntry !== undefined) {
-      // A workload whose manifest names an image runs that image and nothing else: a host
-      // starting the agent with some other program gets no secrets used outside the image.
-      if (o.image === undefined || image === undefined)
-        throw agentError('AGENT_USAGE', 'the manifest gives this workload an image: use --image');
-      const status = await runImageWorkload({
-        image: o.image,
-        workloadImage: image,
-        manifestImage: imageEntry,
-        bundle: current.bundle,
-        filesRoot: root,
-        log: (m, f) => log.info(m, f),
-        ...(o.onLaunched === undefined
-          ? {}
-          : { onLaunched: (i) => o.onLaunched?.({ pid: i.pid, filesRoot: root }) }),
-      });
-      log.info('container exited', { status });
-      return status;
-    }
-    const program = o.program as NonNullable<RunAgentOptions['program']>;
-    // Manifest args replace the command line's; the executable stays the one that was
-    // measured (argv[0] is only what the program sees as its name).
-    const args = current.bundle.args.map((a) => expandFilesToken(a, root));
-    const [argv0, ...rest] = args.length > 0 ? args : [program.argv0, ...program.args];
-    const launched = await launch({
-      executable: program.executable,
-      argv0: argv0 ?? program.argv0,
-      args: rest,
-      env: programEnv(o.env ?? process.env, current.bundle.env, root),
-    });
-    o.onLaunched?.({ pid: launched.child.pid ?? -1, filesRoot: root });
-
+    // Renewal re-attests for the same instance before the certificate expires and rewrites the
+    // files and the mesh identity: for a program in the files root, for an image in the
+    // directory bind-mounted at /run/cloister/mesh (so the container sees each renewal).
     const scheduleRenewal = (at: Date): void => {
       if (stopped) return;
       const floor = o.minRenewIntervalMs ?? 1000;
@@ -348,6 +318,39 @@ async function activateAndRun(
         scheduleRenewal(new Date(Date.now() + Math.max(1000, left / 10)));
       }
     };
+    const imageEntry = manifest.workloads[o.workload]?.image;
+    if (o.image !== undefined || imageEntry !== undefined) {
+      // A workload whose manifest names an image runs that image and nothing else: a host
+      // starting the agent with some other program gets no secrets used outside the image.
+      if (o.image === undefined || image === undefined)
+        throw agentError('AGENT_USAGE', 'the manifest gives this workload an image: use --image');
+      scheduleRenewal(current.renewAfter);
+      const status = await runImageWorkload({
+        image: o.image,
+        workloadImage: image,
+        manifestImage: imageEntry,
+        bundle: current.bundle,
+        filesRoot: root,
+        log: (m, f) => log.info(m, f),
+        ...(o.onLaunched === undefined
+          ? {}
+          : { onLaunched: (i) => o.onLaunched?.({ pid: i.pid, filesRoot: root }) }),
+      });
+      log.info('container exited', { status });
+      return status;
+    }
+    const program = o.program as NonNullable<RunAgentOptions['program']>;
+    // Manifest args replace the command line's; the executable stays the one that was
+    // measured (argv[0] is only what the program sees as its name).
+    const args = current.bundle.args.map((a) => expandFilesToken(a, root));
+    const [argv0, ...rest] = args.length > 0 ? args : [program.argv0, ...program.args];
+    const launched = await launch({
+      executable: program.executable,
+      argv0: argv0 ?? program.argv0,
+      args: rest,
+      env: programEnv(o.env ?? process.env, current.bundle.env, root),
+    });
+    o.onLaunched?.({ pid: launched.child.pid ?? -1, filesRoot: root });
     scheduleRenewal(current.renewAfter);
 
     const status = await launched.exited;

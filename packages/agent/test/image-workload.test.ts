@@ -54,6 +54,13 @@ let src: string;
 const GREETING = `greeting-${Math.random().toString(36).slice(2)}`;
 const SCRIPT =
   'cat /run/cloister/greeting; test -e /run/cloister/image-key.pem || echo nokey; echo "$MODE"; exit 7';
+/** Waits (at most 30 s) until the mesh certificate in the container changes: a renewal. */
+const RENEWAL_SCRIPT =
+  'first=$(cat /run/cloister/mesh/cert.pem); i=0; while [ $i -lt 300 ]; do ' +
+  '[ "$(cat /run/cloister/mesh/cert.pem)" != "$first" ] && { echo renewed; exit 0; }; ' +
+  'sleep 0.1; i=$((i+1)); done; echo not renewed; exit 3';
+/** Short-lived mesh certificates, so that a running container sees a renewal (at 2/3). */
+const LEAF_VALIDITY_MS = 4_000;
 
 function skipped(t: TestContext): boolean {
   if (missing.length === 0) return false;
@@ -118,6 +125,7 @@ before(async () => {
     ownerKeyPem: install.pem,
     simulation: { rootDir: simDir },
     logger: pino({ level: 'silent' }),
+    leafValidityMs: LEAF_VALIDITY_MS,
   });
   const manifest = {
     version: 1,
@@ -145,6 +153,17 @@ before(async () => {
         },
         env: { MODE: 'from-manifest' },
         args: ['/bin/sh', '-c', SCRIPT],
+      },
+      renewing: {
+        package: 'shop',
+        image: {
+          ref: src,
+          manifestDigest: rv.manifestDigest,
+          configDigest: rv.configDigest,
+          diffIds: [...rv.diffIds],
+        },
+        files: { '/run/cloister/image-key.pem': '{{ raw .secrets.imageKey }}' },
+        args: ['/bin/sh', '-c', RENEWAL_SCRIPT],
       },
     },
     secrets: {
@@ -202,6 +221,7 @@ async function agentRun(
   t: TestContext,
   image: Omit<ImageWorkloadOptions, 'runc' | 'workDir'>,
   measuredArgs: string[],
+  workload = 'shop',
 ) {
   const work = await mkdtemp(join(tmp, 'work-'));
   const shm = await mkdtemp(join(tmp, 'shm-'));
@@ -209,7 +229,7 @@ async function agentRun(
   let err = '';
   const run = runAgent({
     coordinator: (coord as RunningCoordinator).url,
-    workload: 'shop',
+    workload,
     rootCa: (coord as RunningCoordinator).rootCaPem,
     provider: simProvider({ dir: simDir, executable: runcBytes, args: measuredArgs }),
     image: {
@@ -247,6 +267,26 @@ test('image workload: attested agent decrypts, unpacks and runs the image under 
   // Rootfs, staging and bundle are gone; so is the files root.
   assert.deepEqual(readdirSync(a.work), []);
   assert.deepEqual(readdirSync(a.shm), []);
+});
+
+test('image workload: the running container sees its mesh certificate renewed', async (t) => {
+  if (skipped(t)) return;
+  const a = await agentRun(
+    t,
+    { source: src, manifestDigest: rv.manifestDigest },
+    imageMeasuredArgs(src, rv.manifestDigest),
+    'renewing',
+  );
+  const status = await a.run;
+  if (status !== 0 && /operation not permitted|permission denied|cgroup/i.test(a.err())) {
+    console.error(
+      `\n*** SKIPPED image renewal: runc cannot create containers here: ${a.err()} ***\n`,
+    );
+    t.skip('runc cannot create containers here');
+    return;
+  }
+  assert.equal(a.out(), 'renewed\n', a.err());
+  assert.equal(status, 0);
 });
 
 test('image workload: evidence not matching the manifest gets no key and unpacks nothing', async (t) => {
