@@ -119,6 +119,7 @@ export {
   createSimReport,
   verifySimReport,
   simMeasurement,
+  simMeasurementFraming,
   simPlatformId,
   generateSimHardware,
   exportSimHardware,

@@ -11,6 +11,7 @@ import {
   parseCertificate,
   parseSimReport,
   simMeasurement,
+  simMeasurementFraming,
   simReportFrom,
   simRootAnchor,
   trustAnchor,
@@ -193,6 +194,26 @@ test('simMeasurement follows the documented encoding (computed independently)', 
   const a = await simMeasurement(exe, ['ab', 'c']);
   const b = await simMeasurement(exe, ['a', 'bc']);
   assert.notDeepEqual(a, b);
+});
+
+test('the framing hashed around a streamed executable gives simMeasurement', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.uint8Array({ maxLength: 4096 }),
+      fc.array(fc.string({ unit: 'grapheme', maxLength: 12 }), { maxLength: 5 }),
+      fc.integer({ min: 1, max: 997 }),
+      async (exe, args, piece) => {
+        const { head, tail } = simMeasurementFraming(exe.length, args);
+        const h = createHash('sha384').update(head);
+        for (let o = 0; o < exe.length; o += piece) h.update(exe.subarray(o, o + piece));
+        assert.equal(
+          h.update(tail).digest('hex'),
+          Buffer.from(await simMeasurement(exe, args)).toString('hex'),
+        );
+      },
+    ),
+    { numRuns: 200 },
+  );
 });
 
 test('sim hardware survives export and import; a mismatched platform key is refused', async () => {

@@ -13,7 +13,7 @@ export {
 export type { SimReport, CreateSimReportInput } from './report.js';
 export { verifySimReport } from './verify.js';
 export type { VerifySimOptions } from './verify.js';
-export { simMeasurement, SIM_MEASURE_LABEL } from './measure.js';
+export { simMeasurement, simMeasurementFraming, SIM_MEASURE_LABEL } from './measure.js';
 export {
   generateSimHardware,
   exportSimHardware,
