@@ -127,6 +127,13 @@ before(async () => {
     logger: pino({ level: 'silent' }),
     leafValidityMs: LEAF_VALIDITY_MS,
   });
+  // Both workloads run this image, pinned by its reference values.
+  const pinned = {
+    ref: src,
+    manifestDigest: rv.manifestDigest,
+    configDigest: rv.configDigest,
+    diffIds: [...rv.diffIds],
+  };
   const manifest = {
     version: 1,
     trustDomain: 'image.test',
@@ -141,12 +148,7 @@ before(async () => {
     workloads: {
       shop: {
         package: 'shop',
-        image: {
-          ref: src,
-          manifestDigest: rv.manifestDigest,
-          configDigest: rv.configDigest,
-          diffIds: [...rv.diffIds],
-        },
+        image: pinned,
         files: {
           '/run/cloister/image-key.pem': '{{ raw .secrets.imageKey }}',
           '/run/cloister/greeting': '{{ string .secrets.greeting }}',
@@ -156,12 +158,7 @@ before(async () => {
       },
       renewing: {
         package: 'shop',
-        image: {
-          ref: src,
-          manifestDigest: rv.manifestDigest,
-          configDigest: rv.configDigest,
-          diffIds: [...rv.diffIds],
-        },
+        image: pinned,
         files: { '/run/cloister/image-key.pem': '{{ raw .secrets.imageKey }}' },
         args: ['/bin/sh', '-c', RENEWAL_SCRIPT],
       },
