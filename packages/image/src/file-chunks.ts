@@ -47,7 +47,9 @@ export class FileChunks implements ChunkSource {
   private constructor(fd: number, chunk: number, depth: number) {
     this.#fd = fd;
     for (let i = 0; i < depth; i++) {
-      const b = Buffer.allocUnsafeSlow(chunk);
+      // Shared memory: a hashing helper thread reads a chunk where it was read, no copy
+      // (offload.ts `lend`).
+      const b = Buffer.from(new SharedArrayBuffer(chunk));
       this.#own.set(b.buffer, b);
       this.#free.push(b);
     }

@@ -509,7 +509,11 @@ async function cipherThrough(o: {
   for (let chunk = await o.src.next(); chunk !== null; chunk = await o.src.next()) {
     bytes += chunk.length;
     if (o.declared !== undefined && bytes > o.declared.size) throw tooLarge(o.declared);
-    const inQueued = o.inTap?.update(chunk);
+    // A chunk read into shared memory is lent to the input tap's helper (no copy) and goes
+    // back to the reader when the helper is done with it; any other is copied into its ring.
+    const shared = o.inTap !== undefined && chunk.buffer instanceof SharedArrayBuffer;
+    const lent = shared ? o.inTap?.lend(chunk) : undefined;
+    const inQueued = shared ? undefined : o.inTap?.update(chunk);
     const parts: Buffer[] = [];
     let outQueued: Promise<void> | undefined;
     for (let at = 0; at < chunk.length; at += CIPHER_SLICE) {
@@ -519,7 +523,8 @@ async function cipherThrough(o: {
       parts.push(out);
     }
     if (inQueued !== undefined) await inQueued;
-    o.src.release(chunk);
+    if (lent === undefined) o.src.release(chunk);
+    else void lent.then(() => o.src.release(chunk));
     if (outQueued !== undefined) await outQueued;
     await o.sink.write(parts);
     o.onBytes?.(bytes);

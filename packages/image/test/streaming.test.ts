@@ -30,6 +30,7 @@ import {
   serializePublicOptions,
   type Digest,
 } from '@cloister/image';
+import { OffloadedTap } from '../src/offload.js';
 import { makeLayout } from './fixtures.js';
 import { tempDir } from './helpers.js';
 
@@ -99,6 +100,44 @@ test('offloaded hashes: chunks larger than the ring, many at once, abandoned one
   assert.equal(`sha256:${(await offloaded([big])).toString('hex')}`, sha(big));
   // An empty input is the empty hash.
   assert.equal(`sha256:${(await offloaded([])).toString('hex')}`, sha(new Uint8Array(0)));
+});
+
+test('lent chunks (shared memory, no copy) hash like copied ones, in order, whatever is mixed', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.tuple(fc.uint8Array({ maxLength: 300_000 }), fc.boolean()), { maxLength: 10 }),
+      fc.boolean(),
+      async (parts, gzipped) => {
+        const plain = Buffer.concat(parts.map(([b]) => b));
+        const input = gzipped ? gzipSync(plain) : plain;
+        const tap = new OffloadedTap([
+          { kind: 'sha256' },
+          { kind: 'diffId', compression: gzipped ? 'gzip' : 'none', max: 1e9 },
+        ]);
+        // Fed in pieces as long as the parts, the last piece whatever is left: the pieces marked
+        // true are lent, the others copied.
+        const released: Promise<void>[] = [];
+        let at = 0;
+        for (const [i, [b, lend]] of parts.entries()) {
+          const end = i === parts.length - 1 ? input.length : Math.min(at + b.length, input.length);
+          const piece = input.subarray(at, end);
+          at = end;
+          if (lend) {
+            const shared = Buffer.from(new SharedArrayBuffer(piece.length));
+            shared.set(piece);
+            // Once released the memory is the caller's: scribbling on it changes nothing.
+            released.push(tap.lend(shared).then(() => void shared.fill(0xa5)));
+          } else await tap.update(piece);
+        }
+        if (at < input.length) await tap.update(input.subarray(at));
+        const [digest, diffId] = await tap.results();
+        await Promise.all(released);
+        assert.deepEqual(digest, { digest: createHash('sha256').update(input).digest() });
+        assert.deepEqual(diffId, { digest: createHash('sha256').update(plain).digest() });
+      },
+    ),
+    { numRuns: 40 },
+  );
 });
 
 /** A gzip layer of `n` random bytes, encrypted; returns what decryptLayerToFile needs. */
