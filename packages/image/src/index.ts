@@ -101,6 +101,8 @@ export {
   runImage,
   resolveUser,
   DEFAULT_CAPABILITIES,
+  DENIED_SYSCALLS,
+  defaultSeccomp,
   MASKED_PATHS,
   READONLY_PATHS,
 } from './runtime-spec.js';

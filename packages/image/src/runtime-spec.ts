@@ -3,8 +3,8 @@
  * running an unpacked image under runc: process from the image config (Entrypoint, Cmd, Env,
  * WorkingDir, User) overridden by the workload's manifest (args, env, files), hardened by
  * default: own pid/ipc/uts/mount (and optionally network) namespaces, no_new_privileges, a
- * reduced capability set, read-only rootfs, secrets bind-mounted read-only from in-memory
- * files, runc's masked and read-only paths, no devices beyond the default set.
+ * reduced capability set, a seccomp filter, read-only rootfs, secrets bind-mounted read-only
+ * from in-memory files, runc's masked and read-only paths, no devices beyond the default set.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -48,6 +48,105 @@ export const READONLY_PATHS = [
   '/proc/sys',
   '/proc/sysrq-trigger',
 ];
+
+/**
+ * System calls a container is refused (EPERM) on top of what its dropped capabilities refuse:
+ * the kernel's keyrings (not namespaced), tracing and inspecting other processes, BPF,
+ * userfaultfd and io_uring (kernel attack surface with a history of exploits), new namespaces
+ * and mounts, kernel modules and kexec, and machine-wide settings (clocks, swap, accounting,
+ * reboot, I/O ports). A deny list, not Docker's allow list: a program that uses an unusual but
+ * harmless call keeps working, and calls the kernel adds later are allowed until listed here.
+ */
+export const DENIED_SYSCALLS = [
+  'add_key',
+  'keyctl',
+  'request_key',
+  'ptrace',
+  'process_vm_readv',
+  'process_vm_writev',
+  'kcmp',
+  'perf_event_open',
+  'bpf',
+  'userfaultfd',
+  'io_uring_setup',
+  'io_uring_enter',
+  'io_uring_register',
+  'unshare',
+  'setns',
+  'mount',
+  'umount2',
+  'pivot_root',
+  'open_tree',
+  'move_mount',
+  'fsopen',
+  'fsconfig',
+  'fsmount',
+  'fspick',
+  'mount_setattr',
+  'init_module',
+  'finit_module',
+  'delete_module',
+  'kexec_load',
+  'kexec_file_load',
+  'reboot',
+  'swapon',
+  'swapoff',
+  'acct',
+  'settimeofday',
+  'clock_settime',
+  'clock_adjtime',
+  'adjtimex',
+  'syslog',
+  'iopl',
+  'ioperm',
+  'open_by_handle_at',
+  'lookup_dcookie',
+  'quotactl',
+  'uselib',
+  'vhangup',
+] as const;
+
+/** clone(2) flags that create namespaces: clone with any of them is refused like unshare. */
+const CLONE_NAMESPACE_FLAGS = [
+  0x00020000, // CLONE_NEWNS
+  0x02000000, // CLONE_NEWCGROUP
+  0x04000000, // CLONE_NEWUTS
+  0x08000000, // CLONE_NEWIPC
+  0x10000000, // CLONE_NEWUSER
+  0x20000000, // CLONE_NEWPID
+  0x40000000, // CLONE_NEWNET
+];
+
+/** Seccomp architectures of the host: the native ABI and its compat ones (no bypass through them). */
+const SECCOMP_ARCHITECTURES: Partial<Record<string, string[]>> = {
+  x64: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
+  arm64: ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'],
+};
+
+/**
+ * The seccomp filter of every container (runtime-spec `config-linux.md` "Seccomp"): everything
+ * allowed but DENIED_SYSCALLS and clone with a namespace flag (EPERM). clone3 gets ENOSYS: its
+ * flags sit behind a pointer that seccomp cannot read, and on ENOSYS the C library falls back
+ * to clone, whose flags it can.
+ */
+export function defaultSeccomp(arch: string = process.arch): Record<string, unknown> {
+  const EPERM = 1;
+  const ENOSYS = 38;
+  return {
+    defaultAction: 'SCMP_ACT_ALLOW',
+    architectures: SECCOMP_ARCHITECTURES[arch] ?? [],
+    syscalls: [
+      { names: [...DENIED_SYSCALLS], action: 'SCMP_ACT_ERRNO', errnoRet: EPERM },
+      { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: ENOSYS },
+      ...CLONE_NAMESPACE_FLAGS.map((flag) => ({
+        names: ['clone'],
+        action: 'SCMP_ACT_ERRNO',
+        errnoRet: EPERM,
+        args: [{ index: 0, value: flag, valueTwo: flag, op: 'SCMP_CMP_MASKED_EQ' }],
+      })),
+    ],
+  };
+}
 
 /** A file the workload receives (rendered secret), bind-mounted read-only. */
 export interface RuntimeFile {
@@ -249,6 +348,7 @@ export async function buildRuntimeSpec(o: RuntimeSpecOptions): Promise<RuntimeSp
       resources: { devices: [{ allow: false, access: 'rwm' }] },
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
+      seccomp: defaultSeccomp(),
     },
   };
 }

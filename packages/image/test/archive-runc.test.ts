@@ -14,6 +14,7 @@ import {
   OciLayoutDestination,
   OciLayoutSource,
   buildRuntimeSpec,
+  defaultSeccomp,
   copyImage,
   keyUnwrapper,
   loadPublicKey,
@@ -134,6 +135,27 @@ test('busybox: encrypt → guest pull → runc runs echo with the image config',
   );
   assert.equal(second.out, 'hi manifest\nro\n');
   assert.equal(second.code, 3);
+  // The seccomp filter: a new user namespace (which needs no capability) is refused; without
+  // the filter the same command succeeds here.
+  const probe = 'unshare -U true && echo userns-ok || echo userns-refused';
+  const filtered = await run(
+    await buildRuntimeSpec({
+      config: pulled.config,
+      rootfs: join(bundle, 'rootfs'),
+      args: ['/bin/sh', '-c', probe],
+    }),
+  );
+  assert.equal(filtered.out, 'userns-refused\n', filtered.err);
+  const unfiltered = await buildRuntimeSpec({
+    config: pulled.config,
+    rootfs: join(bundle, 'rootfs'),
+    args: ['/bin/sh', '-c', probe],
+  });
+  delete (unfiltered.linux as { seccomp?: unknown }).seccomp;
+  const open = await run(unfiltered);
+  if (open.out !== 'userns-ok\n') {
+    console.error(`\n*** the unfiltered probe could not create a user namespace here either ***\n`);
+  } else assert.equal(open.out, 'userns-ok\n');
 });
 
 test('runtime spec: hardened defaults and bad input refused', async (t) => {
@@ -154,6 +176,13 @@ test('runtime spec: hardened defaults and bad input refused', async (t) => {
   assert.equal(spec.process.args[0], '/app');
   assert.equal((spec.process as { noNewPrivileges?: boolean }).noNewPrivileges, true);
   assert.equal((spec.root as { readonly: boolean }).readonly, true);
+  const seccomp = (spec.linux as { seccomp: ReturnType<typeof defaultSeccomp> }).seccomp;
+  assert.deepEqual(seccomp, defaultSeccomp());
+  assert.deepEqual(defaultSeccomp('x64')['architectures'], [
+    'SCMP_ARCH_X86_64',
+    'SCMP_ARCH_X86',
+    'SCMP_ARCH_X32',
+  ]);
   const linux = spec.linux as { namespaces: { type: string }[]; maskedPaths: string[] };
   assert.deepEqual(
     linux.namespaces.map((n) => n.type),
