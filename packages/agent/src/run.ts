@@ -205,6 +205,26 @@ export async function runAgent(o: RunAgentOptions): Promise<number> {
   }
 }
 
+/** The longest wait between renewal attempts once the certificate has expired. */
+const MAX_RENEWAL_RETRY_MS = 5 * 60_000;
+
+/**
+ * How long to wait before retrying a failed renewal. While the certificate is valid: a tenth
+ * of what is left (at least 1 s), so several attempts fit before it expires. After it
+ * expired: 1 s doubling with each failure up to 5 minutes, from 50 to 100 % of that at
+ * random, so that thousands of agents whose coordinator was down do not all come back in the
+ * same second (and keep coming every second) when it is up again.
+ */
+export function renewalRetryMs(
+  leftMs: number,
+  failedSinceExpiry: number,
+  random: () => number = Math.random,
+): number {
+  if (leftMs > 0) return Math.max(1000, leftMs / 10);
+  const ceiling = Math.min(MAX_RENEWAL_RETRY_MS, 1000 * 2 ** Math.min(failedSinceExpiry - 1, 20));
+  return Math.round(ceiling * (0.5 + random() / 2));
+}
+
 /**
  * Whether a renewal was refused because the coordinator has no record of the instance (it was
  * released, or purged after the retention period): final, unlike an unreachable coordinator.
@@ -280,6 +300,8 @@ async function activateAndRun(
       }, ms);
       renewTimer.unref();
     };
+    // Failed renewals since the certificate expired (the retry delay grows with them).
+    let failedSinceExpiry = 0;
     const renew = async (): Promise<void> => {
       try {
         const next = await activate({
@@ -292,6 +314,7 @@ async function activateAndRun(
         await writeBundleFiles(root, next.bundle, next.mesh);
         proxy?.updateCredentials(meshCredentials(next.mesh));
         current = next;
+        failedSinceExpiry = 0;
         log.info('certificate renewed', { notAfter: next.mesh.notAfter.toISOString() });
         o.onRenewed?.(next.mesh);
         scheduleRenewal(next.renewAfter);
@@ -312,10 +335,11 @@ async function activateAndRun(
           cause: e,
           details: { code: isCloisterError(e) ? e.code : 'INTERNAL' },
         });
-        // Retry at a tenth of the remaining lifetime (at least 1 s), until the certificate expires.
         const left = current.mesh.notAfter.getTime() - Date.now();
-        log.warn(err.message, { code: err.code, cause: err.details?.['code'], leftMs: left });
-        scheduleRenewal(new Date(Date.now() + Math.max(1000, left / 10)));
+        failedSinceExpiry = left > 0 ? 0 : failedSinceExpiry + 1;
+        const inMs = renewalRetryMs(left, failedSinceExpiry);
+        log.warn(err.message, { code: err.code, cause: err.details?.['code'], leftMs: left, inMs });
+        scheduleRenewal(new Date(Date.now() + inMs));
       }
     };
     const imageEntry = manifest.workloads[o.workload]?.image;

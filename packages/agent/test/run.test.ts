@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { exportSimHardware, generateSimHardware, simMeasurement } from '@cloister/evidence';
 import type { SimHardware } from '@cloister/evidence';
 import type { Manifest } from '@cloister/protocol';
-import { runAgent, MESH_FILES } from '../src/run.js';
+import { runAgent, MESH_FILES, renewalRetryMs } from '../src/run.js';
 import type { RunAgentOptions } from '../src/run.js';
 import { simProvider } from '../src/providers/sim.js';
 import { resolveExecutable } from '../src/launch.js';
@@ -285,6 +285,25 @@ test('a bundle whose certificate is not for the agent key or workload is refused
   const other = await stubWith({ certWorkload: 'db' });
   await rejectsCode(runAgent(await agentOpts(other.url)), 'AGENT_BUNDLE_INVALID');
   await other.close();
+});
+
+test('a failed renewal is retried at a tenth of the lifetime left, then backs off with jitter', () => {
+  const top = () => 1;
+  const bottom = () => 0;
+  assert.equal(renewalRetryMs(60_000, 0, top), 6_000);
+  assert.equal(renewalRetryMs(5_000, 0, top), 1_000, 'at least 1 s');
+  // Expired: 1 s doubling per failure up to 5 minutes, between half and all of it.
+  assert.deepEqual(
+    [1, 2, 3, 4, 9, 10, 1e6].map((n) => renewalRetryMs(-1, n, top)),
+    [1_000, 2_000, 4_000, 8_000, 256_000, 300_000, 300_000],
+  );
+  assert.equal(renewalRetryMs(0, 1, bottom), 500);
+  assert.equal(renewalRetryMs(-1, 10, bottom), 150_000);
+  // Spread: 1,000 agents retrying their 6th attempt do not all pick the same second.
+  const seconds = new Set(
+    Array.from({ length: 1000 }, () => Math.floor(renewalRetryMs(-1, 6) / 1000)),
+  );
+  assert.ok(seconds.size >= 10, `${seconds.size} distinct seconds`);
 });
 
 test('renewal re-attests for the same instance and swaps the mesh files', async () => {
