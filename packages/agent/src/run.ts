@@ -97,6 +97,14 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * A random 50-100 % of `ms`: agents that failed together (their coordinator was down) retry
+ * spread out instead of all in the same instant.
+ */
+export function jittered(ms: number, random: () => number = Math.random): number {
+  return Math.round(ms * (0.5 + random() / 2));
+}
+
 async function activateWithRetry(
   o: RunAgentOptions,
   client: CoordinatorClient,
@@ -114,9 +122,10 @@ async function activateWithRetry(
       });
     } catch (e) {
       const transient = isCloisterError(e) && e.code === 'AGENT_COORDINATOR_UNREACHABLE';
-      if (!transient || Date.now() + delay > deadline) throw e;
-      log.warn('coordinator not reachable yet; retrying', { code: e.code, inMs: delay });
-      await sleep(delay);
+      const inMs = jittered(delay);
+      if (!transient || Date.now() + inMs > deadline) throw e;
+      log.warn('coordinator not reachable yet; retrying', { code: e.code, inMs });
+      await sleep(inMs);
     }
   }
 }
@@ -211,9 +220,9 @@ const MAX_RENEWAL_RETRY_MS = 5 * 60_000;
 /**
  * How long to wait before retrying a failed renewal. While the certificate is valid: a tenth
  * of what is left (at least 1 s), so several attempts fit before it expires. After it
- * expired: 1 s doubling with each failure up to 5 minutes, from 50 to 100 % of that at
- * random, so that thousands of agents whose coordinator was down do not all come back in the
- * same second (and keep coming every second) when it is up again.
+ * expired: 1 s doubling with each failure up to 5 minutes, `jittered`, so that thousands of
+ * agents whose coordinator was down do not all come back in the same second (and keep coming
+ * every second) when it is up again.
  */
 export function renewalRetryMs(
   leftMs: number,
@@ -222,7 +231,7 @@ export function renewalRetryMs(
 ): number {
   if (leftMs > 0) return Math.max(1000, leftMs / 10);
   const ceiling = Math.min(MAX_RENEWAL_RETRY_MS, 1000 * 2 ** Math.min(failedSinceExpiry - 1, 20));
-  return Math.round(ceiling * (0.5 + random() / 2));
+  return jittered(ceiling, random);
 }
 
 /**

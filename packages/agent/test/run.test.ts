@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { exportSimHardware, generateSimHardware, simMeasurement } from '@cloister/evidence';
 import type { SimHardware } from '@cloister/evidence';
 import type { Manifest } from '@cloister/protocol';
-import { runAgent, MESH_FILES, renewalRetryMs } from '../src/run.js';
+import { jittered, runAgent, MESH_FILES, renewalRetryMs } from '../src/run.js';
 import type { RunAgentOptions } from '../src/run.js';
 import { simProvider } from '../src/providers/sim.js';
 import { resolveExecutable } from '../src/launch.js';
@@ -304,6 +304,8 @@ test('a failed renewal is retried at a tenth of the lifetime left, then backs of
     Array.from({ length: 1000 }, () => Math.floor(renewalRetryMs(-1, 6) / 1000)),
   );
   assert.ok(seconds.size >= 10, `${seconds.size} distinct seconds`);
+  // The first activation's retries spread the same way.
+  assert.deepEqual([jittered(4_000, bottom), jittered(4_000, top)], [2_000, 4_000]);
 });
 
 test('renewal re-attests for the same instance and swaps the mesh files', async () => {
