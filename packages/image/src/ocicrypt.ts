@@ -642,9 +642,12 @@ export async function encryptLayerToFile(args: {
     args.diffId === true
       ? diffIdSink(layerType(d.mediaType).compression, args.maxUncompressed)
       : undefined;
+  // An uncompressed layer's diff_id is its blob's digest: when the blob is hashed anyway, that
+  // one hash gives both (the size cap is checked on the byte count).
+  const diffIsDigest = verify && diffSpec?.compression === 'none';
   const inSinks: SinkSpec[] = [];
   if (verify) inSinks.push({ kind: 'sha256' });
-  if (diffSpec !== undefined) inSinks.push(diffSpec);
+  if (diffSpec !== undefined && !diffIsDigest) inSinks.push(diffSpec);
   // Plaintext functions from one copy on one helper, ciphertext ones (HMAC and digest) from
   // one copy on another; this thread only reads, enciphers and writes.
   const inTap = inSinks.length > 0 ? new OffloadedTap(inSinks) : undefined;
@@ -668,11 +671,14 @@ export async function encryptLayerToFile(args: {
     if (verify) checkBlob(d, bytes, inResults[0]);
     if (mac === undefined || !('digest' in mac) || out === undefined || !('digest' in out))
       throw new Error('no ciphertext HMAC or digest');
+    // Refused as the diff_id sink would refuse it.
+    if (diffIsDigest && bytes > diffSpec.max) diffIdOf({ failure: 'limit', message: '' });
     return {
       size: sink.bytes,
       hmac: new Uint8Array(mac.digest),
       digest: `sha256:${out.digest.toString('hex')}` as Digest,
-      diffId: diffSpec === undefined ? undefined : diffIdOf(inResults[verify ? 1 : 0]),
+      diffId:
+        diffSpec === undefined ? undefined : diffIdOf(inResults[verify && !diffIsDigest ? 1 : 0]),
     };
   } catch (e) {
     inTap?.abandon();
@@ -803,8 +809,9 @@ export async function decryptLayerToFile(args: DecryptLayerArgs): Promise<Decryp
       ? { kind: 'sha256' }
       : diffIdSink(lt.compression, args.maxUncompressed),
   ]);
+  // An uncompressed layer's diff_id is its blob's digest: the helper's one hash gives both.
   const plainHash =
-    expectedDiffId === undefined || args.digestPlaintext === false
+    expectedDiffId === undefined || args.digestPlaintext === false || lt.compression === 'none'
       ? undefined
       : createHash('sha256');
   let src: ChunkSource | undefined;
@@ -836,13 +843,18 @@ export async function decryptLayerToFile(args: DecryptLayerArgs): Promise<Decryp
       throw e;
     }
     // Checked: the helper computed the diff_id and this thread the plaintext digest (if asked
-    // for); unchecked: the helper computed the plaintext digest.
+    // for; for an uncompressed layer it is the diff_id); unchecked: the helper computed the
+    // plaintext digest.
     const helperDigest = diffIdOf((await plainTap.results())[0]);
     const [plaintextDigest, diffId] =
       expectedDiffId === undefined
         ? [helperDigest, undefined]
         : [
-            plainHash === undefined ? undefined : (`sha256:${plainHash.digest('hex')}` as Digest),
+            plainHash !== undefined
+              ? (`sha256:${plainHash.digest('hex')}` as Digest)
+              : args.digestPlaintext === false
+                ? undefined
+                : helperDigest,
             helperDigest,
           ];
     if (diffId !== expectedDiffId)

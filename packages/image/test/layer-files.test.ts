@@ -123,9 +123,10 @@ test('FileChunks yields a file front to back with reused buffers', async (t) => 
  * A gzip layer blob in a file (`blob`), with its encrypted form from the streaming cipher, also
  * in a file (`ct`).
  */
-async function layer(dir: string, n: number) {
+async function layer(dir: string, n: number, compression: 'gzip' | 'none' = 'gzip') {
   const plain = randomBytes(n);
-  const gz = gzipSync(plain, { level: 0 });
+  const gz = compression === 'gzip' ? gzipSync(plain, { level: 0 }) : plain;
+  const mediaType = `application/vnd.oci.image.layer.v1.tar${compression === 'gzip' ? '+gzip' : ''}`;
   writeFileSync(join(dir, 'blob'), gz);
   const options = newPrivateOptions(sha(gz));
   const enc = new LayerEncryptStream(options);
@@ -141,13 +142,9 @@ async function layer(dir: string, n: number) {
     ct,
     options,
     hmac: enc.result.hmac,
-    source: {
-      mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
-      digest: sha(gz),
-      size: gz.length,
-    },
+    source: { mediaType, digest: sha(gz), size: gz.length },
     encrypted: {
-      mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip+encrypted',
+      mediaType: `${mediaType}+encrypted`,
       digest: sha(ct),
       size: ct.length,
       annotations: { [PUBOPTS_ANNOTATION]: serializePublicOptions(enc.result.hmac) },
@@ -285,6 +282,66 @@ test('decryptLayerToFile from a local blob: always checked against the descripto
     (e) => code(e) === 'IMAGE_DIFF_ID_MISMATCH',
   );
   assert.deepEqual(staged(dir, join(dir, 'plain-diff')), []);
+});
+
+test('an uncompressed layer: one hash gives its digest and diff_id, still checked and capped', async (t) => {
+  const dir = tempDir(t);
+  const l = await layer(dir, 1024 * 1024 + 9, 'none');
+  const enc = await encryptLayerToFile({
+    plaintext: { path: join(dir, 'blob') },
+    descriptor: l.source,
+    options: l.options,
+    outPath: join(dir, 'out'),
+    diffId: true,
+  });
+  assert.deepEqual(readFileSync(join(dir, 'out')), l.ct);
+  assert.equal(enc.diffId, sha(l.plain));
+  await assert.rejects(
+    encryptLayerToFile({
+      plaintext: { path: join(dir, 'blob') },
+      descriptor: l.source,
+      options: l.options,
+      outPath: join(dir, 'out-capped'),
+      diffId: true,
+      maxUncompressed: l.plain.length - 1,
+    }),
+    (e) => code(e) === 'IMAGE_UNPACK_LIMIT',
+  );
+  assert.equal(existsSync(join(dir, 'out-capped')), false);
+
+  const args = {
+    ciphertext: { path: join(dir, 'ct') },
+    descriptor: l.encrypted,
+    options: l.options,
+  };
+  const dec = await decryptLayerToFile({
+    ...args,
+    stagingPath: join(dir, 'plain'),
+    diffId: sha(l.plain),
+  });
+  assert.deepEqual(readFileSync(dec.path), l.plain);
+  assert.equal(dec.plaintextDigest, sha(l.plain));
+  assert.equal(dec.diffId, sha(l.plain));
+  const pulled = await decryptLayerToFile({
+    ...args,
+    stagingPath: join(dir, 'plain-pull'),
+    diffId: sha(l.plain),
+    digestPlaintext: false,
+  });
+  assert.equal(pulled.plaintextDigest, undefined);
+  for (const [i, [patch, want]] of (
+    [
+      [{ diffId: sha(Buffer.from('another layer')) }, 'IMAGE_DIFF_ID_MISMATCH'],
+      [{ diffId: sha(l.plain), maxUncompressed: l.plain.length - 1 }, 'IMAGE_UNPACK_LIMIT'],
+    ] as const
+  ).entries()) {
+    const staging = join(dir, `refused-${i}`);
+    await assert.rejects(
+      decryptLayerToFile({ ...args, stagingPath: staging, ...patch }),
+      (e) => code(e) === want,
+    );
+    assert.deepEqual(staged(dir, staging), []);
+  }
 });
 
 test("decryptLayerToFile with diffId 'unchecked': no diff_id, the same digest and HMAC checks", async (t) => {
