@@ -583,14 +583,17 @@ function checkBlobDigest(d: Descriptor, actual: string): void {
     });
 }
 
-/** The diff_id a tap computed, or the gzip or size failure it recorded. */
-function diffIdOf(r: SinkResult | undefined): Digest {
+function unpackLimitError(limit: number): Error {
+  return imageError('IMAGE_UNPACK_LIMIT', 'decompressed layer exceeds the size limit', {
+    details: { limit },
+  });
+}
+
+/** The diff_id a `diffIdSink(…, limit)` computed, or the failure it recorded. */
+function diffIdOf(r: SinkResult | undefined, limit: number): Digest {
   if (r === undefined) throw new Error('no diff_id result');
   if ('digest' in r) return `sha256:${r.digest.toString('hex')}` as Digest;
-  if (r.failure === 'limit')
-    throw imageError('IMAGE_UNPACK_LIMIT', 'decompressed layer exceeds the size limit', {
-      details: { limit: MAX_UNCOMPRESSED_LAYER },
-    });
+  if (r.failure === 'limit') throw unpackLimitError(limit);
   throw imageError('IMAGE_UNPACK_MALFORMED', 'layer is not valid gzip', {
     cause: new Error(r.message),
   });
@@ -671,14 +674,15 @@ export async function encryptLayerToFile(args: {
     if (verify) checkBlob(d, bytes, inResults[0]);
     if (mac === undefined || !('digest' in mac) || out === undefined || !('digest' in out))
       throw new Error('no ciphertext HMAC or digest');
-    // Refused as the diff_id sink would refuse it.
-    if (diffIsDigest && bytes > diffSpec.max) diffIdOf({ failure: 'limit', message: '' });
+    if (diffIsDigest && bytes > diffSpec.max) throw unpackLimitError(diffSpec.max);
     return {
       size: sink.bytes,
       hmac: new Uint8Array(mac.digest),
       digest: `sha256:${out.digest.toString('hex')}` as Digest,
       diffId:
-        diffSpec === undefined ? undefined : diffIdOf(inResults[verify && !diffIsDigest ? 1 : 0]),
+        diffSpec === undefined
+          ? undefined
+          : diffIdOf(inResults[verify && !diffIsDigest ? 1 : 0], diffSpec.max),
     };
   } catch (e) {
     inTap?.abandon();
@@ -741,7 +745,7 @@ export interface DecryptLayerArgs {
  *
  * - each chunk of ciphertext is read once; its digest (unless a `SourceBlob`) and its
  *   HMAC run on one helper thread, AES-256-CTR and the plaintext's digest (unless
- *   `digestPlaintext: false`) on this thread, and
+ *   `digestPlaintext: false`; an uncompressed layer's is its diff_id) on this thread, and
  *   the diff_id (inflate, capped at `maxUncompressed`, and SHA-256) on another helper;
  * - the plaintext goes to a private sibling file `${stagingPath}.partial` (created exclusively,
  *   mode 0600) while the ciphertext is still unauthenticated;
@@ -804,16 +808,15 @@ export async function decryptLayerToFile(args: DecryptLayerArgs): Promise<Decryp
   ]);
   // Without the diff_id the other helper hashes the plaintext instead, as in encryption.
   const expectedDiffId = args.diffId === 'unchecked' ? undefined : args.diffId;
-  const plainTap = new OffloadedTap([
-    expectedDiffId === undefined
-      ? { kind: 'sha256' }
-      : diffIdSink(lt.compression, args.maxUncompressed),
-  ]);
-  // An uncompressed layer's diff_id is its blob's digest: the helper's one hash gives both.
+  const diffSpec =
+    expectedDiffId === undefined ? undefined : diffIdSink(lt.compression, args.maxUncompressed);
+  const plainTap = new OffloadedTap([diffSpec ?? { kind: 'sha256' }]);
+  // The helper's digest is the plaintext's own unless it inflates: an uncompressed layer's
+  // diff_id is its blob's digest. Only a gzip layer's plaintext needs a hash of its own here.
   const plainHash =
-    expectedDiffId === undefined || args.digestPlaintext === false || lt.compression === 'none'
-      ? undefined
-      : createHash('sha256');
+    diffSpec?.compression === 'gzip' && args.digestPlaintext !== false
+      ? createHash('sha256')
+      : undefined;
   let src: ChunkSource | undefined;
   let sink: FileSink | undefined;
   try {
@@ -842,21 +845,17 @@ export async function decryptLayerToFile(args: DecryptLayerArgs): Promise<Decryp
         checkBlobDigest(descriptor, (await fileDigest(localPath)).digest);
       throw e;
     }
-    // Checked: the helper computed the diff_id and this thread the plaintext digest (if asked
-    // for; for an uncompressed layer it is the diff_id); unchecked: the helper computed the
-    // plaintext digest.
-    const helperDigest = diffIdOf((await plainTap.results())[0]);
-    const [plaintextDigest, diffId] =
-      expectedDiffId === undefined
-        ? [helperDigest, undefined]
-        : [
-            plainHash !== undefined
-              ? (`sha256:${plainHash.digest('hex')}` as Digest)
-              : args.digestPlaintext === false
-                ? undefined
-                : helperDigest,
-            helperDigest,
-          ];
+    const helperDigest = diffIdOf(
+      (await plainTap.results())[0],
+      diffSpec?.max ?? MAX_UNCOMPRESSED_LAYER,
+    );
+    const diffId = diffSpec === undefined ? undefined : helperDigest;
+    const plaintextDigest =
+      plainHash !== undefined
+        ? (`sha256:${plainHash.digest('hex')}` as Digest)
+        : diffSpec === undefined || args.digestPlaintext !== false
+          ? helperDigest
+          : undefined;
     if (diffId !== expectedDiffId)
       throw imageError(
         'IMAGE_DIFF_ID_MISMATCH',
