@@ -17,7 +17,7 @@ import { createFilesRoot, expandFilesToken, mapPath, writeFiles } from '../src/f
 import { exitStatus, resolveExecutable } from '../src/launch.js';
 import { meshRoutes, parsePeers } from '../src/mesh/routes.js';
 import { programEnv } from '../src/run.js';
-import { simProvider } from '../src/providers/sim.js';
+import { simProgramMeasurement, simProvider } from '../src/providers/sim.js';
 import { reportDataOf } from '../src/providers/report-data.js';
 import { wireEvidence } from '../src/activate.js';
 
@@ -168,6 +168,49 @@ test('mesh routes: ingress admits exactly the workloads whose egress names it', 
   ]);
   assert.deepEqual(meshRoutes(m, 'other'), { ingress: [], egress: [] });
   assert.throws(() => meshRoutes(m, 'nope'), { code: 'AGENT_MESH_CONFIG_INVALID' });
+});
+
+test('sim measurement of a program path: streamed, equal to the bytes form', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cloister-sim-measure-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  // Sizes around the 1 MiB read chunk, and an empty file.
+  for (const size of [0, 1, 1024 * 1024 - 1, 1024 * 1024, 2 * 1024 * 1024 + 5]) {
+    const file = join(dir, `exe-${size}`);
+    const bytes = new Uint8Array(size).map((_, i) => (i * 31 + size) & 0xff);
+    await writeFile(file, bytes);
+    const args = ['--port', String(size)];
+    assert.equal(
+      toHex(await simProgramMeasurement(file, args)),
+      toHex(await simMeasurement(bytes, args)),
+      `size ${size}`,
+    );
+  }
+  // Node.js (~100 MB) measured by path leaves no copy of itself behind.
+  const before = process.memoryUsage().external;
+  await simProgramMeasurement(process.execPath, []);
+  const grew = process.memoryUsage().external - before;
+  assert.ok(grew < 16 * 1024 * 1024, `external memory grew by ${grew}`);
+});
+
+test('sim provider: an unreadable program is AGENT_SPAWN_FAILED, measured once it is there', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cloister-sim-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const files = await exportSimHardware(await generateSimHardware());
+  for (const [name, text] of Object.entries(files)) {
+    if (name !== 'root.key.jwk') await writeFile(join(dir, name), text);
+  }
+  const exe = join(dir, 'app');
+  const p = simProvider({ dir, executable: exe, args: ['x'] });
+  const rd = new Uint8Array(64).fill(3);
+  await assert.rejects(p.getEvidence(rd), { code: 'AGENT_SPAWN_FAILED' });
+  const bytes = new Uint8Array([1, 2, 3, 4]);
+  await writeFile(exe, bytes);
+  const r = parseSimReport((await p.getEvidence(rd)).data);
+  assert.equal(toHex(r.measurement), toHex(await simMeasurement(bytes, ['x'])));
+  // Measured once, like a launch digest: a later change of the file is not seen.
+  await writeFile(exe, new Uint8Array([9]));
+  const again = parseSimReport((await p.getEvidence(rd)).data);
+  assert.equal(toHex(again.measurement), toHex(r.measurement));
 });
 
 test('sim provider: a signed report over the report data with the program measurement', async () => {

@@ -15,6 +15,7 @@ import { writeSimHardware } from '../src/sim-hardware.js';
 import { registerKeygen } from '../src/commands/keygen.js';
 import { registerManifest } from '../src/commands/manifest.js';
 import { registerSecret } from '../src/commands/secret.js';
+import { registerSim } from '../src/commands/sim.js';
 import { registerStatus } from '../src/commands/status.js';
 import { registerUp } from '../src/commands/up.js';
 import { registerVerify } from '../src/commands/verify.js';
@@ -43,6 +44,7 @@ export async function cli(args: readonly string[]): Promise<CliRun> {
     registerKeygen,
     registerManifest,
     registerSecret,
+    registerSim,
     registerStatus,
     registerUp,
   ])

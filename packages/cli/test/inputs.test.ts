@@ -2,11 +2,12 @@
 // hostile) coordinator, owner keys. Malformed input gets a typed error, never a crash.
 import { strict as assert } from 'node:assert';
 import { generateKeyPairSync } from 'node:crypto';
-import { stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { CloisterError, VerificationError, isCloisterError } from '@cloister/errors';
+import { simMeasurement, toHex } from '@cloister/evidence';
 import type { Manifest } from '@cloister/protocol';
 import { errorFromProblem } from '../src/client/http.js';
 import { loadOwnerKey } from '../src/client/local.js';
@@ -200,5 +201,22 @@ describe('owner keys', () => {
     } finally {
       await t.cleanup();
     }
+  });
+});
+
+describe('sim measure', () => {
+  it('prints the measurement of the resolved executable and its arguments', async () => {
+    const r = await cli(['sim', 'measure', '--json', '--', 'sh', '-c', 'exit 0']);
+    assert.equal(r.code, 0, r.err);
+    const j = r.json() as { measurement: string; executable: string; args: string[] };
+    assert.deepEqual(j.args, ['-c', 'exit 0']);
+    const bytes = new Uint8Array(await readFile(j.executable));
+    assert.equal(j.measurement, toHex(await simMeasurement(bytes, ['-c', 'exit 0'])));
+  });
+
+  it('refuses a program that is not there', async () => {
+    const r = await cli(['sim', 'measure', '--json', '--', '/nonexistent/app']);
+    assert.notEqual(r.code, 0);
+    assert.equal((r.json().error as { code: string }).code, 'CLI_FILE_NOT_FOUND');
   });
 });

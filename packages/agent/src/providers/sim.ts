@@ -7,9 +7,16 @@
  *
  * Sim evidence is refused by every verifier unless simulation is explicitly allowed.
  */
-import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { importSimHardware, simMeasurement, simReportFrom } from '@cloister/evidence';
+import {
+  importSimHardware,
+  simMeasurement,
+  simMeasurementFraming,
+  simReportFrom,
+} from '@cloister/evidence';
 import type { SimHardware } from '@cloister/evidence';
 import { agentError } from '../error-codes.js';
 import type { EvidenceProvider } from './types.js';
@@ -19,8 +26,11 @@ export const SIM_DIR_ENV = 'CLOISTER_SIM_DIR';
 export interface SimProviderOptions {
   /** Directory of the sim hardware files (`--sim-dir`, else `$CLOISTER_SIM_DIR`). */
   readonly dir: string;
-  /** The program the agent launches: its bytes and arguments are the measurement. */
-  readonly executable: Uint8Array;
+  /**
+   * The program the agent launches, whose bytes and arguments are the measurement: its path
+   * (hashed as a stream on first use, nothing of it kept) or its bytes.
+   */
+  readonly executable: string | Uint8Array;
   readonly args: readonly string[];
 }
 
@@ -57,12 +67,27 @@ async function loadHardware(dir: string): Promise<SimHardware> {
   }
 }
 
-/** The measurement the sim provider reports for a program (what the manifest must pin). */
-export function simProgramMeasurement(
-  executable: Uint8Array,
+/**
+ * The measurement the sim provider reports for a program (what the manifest must pin), from the
+ * program's bytes or its path. A path is hashed as the file streams by: an interpreter such as
+ * Node.js is ~100 MB, which read whole would stay in the agent's memory for its whole life.
+ */
+export async function simProgramMeasurement(
+  executable: string | Uint8Array,
   args: readonly string[],
 ): Promise<Uint8Array> {
-  return simMeasurement(executable, args);
+  if (typeof executable !== 'string') return simMeasurement(executable, args);
+  const { size } = await stat(executable);
+  const { head, tail } = simMeasurementFraming(size, args);
+  const h = createHash('sha384').update(head);
+  let read = 0;
+  for await (const chunk of createReadStream(executable, { highWaterMark: 1024 * 1024 })) {
+    read += (chunk as Buffer).length;
+    h.update(chunk as Buffer);
+  }
+  // The length prefix was taken before reading: a file that changed meanwhile is not measured.
+  if (read !== size) throw new Error(`${executable} changed while it was measured`);
+  return new Uint8Array(h.update(tail).digest());
 }
 
 export function simProvider(options: SimProviderOptions): EvidenceProvider {
@@ -76,15 +101,24 @@ export function simProvider(options: SimProviderOptions): EvidenceProvider {
           details: { length: reportData.length },
         });
       }
-      hw ??= loadHardware(options.dir);
-      measurement ??= simMeasurement(options.executable, options.args);
-      const data = await simReportFrom(
-        await hw.catch((e: unknown) => {
-          hw = undefined;
-          throw e;
-        }),
-        { measurement: await measurement, reportData },
+      hw ??= loadHardware(options.dir).catch((e: unknown) => {
+        hw = undefined;
+        throw e;
+      });
+      // Measured once, like a launch digest: the bytes at the first report are the program's.
+      measurement ??= simProgramMeasurement(options.executable, options.args).catch(
+        (cause: unknown) => {
+          measurement = undefined;
+          throw agentError('AGENT_SPAWN_FAILED', 'the program cannot be read to measure it', {
+            cause,
+            details: {
+              command: typeof options.executable === 'string' ? options.executable : '(bytes)',
+            },
+          });
+        },
       );
+      const [platform, m] = await Promise.all([hw, measurement]);
+      const data = await simReportFrom(platform, { measurement: m, reportData });
       return { type: 'sim', data };
     },
   };

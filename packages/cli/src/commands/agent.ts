@@ -145,11 +145,9 @@ export function registerAgent(program: Command, ctx: CommandContext): void {
             throw agentError('AGENT_USAGE', `--tee sim needs --sim-dir or $${SIM_DIR_ENV}`);
           }
           // In init mode there is no program: the measurement is of the agent itself.
-          const measured = runc ?? executable ?? process.execPath;
-          const bytes = new Uint8Array(await readFile(measured));
           provider = simProvider({
             dir,
-            executable: bytes,
+            executable: runc ?? executable ?? process.execPath,
             args:
               opts.image !== undefined
                 ? imageMeasuredArgs(opts.image, opts.imageDigest)

@@ -4,10 +4,10 @@
  *   sim measure -- CMD ARGS...    the measurement a sim package pins for CMD with ARGS
  */
 import { constants } from 'node:fs';
-import { access, readFile, stat } from 'node:fs/promises';
+import { access, stat } from 'node:fs/promises';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { generateSimHardware, simMeasurement, toHex } from '@cloister/evidence';
+import { generateSimHardware, toHex } from '@cloister/evidence';
 import type { CommandContext } from '../main.js';
 import { printJson } from '../output.js';
 import { cliError } from '../error-codes.js';
@@ -80,16 +80,17 @@ export function registerSim(program: Command, ctx: CommandContext): void {
     .argument('[args...]', 'its arguments (after --)')
     .action(async (cmd: string, args: string[], opts: { json?: boolean }) => {
       const exe = await resolveExecutable(cmd);
-      let bytes: Uint8Array;
+      // Loaded here: the rest of `cloister sim` does not need the agent.
+      const { simProgramMeasurement } = await import('@cloister/agent');
+      let m: string;
       try {
-        bytes = new Uint8Array(await readFile(exe));
+        m = toHex(await simProgramMeasurement(exe, args));
       } catch (cause) {
         throw cliError('CLI_FILE_NOT_FOUND', `cannot read ${exe}`, {
           cause,
           details: { file: exe },
         });
       }
-      const m = toHex(await simMeasurement(bytes, args));
       if (opts.json === true) printJson(ctx.io, { measurement: m, executable: exe, args });
       else ctx.io.out(m);
     });

@@ -163,7 +163,7 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
   const run = parseRunFile(readInputText(join(dir, 'workloads.json'), 'run-file'), manifest);
   const programs = new Map<
     string,
-    { executable: string; bytes: Uint8Array; args: string[]; image?: ImageWorkloadOptions }
+    { executable: string; args: string[]; image?: ImageWorkloadOptions }
   >();
   for (const [name, w] of Object.entries(run.workloads)) {
     if (w.image !== undefined) {
@@ -177,7 +177,6 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
       const digest = manifest.workloads[name]?.image?.manifestDigest;
       programs.set(name, {
         executable: runc,
-        bytes: new Uint8Array(await readFile(runc)),
         args: imageMeasuredArgs(w.image, digest),
         image: {
           source: imageSourceIn(dir, w.image),
@@ -191,7 +190,6 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
     const executable = resolveExecutable(command[0]);
     programs.set(name, {
       executable,
-      bytes: new Uint8Array(await readFile(executable)),
       args: command.slice(1),
     });
   }
@@ -322,7 +320,7 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
           coordinator: coordinator.url,
           rootCa: coordinator.rootCaPem,
           workload: name,
-          provider: simProvider({ dir: simDir, executable: program.bytes, args }),
+          provider: simProvider({ dir: simDir, executable: program.executable, args }),
           ...(program.image === undefined
             ? {
                 program: {
