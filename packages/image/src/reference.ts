@@ -83,13 +83,17 @@ export function openDestination(
   }
 }
 
-/** The reference string with a digest, for pinning in a manifest. */
+/**
+ * The reference string for a manifest's `image.ref`, in a form `parseImageReference` reads back:
+ * a registry reference pinned by digest; a local layout or archive (whose syntax has no digest
+ * form) as given, its content pinned by the manifest's `manifestDigest` beside it.
+ */
 export function pinnedReference(ref: ImageReference, digest: string): string {
   switch (ref.transport) {
     case 'oci':
-      return `oci:${ref.dir}@${digest}`;
+      return `oci:${ref.dir}${ref.tag === undefined ? '' : `:${ref.tag}`}`;
     case 'docker-archive':
-      return `docker-archive:${ref.file}@${digest}`;
+      return `docker-archive:${ref.file}${ref.ref === undefined ? '' : `:${ref.ref}`}`;
     case 'docker':
       return `docker://${ref.ref.registry}/${ref.ref.repository}@${digest}`;
   }

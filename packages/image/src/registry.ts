@@ -63,11 +63,17 @@ export function parseRegistryReference(ref: string): RegistryReference {
     parts.shift();
   }
   if (parts.length === 0 || parts.some((p) => !REPO_COMPONENT.test(p))) bad('invalid repository');
-  if (registry === 'docker.io') {
+  // index.docker.io is Docker Hub's legacy name; Docker normalises it like docker.io.
+  if (registry === 'docker.io' || registry === 'index.docker.io') {
     registry = 'registry-1.docker.io';
     if (parts.length === 1) parts.unshift('library');
   }
-  if (!/^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9a-fA-F:]+\](?::\d{1,5})?$/.test(registry))
+  // The URL parser also rejects what the pattern lets through (port 99999, a broken IPv6
+  // literal), which would otherwise surface as a TypeError at the first request.
+  if (
+    !/^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9a-fA-F:]+\](?::\d{1,5})?$/.test(registry) ||
+    !URL.canParse(`http://${registry}/`)
+  )
     bad('invalid registry host');
   if (tag === undefined && digest === undefined) tag = 'latest';
   return {
@@ -90,9 +96,12 @@ export interface RegistryCredentials {
 }
 
 export interface RegistryClientOptions {
-  /** Default: https, or http for loopback registries. */
+  /** Default: https, or http for loopback registries and with `allowInsecureHttp`. */
   readonly scheme?: 'https' | 'http';
-  /** Permit plain HTTP to a non-loopback registry or token realm. */
+  /**
+   * Speak plain HTTP to a registry that is not on loopback (a lab registry without TLS), and
+   * permit plain-HTTP token realms and redirects.
+   */
   readonly allowInsecureHttp?: boolean;
   readonly credentials?: RegistryCredentials;
   readonly maxManifestBytes?: number;
@@ -135,6 +144,19 @@ function header(h: Dispatcher.ResponseData['headers'], name: string): string | u
   return Array.isArray(v) ? v[0] : v;
 }
 
+/**
+ * Resolves a `Location` header against the URL of the request it answered: relative values are
+ * relative to that request, not to the registry root (RFC 7231 §7.1.2; distribution-spec allows
+ * both forms), and an upload URL on another host keeps its later relative Locations there.
+ */
+function resolveLocation(loc: string, requestUrl: URL): URL {
+  try {
+    return new URL(loc, requestUrl);
+  } catch (cause) {
+    throw imageError('IMAGE_REGISTRY_PROTOCOL', 'Location header is not a URL', { cause });
+  }
+}
+
 async function drain(res: Dispatcher.ResponseData): Promise<void> {
   try {
     await res.body.dump({ limit: 64 * 1024 });
@@ -154,11 +176,16 @@ export class RegistryClient {
   constructor(registry: string, opts: RegistryClientOptions = {}) {
     this.registry = registry;
     const loopback = isLoopbackHost(registry);
-    const scheme = opts.scheme ?? (loopback ? 'http' : 'https');
+    const scheme = opts.scheme ?? (loopback || opts.allowInsecureHttp === true ? 'http' : 'https');
     if (scheme === 'http' && !loopback && opts.allowInsecureHttp !== true)
       throw imageError('IMAGE_REGISTRY_INSECURE', `refusing plain HTTP to ${registry}`, {
         details: { registry },
       });
+    if (
+      opts.chunkSize !== undefined &&
+      !(Number.isSafeInteger(opts.chunkSize) && opts.chunkSize > 0)
+    )
+      throw new RangeError(`chunkSize must be a positive integer, not ${opts.chunkSize}`);
     this.#base = `${scheme}://${registry}`;
     this.#opts = opts;
   }
@@ -211,9 +238,12 @@ export class RegistryClient {
     }
     if (res.statusCode !== 200) {
       await drain(res);
-      throw imageError('IMAGE_REGISTRY_UNAUTHORIZED', `token server refused (${res.statusCode})`, {
-        details: { status: res.statusCode },
-      });
+      // A failing token server says nothing about the credentials: report it as an outage.
+      throw imageError(
+        res.statusCode >= 500 ? 'IMAGE_REGISTRY_UNAVAILABLE' : 'IMAGE_REGISTRY_UNAUTHORIZED',
+        `token server answered ${res.statusCode}`,
+        { details: { status: res.statusCode } },
+      );
     }
     const text = await readCapped(res, 1024 * 1024, 'token response');
     let token: unknown;
@@ -275,11 +305,14 @@ export class RegistryClient {
             throw imageError('IMAGE_REGISTRY_PROTOCOL', 'too many redirects', {
               details: { url: current.pathname },
             });
-          current = new URL(loc, current);
+          current = resolveLocation(loc, current);
           this.#checkUrl(current);
           continue;
         }
-        if (res.statusCode === 401 && attempt === 0 && replayable) {
+        // Only the registry's own challenge is answered: a 401 from a redirect target (a CDN)
+        // would otherwise choose the realm our credentials go to, and its token would then be
+        // sent to the registry.
+        if (res.statusCode === 401 && attempt === 0 && replayable && current.origin === origin) {
           const ch = parseWwwAuthenticate(header(res.headers, 'www-authenticate') ?? '');
           await drain(res);
           if (ch?.scheme === 'bearer') await this.#fetchToken(ch, o.scopes);
@@ -293,7 +326,7 @@ export class RegistryClient {
                 details: { registry: this.registry },
               },
             );
-          url = current.origin === origin ? current : url;
+          url = current;
           break;
         }
         return res;
@@ -373,17 +406,19 @@ export class RegistryClient {
 
   /** Cross-repository mount; false when the registry started an upload instead (cancelled). */
   async mountBlob(repo: string, d: Digest, from: string): Promise<boolean> {
-    const res = await this.send(
-      'POST',
-      `/v2/${repo}/blobs/uploads/?mount=${encodeURIComponent(d)}&from=${encodeURIComponent(from)}`,
-      { scopes: [`repository:${repo}:pull,push`, `repository:${from}:pull`] },
-    );
+    const path = `/v2/${repo}/blobs/uploads/?mount=${encodeURIComponent(d)}&from=${encodeURIComponent(from)}`;
+    const res = await this.send('POST', path, {
+      scopes: [`repository:${repo}:pull,push`, `repository:${from}:pull`],
+    });
     await drain(res);
     if (res.statusCode === 201) return true;
     if (res.statusCode === 202) {
       const loc = header(res.headers, 'location');
       if (loc !== undefined) {
-        const del = await this.send('DELETE', loc, { scopes: [`repository:${repo}:pull,push`] });
+        const upload = resolveLocation(loc, new URL(path, this.#base));
+        const del = await this.send('DELETE', upload.href, {
+          scopes: [`repository:${repo}:pull,push`],
+        });
         await drain(del);
       }
       return false;
@@ -392,7 +427,8 @@ export class RegistryClient {
   }
 
   async #startUpload(repo: string): Promise<string> {
-    const res = await this.send('POST', `/v2/${repo}/blobs/uploads/`, {
+    const path = `/v2/${repo}/blobs/uploads/`;
+    const res = await this.send('POST', path, {
       scopes: [`repository:${repo}:pull,push`],
       headers: { 'content-length': '0' },
     });
@@ -401,7 +437,7 @@ export class RegistryClient {
     const loc = header(res.headers, 'location');
     if (loc === undefined)
       throw imageError('IMAGE_REGISTRY_PROTOCOL', 'upload started without Location', {});
-    return loc;
+    return resolveLocation(loc, new URL(path, this.#base)).href;
   }
 
   #withDigest(loc: string, d: Digest): string {
@@ -461,7 +497,7 @@ export class RegistryClient {
       const next = header(res.headers, 'location');
       if (next === undefined)
         throw imageError('IMAGE_REGISTRY_PROTOCOL', 'chunk accepted without Location', {});
-      loc = next;
+      loc = resolveLocation(next, new URL(loc)).href;
     };
     for await (const chunk of hashed as AsyncIterable<Buffer>) {
       let c = chunk;

@@ -1,7 +1,7 @@
 /** Starts a real Distribution registry (Debian `docker-registry`) on loopback, optionally with a token server. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { createServer as netServer } from 'node:net';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -118,6 +118,64 @@ export async function startRegistry(dir: string, token?: TokenServer): Promise<R
         if (proc.exitCode !== null) return r();
         proc.on('exit', () => r());
         proc.kill('SIGTERM');
+      }),
+  };
+}
+
+export interface FakeRequest {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+export interface FakeResponse {
+  status: number;
+  headers?: Record<string, string>;
+  body?: Buffer | string;
+}
+
+export interface FakeServer {
+  host: string;
+  /** Every request in arrival order, bodies included. */
+  requests: FakeRequest[];
+  close(): Promise<void>;
+}
+
+/**
+ * A scripted HTTP server on loopback for protocol cases a real registry never produces (odd
+ * Location headers, challenges from a CDN, failing token servers). Reads each request body
+ * whole before answering, so uploads can be checked byte for byte.
+ */
+export async function startFakeServer(
+  handler: (r: FakeRequest) => FakeResponse,
+): Promise<FakeServer> {
+  const requests: FakeRequest[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const r: FakeRequest = {
+        method: req.method ?? 'GET',
+        url: req.url ?? '/',
+        headers: req.headers,
+        body: Buffer.concat(chunks),
+      };
+      requests.push(r);
+      const out = handler(r);
+      res.writeHead(out.status, out.headers ?? {});
+      res.end(out.body ?? '');
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  return {
+    host: `127.0.0.1:${port}`,
+    requests,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
       }),
   };
 }

@@ -163,7 +163,7 @@ export function registerImage(program: Command, ctx: CommandContext): void {
     )
     .option('--workload <NAME>', 'workload name used in the manifest snippet', 'app')
     .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
-    .option('--insecure-http', 'allow plain HTTP to a non-loopback registry')
+    .option('--insecure-http', 'speak plain HTTP to a registry that is not on loopback')
     .option('--json', 'print JSON')
     .action(
       async (
@@ -232,7 +232,7 @@ export function registerImage(program: Command, ctx: CommandContext): void {
     .description('Show an image: digests, diff_ids, layers and their encryption')
     .argument('<src>', 'oci:DIR[:TAG] | docker-archive:FILE | docker://REGISTRY/REPO:TAG')
     .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
-    .option('--insecure-http', 'allow plain HTTP to a non-loopback registry')
+    .option('--insecure-http', 'speak plain HTTP to a registry that is not on loopback')
     .option('--json', 'print JSON')
     .action(
       async (srcArg: string, o: { platform: string; insecureHttp?: boolean; json?: boolean }) => {
@@ -277,7 +277,7 @@ export function registerImage(program: Command, ctx: CommandContext): void {
       "skip checking each decrypted layer against the config's diff_id (as skopeo does; digests and HMACs are still checked)",
     )
     .option('--platform <OS/ARCH>', 'platform to select from an index', 'linux/amd64')
-    .option('--insecure-http', 'allow plain HTTP to a non-loopback registry')
+    .option('--insecure-http', 'speak plain HTTP to a registry that is not on loopback')
     .option('--json', 'print JSON')
     .action(
       async (

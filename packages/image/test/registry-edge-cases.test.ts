@@ -1,0 +1,223 @@
+/**
+ * Registry client edge cases: where credentials may go when a CDN answers with a challenge, how
+ * upload `Location` headers resolve (RFC 7231 §7.1.2), Docker Hub name normalisation, how token
+ * server failures are reported, and when plain HTTP is spoken.
+ */
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import { Agent } from 'undici';
+import { RegistryClient, parseRegistryReference, sha256Digest } from '@cloister/image';
+import { startFakeServer, type FakeRequest } from './registry-helpers.js';
+
+const creds = { username: 'alice', password: 's3cret' };
+const basic = `Basic ${Buffer.from('alice:s3cret').toString('base64')}`;
+
+async function consume(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+test('a 401 challenge from a redirect target does not send credentials to the realm it names', async (t) => {
+  const evil = await startFakeServer(() => ({
+    status: 200,
+    body: JSON.stringify({ token: 'EVIL' }),
+  }));
+  t.after(() => evil.close());
+  const cdn = await startFakeServer(() => ({
+    status: 401,
+    headers: { 'www-authenticate': `Bearer realm="http://${evil.host}/token",service="x"` },
+  }));
+  t.after(() => cdn.close());
+  const reg = await startFakeServer((r) => {
+    if (r.url.startsWith('/token'))
+      return r.headers.authorization === basic
+        ? { status: 200, body: JSON.stringify({ token: 'GOOD' }) }
+        : { status: 401 };
+    if (r.headers.authorization !== 'Bearer GOOD')
+      return {
+        status: 401,
+        headers: { 'www-authenticate': `Bearer realm="http://${reg.host}/token",service="x"` },
+      };
+    if (r.url.includes('/manifests/'))
+      return {
+        status: 200,
+        headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+        body: '{}',
+      };
+    return { status: 307, headers: { location: `http://${cdn.host}/storage/blob` } };
+  });
+  t.after(() => reg.close());
+  const client = new RegistryClient(reg.host, { credentials: creds });
+  // The manifest fetch obtains (and caches) the registry's token, as a pull does.
+  await client.getManifest('r', 'latest');
+  const blob = Buffer.from('blob');
+  const d = { mediaType: 'application/octet-stream', digest: sha256Digest(blob), size: 4 };
+  await assert.rejects(
+    client.getBlob('r', d).then((s) => consume(s)),
+    { code: 'IMAGE_REGISTRY_UNAUTHORIZED' },
+  );
+  assert.equal(evil.requests.length, 0, 'a realm named by the CDN never sees our credentials');
+  assert.ok(
+    reg.requests.every((q) => q.headers.authorization !== 'Bearer EVIL'),
+    'a token from elsewhere is never sent to the registry',
+  );
+});
+
+/** A registry whose upload Locations are path-relative (`<session>?_state=…`). */
+function relativeUploadRegistry(): (r: FakeRequest) => {
+  status: number;
+  headers?: Record<string, string>;
+} {
+  const sessions = new Map<string, Buffer[]>();
+  let next = 0;
+  return (r) => {
+    const u = new URL(r.url, 'http://x');
+    if (r.method === 'POST' && u.pathname === '/v2/r/blobs/uploads/') {
+      const id = `s${next++}`;
+      sessions.set(id, []);
+      return { status: 202, headers: { location: `${id}?_state=0` } };
+    }
+    const m = /^\/v2\/r\/blobs\/uploads\/(s\d+)$/.exec(u.pathname);
+    const parts = m ? sessions.get(m[1] ?? '') : undefined;
+    if (parts === undefined) return { status: 404 };
+    parts.push(r.body);
+    if (r.method === 'PATCH')
+      return { status: 202, headers: { location: `${m?.[1]}?_state=${parts.length}` } };
+    if (r.method === 'PUT') {
+      const digest = u.searchParams.get('digest');
+      return { status: digest === sha256Digest(Buffer.concat(parts)) ? 201 : 400 };
+    }
+    if (r.method === 'DELETE') return { status: 204 };
+    return { status: 405 };
+  };
+}
+
+test('a path-relative upload Location resolves against the URL that returned it', async (t) => {
+  const reg = await startFakeServer(relativeUploadRegistry());
+  t.after(() => reg.close());
+  const data = Buffer.from('0123456789abcdef-relative-location');
+  const d = {
+    mediaType: 'application/octet-stream',
+    digest: sha256Digest(data),
+    size: data.length,
+  };
+
+  const client = new RegistryClient(reg.host, { chunkSize: 8 });
+  assert.deepEqual(await client.pushBlob('r', Readable.from([data])), {
+    digest: d.digest,
+    size: data.length,
+  });
+  assert.deepEqual(await client.pushBlob('r', Readable.from([data]), d), {
+    digest: d.digest,
+    size: data.length,
+  });
+  // A mount the registry turns into an upload is cancelled at the same resolved URL.
+  assert.equal(await client.mountBlob('r', d.digest, 'other'), false);
+  const uploads = reg.requests.filter((q) => q.method !== 'POST');
+  assert.deepEqual(
+    uploads.map((q) => q.method),
+    [...Array<string>(Math.ceil(data.length / 8)).fill('PATCH'), 'PUT', 'PUT', 'DELETE'],
+  );
+  for (const q of uploads) assert.match(q.url, /^\/v2\/r\/blobs\/uploads\/s\d+\?/);
+});
+
+test('index.docker.io names Docker Hub, with the library/ prefix for official images', () => {
+  assert.deepEqual(parseRegistryReference('index.docker.io/ubuntu:22.04'), {
+    registry: 'registry-1.docker.io',
+    repository: 'library/ubuntu',
+    tag: '22.04',
+  });
+  assert.deepEqual(parseRegistryReference('index.docker.io/team/app'), {
+    registry: 'registry-1.docker.io',
+    repository: 'team/app',
+    tag: 'latest',
+  });
+});
+
+test('a reference with a port out of range is a bad reference, not a TypeError later', () => {
+  assert.throws(() => parseRegistryReference('localhost:99999/a'), {
+    code: 'IMAGE_BAD_REFERENCE',
+  });
+  assert.equal(parseRegistryReference('localhost:65535/a').registry, 'localhost:65535');
+});
+
+test('a token server that fails is unavailable, not a refusal of the credentials', async (t) => {
+  const auth = await startFakeServer(() => ({ status: 503 }));
+  t.after(() => auth.close());
+  const reg = await startFakeServer(() => ({
+    status: 401,
+    headers: { 'www-authenticate': `Bearer realm="http://${auth.host}/token",service="x"` },
+  }));
+  t.after(() => reg.close());
+  const client = new RegistryClient(reg.host, { credentials: creds });
+  await assert.rejects(client.getManifest('r', 'latest'), { code: 'IMAGE_REGISTRY_UNAVAILABLE' });
+  assert.equal(auth.requests.length, 1);
+});
+
+test('Authorization stays on the registry origin across relative and cross-port redirects', async (t) => {
+  const blob = Buffer.from('moved blob');
+  const other = await startFakeServer(() => ({ status: 200, body: blob }));
+  t.after(() => other.close());
+  const reg = await startFakeServer((r) => {
+    if (r.url.startsWith('/token')) return { status: 200, body: JSON.stringify({ token: 'T' }) };
+    if (r.headers.authorization !== 'Bearer T')
+      return {
+        status: 401,
+        headers: { 'www-authenticate': `Bearer realm="http://${reg.host}/token"` },
+      };
+    if (r.url.startsWith('/v2/r/blobs/')) return { status: 302, headers: { location: '../moved' } };
+    if (r.url === '/v2/r/moved')
+      return { status: 307, headers: { location: `//${other.host}/cdn/blob` } };
+    return { status: 404 };
+  });
+  t.after(() => reg.close());
+  const client = new RegistryClient(reg.host);
+  const d = {
+    mediaType: 'application/octet-stream',
+    digest: sha256Digest(blob),
+    size: blob.length,
+  };
+  assert.deepEqual(await consume(await client.getBlob('r', d)), blob);
+  assert.ok(
+    reg.requests.some((q) => q.url === '/v2/r/moved' && q.headers.authorization === 'Bearer T'),
+  );
+  assert.deepEqual(
+    other.requests.map((q) => q.headers.authorization),
+    [undefined],
+    'another port on the same host is another origin',
+  );
+});
+
+test('--insecure-http speaks plain HTTP to a registry that is not on loopback; without it, HTTPS', async (t) => {
+  const reg = await startFakeServer((r) =>
+    r.url === '/v2/r/manifests/latest'
+      ? {
+          status: 200,
+          headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+          body: '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}',
+        }
+      : { status: 404 },
+  );
+  t.after(() => reg.close());
+  const port = reg.host.split(':')[1] ?? '';
+  // A lab registry by name: resolved to the test server, not a loopback name to the client.
+  const dispatcher = new Agent({
+    connect: {
+      lookup: (_host, _opts, cb) => cb(null, [{ address: '127.0.0.1', family: 4 }]),
+    },
+  });
+  t.after(() => dispatcher.close());
+  const host = `registry.lab.example:${port}`;
+  const insecure = new RegistryClient(host, { allowInsecureHttp: true, dispatcher });
+  const got = await insecure.getManifest('r', 'latest');
+  assert.equal(got.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+  assert.equal(reg.requests.length, 1);
+  // Without the flag the client speaks TLS, which the plain server cannot answer.
+  const secure = new RegistryClient(host, { dispatcher });
+  await assert.rejects(secure.getManifest('r', 'latest'));
+  assert.throws(() => new RegistryClient(host, { scheme: 'http' }), {
+    code: 'IMAGE_REGISTRY_INSECURE',
+  });
+});
