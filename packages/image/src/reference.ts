@@ -77,8 +77,11 @@ export function openDestination(
     case 'docker-archive':
       return new DockerArchiveDestination(ref.file, ref.ref);
     case 'docker':
-      if (ref.ref.digest !== undefined && ref.ref.tag === undefined)
-        throw imageError('IMAGE_BAD_REFERENCE', 'a destination needs a tag, not a digest', {});
+      // The pushed manifest's digest is what it is: a destination digest could only be ignored.
+      if (ref.ref.digest !== undefined)
+        throw imageError('IMAGE_BAD_REFERENCE', 'a destination takes a tag, not a digest', {
+          details: { digest: ref.ref.digest },
+        });
       return new RegistryDestination(ref.ref, registry);
   }
 }

@@ -44,7 +44,11 @@ export function parseRegistryReference(ref: string): RegistryReference {
   let digest: Digest | undefined;
   const at = rest.indexOf('@');
   if (at >= 0) {
-    digest = parseDigest(rest.slice(at + 1), 'reference digest');
+    try {
+      digest = parseDigest(rest.slice(at + 1), 'reference digest');
+    } catch {
+      bad('invalid digest');
+    }
     rest = rest.slice(0, at);
   }
   let tag: string | undefined;

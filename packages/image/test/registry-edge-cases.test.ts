@@ -7,7 +7,13 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { Agent } from 'undici';
-import { RegistryClient, parseRegistryReference, sha256Digest } from '@cloister/image';
+import {
+  RegistryClient,
+  openDestination,
+  parseImageReference,
+  parseRegistryReference,
+  sha256Digest,
+} from '@cloister/image';
 import { startFakeServer, type FakeRequest } from './registry-helpers.js';
 
 const creds = { username: 'alice', password: 's3cret' };
@@ -220,4 +226,17 @@ test('--insecure-http speaks plain HTTP to a registry that is not on loopback; w
   assert.throws(() => new RegistryClient(host, { scheme: 'http' }), {
     code: 'IMAGE_REGISTRY_INSECURE',
   });
+});
+
+test('a malformed digest is a bad reference; a destination with a digest is refused', () => {
+  assert.throws(() => parseRegistryReference('localhost:5000/a@sha256:xyz'), {
+    code: 'IMAGE_BAD_REFERENCE',
+  });
+  for (const ref of [
+    'localhost:5000/a@' + sha256Digest(Buffer.from('m')),
+    'localhost:5000/a:v1@' + sha256Digest(Buffer.from('m')),
+  ])
+    assert.throws(() => openDestination(parseImageReference(`docker://${ref}`)), {
+      code: 'IMAGE_BAD_REFERENCE',
+    });
 });
