@@ -183,7 +183,7 @@ export type RuntimeSpec = Record<string, unknown> & {
     args: string[];
     env: string[];
     cwd: string;
-    user: { uid: number; gid: number };
+    user: { uid: number; gid: number; additionalGids?: number[] };
   };
 };
 
@@ -207,13 +207,19 @@ function lookup(db: string | undefined, name: string, field: number): number | u
   return undefined;
 }
 
-/** Resolves `user[:group]` (names or numbers) against the rootfs's passwd and group files. */
+/**
+ * Resolves `user[:group]` (names or numbers) against the rootfs's passwd and group files, with
+ * the supplementary groups Docker gives the same image: the primary group, and, when no group
+ * is named, every group listing the user as a member. runc sets only the groups the spec lists,
+ * so without them a program that reads files through a group membership fails here alone; the
+ * primary group is listed so that dropping it cannot bypass a deny-by-group file mode
+ * (CVE-2023-25173).
+ */
 export async function resolveUser(
   rootfs: string,
   spec: string | undefined,
-): Promise<{ uid: number; gid: number }> {
-  if (spec === undefined || spec === '') return { uid: 0, gid: 0 };
-  const [u = '', g] = spec.split(':');
+): Promise<{ uid: number; gid: number; additionalGids: number[] }> {
+  const [u = '0', g] = spec === undefined || spec === '' ? [] : spec.split(':');
   const passwd = await readRootFile(rootfs, 'etc/passwd');
   const bad = (what: string): never => {
     throw imageError('IMAGE_RUNTIME_CONFIG', `cannot resolve ${what} of user ${spec}`, {
@@ -221,18 +227,28 @@ export async function resolveUser(
     });
   };
   const uid = /^\d+$/.test(u) ? Number(u) : (lookup(passwd, u, 2) ?? bad('user'));
+  const group = await readRootFile(rootfs, 'etc/group');
   let gid: number;
+  const gids = new Set<number>();
   if (g !== undefined && g !== '') {
-    gid = /^\d+$/.test(g)
-      ? Number(g)
-      : (lookup(await readRootFile(rootfs, 'etc/group'), g, 2) ?? bad('group'));
+    gid = /^\d+$/.test(g) ? Number(g) : (lookup(group, g, 2) ?? bad('group'));
   } else {
-    const line = (passwd ?? '').split('\n').find((l) => l.split(':')[2] === String(uid));
+    // A named user's own entry (several names may share a uid), else the first with the uid.
+    const line = (passwd ?? '')
+      .split('\n')
+      .find((l) => (/^\d+$/.test(u) ? l.split(':')[2] === String(uid) : l.split(':')[0] === u));
     const pg = line?.split(':')[3];
     gid = pg !== undefined && /^\d+$/.test(pg) ? Number(pg) : 0;
+    const name = line?.split(':')[0];
+    for (const l of name === undefined || name === '' ? [] : (group ?? '').split('\n')) {
+      const f = l.split(':');
+      const member = f[3]?.split(',').some((m) => m.trim() === name) ?? false;
+      if (member && f[2] !== undefined && /^\d+$/.test(f[2])) gids.add(Number(f[2]));
+    }
   }
-  if (uid > 0xffffffff || gid > 0xffffffff) bad('ids');
-  return { uid, gid };
+  const additionalGids = [gid, ...[...gids].filter((x) => x !== gid)];
+  if (uid > 0xffffffff || additionalGids.some((x) => x > 0xffffffff)) bad('ids');
+  return { uid, gid, additionalGids };
 }
 
 /** Builds the runtime spec. */

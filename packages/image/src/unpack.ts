@@ -7,9 +7,12 @@
  *   so a symlink planted by one entry cannot redirect a later write outside (the classic
  *   "symlink then write through it" escape, CVE-2018-15664 / CVE-2019-14271 family);
  * - files are created with O_NOFOLLOW|O_EXCL after removing whatever was there;
- * - hard links must name an existing non-directory inside the root;
+ * - hard links must name an existing non-directory inside the root; links carrying data are
+ *   refused (other unpackers would read that data as entries);
  * - device nodes and FIFOs are refused;
- * - total bytes, entry count, path length and depth are capped;
+ * - total bytes, entry count (the parent directories entries imply included), path length and
+ *   depth are capped;
+ * - an opaque whiteout removes only real children of the directory, never through a symlink;
  * - everything happens in a staging directory renamed into place only when every layer
  *   unpacked and matched its diff_id.
  */
@@ -28,7 +31,7 @@ import {
   rm,
   symlink,
 } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
@@ -94,12 +97,14 @@ async function lstatOrUndefined(p: string): Promise<Awaited<ReturnType<typeof ls
 /**
  * Resolves path components inside `root` the way a process chrooted to `root` would: symlinks
  * are followed with absolute targets re-rooted and `..` clamped at the root. Missing
- * directories are created when `create` is set. The result is always inside `root`.
+ * directories are created when `create` is set, each announced to `onCreate` first (which may
+ * throw to refuse it). The result is always inside `root`.
  */
 export async function resolveInRoot(
   root: string,
   components: string[],
   create: boolean,
+  onCreate?: () => void,
 ): Promise<string> {
   const stack: string[] = [];
   const queue = [...components];
@@ -114,7 +119,10 @@ export async function resolveInRoot(
     const p = join(root, ...stack, c);
     const st = await lstatOrUndefined(p);
     if (st === undefined) {
-      if (create) await mkdir(p, { mode: 0o755 });
+      if (create) {
+        onCreate?.();
+        await mkdir(p, { mode: 0o755 });
+      }
       stack.push(c);
       continue;
     }
@@ -178,18 +186,55 @@ interface State {
 async function removeChildrenExcept(dir: string, rel: string, keep: Set<string>): Promise<void> {
   for (const name of await readdir(dir)) {
     const childRel = rel === '' ? name : `${rel}/${name}`;
-    if (keep.has(childRel)) continue;
-    // A directory created in this layer may contain lower entries too: recurse into kept parents.
-    if ([...keep].some((k) => k.startsWith(`${childRel}/`))) {
-      await removeChildrenExcept(join(dir, name), childRel, keep);
+    const child = join(dir, name);
+    // Only a real directory is entered: a symlink (re-rooted in the container, but a host path
+    // here) would take the removal outside the root.
+    const st = await lstat(child);
+    // A directory this layer declared or wrote into may still hold lower entries: hidden too.
+    if (
+      st.isDirectory() &&
+      (keep.has(childRel) || [...keep].some((k) => k.startsWith(`${childRel}/`)))
+    ) {
+      await removeChildrenExcept(child, childRel, keep);
       continue;
     }
-    await rm(join(dir, name), { recursive: true, force: true });
+    if (keep.has(childRel)) continue;
+    await rm(child, { recursive: true, force: true });
   }
+}
+
+/**
+ * Counts one more inode against the entry limit: tar entries and the parent directories they
+ * imply alike, or one entry with a deep name (or one through a long symlink) would create
+ * hundreds of directories for one counted entry.
+ */
+function countEntry(state: State): void {
+  if (++state.entries > state.limits.maxEntries)
+    throw imageError('IMAGE_UNPACK_LIMIT', 'layers have too many entries', {
+      details: { limit: state.limits.maxEntries },
+    });
+}
+
+/**
+ * The owner id of an entry: a PAX `uid`/`gid` record wins over the header field, which cannot
+ * hold ids of 2^21 and above (Go's archive/tar writes 0 there, so ignoring the record would hand
+ * such files to root).
+ */
+function entryId(h: Header, key: 'uid' | 'gid', rel: string): number | undefined {
+  const rec = (h.pax as Record<string, string> | null | undefined)?.[key];
+  if (rec === undefined) return h[key];
+  // (uid_t)-1 means "unchanged" to chown(2): never a real owner.
+  if (!/^\d{1,10}$/.test(rec) || Number(rec) > 0xfffffffe)
+    throw imageError('IMAGE_UNPACK_MALFORMED', `invalid PAX ${key} at ${rel}`, {
+      details: { path: rel, [key]: rec },
+    });
+  return Number(rec);
 }
 
 /** Applies one decompressed tar layer to `root`. */
 async function applyLayer(root: string, tarStream: Readable, state: State): Promise<void> {
+  // What this layer wrote, as resolved paths relative to `root` (where the entries really are,
+  // whatever symlinks their names went through), for opaque whiteouts to keep.
   const created = new Set<string>();
   const ex = tar.extract();
   // The entry being applied: on a stream error we wait for it, so nothing is still writing
@@ -234,10 +279,7 @@ async function applyEntry(
   state: State,
   created: Set<string>,
 ): Promise<void> {
-  if (++state.entries > state.limits.maxEntries)
-    throw imageError('IMAGE_UNPACK_LIMIT', 'layers have too many entries', {
-      details: { limit: state.limits.maxEntries },
-    });
+  countEntry(state);
   const parts = cleanEntryPath(h.name, state.limits);
   if (parts.length === 0) return drainEntry(stream); // "./" itself
   const base = parts[parts.length - 1] as string;
@@ -249,7 +291,15 @@ async function applyEntry(
       details: { path: rel, type: h.type },
     });
 
-  const parent = await resolveInRoot(root, parentParts, true);
+  // Link entries are header-only to Go's archive/tar (Docker, containerd): bytes after one are
+  // the next header there, but drained as data here, so the same layer (and diff_id) would
+  // unpack to different files in each. Refused: no writer puts data after a link.
+  if ((h.type === 'symlink' || h.type === 'link') && (h.size ?? 0) > 0)
+    throw imageError('IMAGE_UNPACK_MALFORMED', `${h.type} ${rel} carries data`, {
+      details: { path: rel, type: h.type },
+    });
+
+  const parent = await resolveInRoot(root, parentParts, true, () => countEntry(state));
   const parentSt = await lstat(parent);
   if (!parentSt.isDirectory())
     throw imageError('IMAGE_UNPACK_MALFORMED', `parent of ${rel} is not a directory`, {
@@ -259,7 +309,7 @@ async function applyEntry(
   if (base.startsWith('.wh.')) {
     await drainEntry(stream);
     if (base === '.wh..wh..opq') {
-      const dirRel = parentParts.join('/');
+      const dirRel = relative(root, parent);
       const keep = new Set([...created].filter((c) => dirRel === '' || c.startsWith(`${dirRel}/`)));
       await removeChildrenExcept(parent, dirRel, keep);
     } else {
@@ -274,6 +324,7 @@ async function applyEntry(
   }
 
   const target = join(parent, base);
+  const key = relative(root, target);
   const existing = await lstatOrUndefined(target);
   const mode = (h.mode ?? 0o644) & 0o7777;
 
@@ -342,7 +393,7 @@ async function applyEntry(
       if (existing !== undefined) await rm(target, { recursive: true, force: true });
       await link(source, target);
       await drainEntry(stream);
-      created.add(rel);
+      created.add(key);
       return;
     }
     default:
@@ -354,9 +405,14 @@ async function applyEntry(
         },
       );
   }
-  created.add(rel);
+  created.add(key);
+  // chown before chmod: the kernel clears setuid/setgid on chown, even by root.
+  if (state.chown) {
+    const uid = entryId(h, 'uid', rel);
+    const gid = entryId(h, 'gid', rel);
+    if (uid !== undefined && gid !== undefined) await lchown(target, uid, gid);
+  }
   if (h.type !== 'symlink') await chmod(target, mode);
-  if (state.chown && h.uid !== undefined && h.gid !== undefined) await lchown(target, h.uid, h.gid);
   if (h.mtime instanceof Date && !Number.isNaN(h.mtime.getTime()))
     await lutimes(target, h.mtime, h.mtime).catch(() => undefined);
 }
