@@ -111,6 +111,13 @@ export interface RegistryClientOptions {
   readonly maxManifestBytes?: number;
   /** Chunk size of chunked uploads (default 16 MiB; memory use is about one chunk). */
   readonly chunkSize?: number;
+  /**
+   * Retries of a GET or HEAD that failed to connect or was answered 429, 502, 503 or 504
+   * (default 3), after `retryDelayMs` (default 500) doubling each time, or after the server's
+   * `Retry-After` (a longer one than 30 s fails at once).
+   */
+  readonly retries?: number;
+  readonly retryDelayMs?: number;
   readonly dispatcher?: Dispatcher;
 }
 
@@ -142,6 +149,11 @@ interface SendOptions {
   scopes: string[];
   followRedirects?: boolean;
 }
+
+/** Answers that mean "not now" rather than "no": worth the same request again later. */
+const RETRY_STATUSES = new Set([429, 502, 503, 504]);
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function header(h: Dispatcher.ResponseData['headers'], name: string): string | undefined {
   const v = h[name];
@@ -263,10 +275,55 @@ export class RegistryClient {
   }
 
   /**
+   * Sends one request (see `#sendOnce`). A GET or HEAD is tried again when the registry is
+   * briefly unable to answer (rate limit, overloaded or restarting, a dropped connection), as
+   * the distribution spec asks of clients; other methods are not idempotent (an upload chunk,
+   * a mount) and fail at once.
+   */
+  async send(method: Method, pathOrUrl: string, o: SendOptions): Promise<Dispatcher.ResponseData> {
+    const retries = method === 'GET' || method === 'HEAD' ? (this.#opts.retries ?? 3) : 0;
+    for (let retry = 0; ; retry++) {
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await this.#sendOnce(method, pathOrUrl, o);
+      } catch (e) {
+        if (retry >= retries || (e as { code?: string }).code !== 'IMAGE_REGISTRY_UNAVAILABLE')
+          throw e;
+        await sleep((this.#opts.retryDelayMs ?? 500) * 2 ** retry);
+        continue;
+      }
+      if (retry >= retries || !RETRY_STATUSES.has(res.statusCode)) return res;
+      const wait = this.#retryDelay(retry, header(res.headers, 'retry-after'));
+      // Told to come back much later: failing now says so sooner than a long wait would.
+      if (wait === undefined) return res;
+      await drain(res);
+      await sleep(wait);
+    }
+  }
+
+  /**
+   * The wait before retry `n` (0-based): the server's Retry-After (seconds or an HTTP date),
+   * else backoff; undefined when Retry-After is beyond 30 s.
+   */
+  #retryDelay(n: number, retryAfter: string | undefined): number | undefined {
+    const backoff = (this.#opts.retryDelayMs ?? 500) * 2 ** n;
+    if (retryAfter === undefined) return backoff;
+    const seconds = /^\d+$/.test(retryAfter)
+      ? Number(retryAfter)
+      : (Date.parse(retryAfter) - Date.now()) / 1000;
+    if (!Number.isFinite(seconds)) return backoff;
+    return seconds > 30 ? undefined : Math.max(seconds, 0) * 1000;
+  }
+
+  /**
    * Sends one request: authenticates on a 401 challenge (once, only for replayable bodies),
    * follows redirects for GET/HEAD, dropping `Authorization` when the origin changes.
    */
-  async send(method: Method, pathOrUrl: string, o: SendOptions): Promise<Dispatcher.ResponseData> {
+  async #sendOnce(
+    method: Method,
+    pathOrUrl: string,
+    o: SendOptions,
+  ): Promise<Dispatcher.ResponseData> {
     let url = new URL(pathOrUrl, this.#base);
     this.#checkUrl(url);
     const origin = new URL(this.#base).origin;

@@ -157,7 +157,7 @@ test('a token server that fails is unavailable, not a refusal of the credentials
     headers: { 'www-authenticate': `Bearer realm="http://${auth.host}/token",service="x"` },
   }));
   t.after(() => reg.close());
-  const client = new RegistryClient(reg.host, { credentials: creds });
+  const client = new RegistryClient(reg.host, { credentials: creds, retries: 0 });
   await assert.rejects(client.getManifest('r', 'latest'), { code: 'IMAGE_REGISTRY_UNAVAILABLE' });
   assert.equal(auth.requests.length, 1);
 });
@@ -221,7 +221,7 @@ test('--insecure-http speaks plain HTTP to a registry that is not on loopback; w
   assert.equal(got.mediaType, 'application/vnd.oci.image.manifest.v1+json');
   assert.equal(reg.requests.length, 1);
   // Without the flag the client speaks TLS, which the plain server cannot answer.
-  const secure = new RegistryClient(host, { dispatcher });
+  const secure = new RegistryClient(host, { dispatcher, retries: 0 });
   await assert.rejects(secure.getManifest('r', 'latest'));
   assert.throws(() => new RegistryClient(host, { scheme: 'http' }), {
     code: 'IMAGE_REGISTRY_INSECURE',
@@ -239,4 +239,56 @@ test('a malformed digest is a bad reference; a destination with a digest is refu
     assert.throws(() => openDestination(parseImageReference(`docker://${ref}`)), {
       code: 'IMAGE_BAD_REFERENCE',
     });
+});
+
+test('a GET is tried again after 429/502/503/504 and a dropped connection; other methods are not', async (t) => {
+  const manifest =
+    '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}';
+  const answers: { status: number; headers?: Record<string, string> }[] = [];
+  const reg = await startFakeServer(() => {
+    const next = answers.shift();
+    return (
+      next ?? {
+        status: 200,
+        headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+        body: manifest,
+      }
+    );
+  });
+  t.after(() => reg.close());
+  const client = new RegistryClient(reg.host, { retryDelayMs: 1 });
+
+  answers.push({ status: 503 }, { status: 429, headers: { 'retry-after': '0' } }, { status: 502 });
+  await client.getManifest('r', 'latest');
+  assert.equal(reg.requests.length, 4, 'three refusals, then the answer');
+
+  reg.requests.length = 0;
+  answers.push({ status: 504 }, { status: 504 }, { status: 504 }, { status: 504 });
+  await assert.rejects(client.getManifest('r', 'latest'), { code: 'IMAGE_REGISTRY_UNAVAILABLE' });
+  assert.equal(reg.requests.length, 4, 'the first try and three retries');
+
+  reg.requests.length = 0;
+  answers.length = 0;
+  answers.push({ status: 429, headers: { 'retry-after': '3600' } });
+  await assert.rejects(client.getManifest('r', 'latest'), { code: 'IMAGE_REGISTRY_UNAVAILABLE' });
+  assert.equal(reg.requests.length, 1, 'told to come back in an hour: fails now');
+
+  reg.requests.length = 0;
+  answers.length = 0;
+  answers.push({ status: 503 });
+  await assert.rejects(
+    client.send('POST', '/v2/r/blobs/uploads/', { scopes: [] }).then(async (r) => {
+      await r.body.dump();
+      assert.equal(r.statusCode, 503);
+      throw Object.assign(new Error('503'), { code: 'POST_NOT_RETRIED' });
+    }),
+    { code: 'POST_NOT_RETRIED' },
+  );
+  assert.equal(reg.requests.length, 1);
+
+  // Nobody listening: tried four times, then unavailable.
+  const closed = await startFakeServer(() => ({ status: 200 }));
+  await closed.close();
+  const gone = new RegistryClient(closed.host, { retryDelayMs: 1 });
+  await assert.rejects(gone.getManifest('r', 'latest'), { code: 'IMAGE_REGISTRY_UNAVAILABLE' });
 });
