@@ -50,6 +50,8 @@ const CONCURRENCY = Number(process.env['BENCH_CONCURRENCY'] ?? 50);
 const RUN_SECONDS = Number(process.env['BENCH_SECONDS'] ?? 6);
 const RUNS = 3;
 const WARM_UP_SECONDS = Number(process.env['BENCH_WARM_UP'] ?? 3);
+/** The activation rate the coordinator is to reach here (kept connections, 50 agents). */
+const TARGET_RATE = 1000;
 const TARGET_INSTANCES = 10_000;
 const AGENT_EXE = new TextEncoder().encode('cloister bench agent');
 
@@ -418,6 +420,10 @@ export async function benchCoordinator(): Promise<void> {
       console.log(
         `    throughput        ${fmt(r.rate)} /s wall clock, p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms`,
       );
+      if (mode === 'kept')
+        console.log(
+          `    target            ${fmt(TARGET_RATE)} /s on this machine: ${r.rate >= TARGET_RATE ? 'met' : 'not met'}`,
+        );
       console.log(
         `    coordinator       ${fmt(r.perCpu)} activations per coordinator CPU-second (${fmt(1000 / r.perCpu, 2)} ms each)`,
       );
