@@ -105,13 +105,14 @@ class Checks {
     accepted: readonly IntelTcbStatus[] | undefined,
     actual: IntelTcbStatus | undefined,
   ): void {
-    if (actual === undefined) return;
     const list = accepted ?? ['UpToDate'];
+    // Only Intel evidence gets here. Without the verifier's status its TCB level was never
+    // judged: unknown is not UpToDate, so claims handed over without it cannot skip the rule.
     this.list.push({
       rule: 'tcbStatus',
-      ok: list.includes(actual),
+      ok: actual !== undefined && list.includes(actual),
       expected: list,
-      actual,
+      actual: actual ?? null,
       code: 'TCB_STATUS_NOT_ACCEPTED',
       claim: 'configuration',
     });

@@ -532,7 +532,20 @@ export async function verifyCollateralSignatures(
       label,
     );
   };
-  const tcbInfoPath = await path(p.tcbInfoChain, 'TCB Info issuer chain');
+  // Intel's TCB Signing certificate is issued by the root itself. PCK certificates sit one level
+  // further down, under a PCK CA, and their keys live on platforms: a PCK key extracted from an
+  // out-of-date platform must not sign TCB levels or QE identities that call it (or any other
+  // platform) up to date.
+  const signerPath = async (chain: readonly CertInfo[], label: string): Promise<SignedPath> => {
+    const sp = await path(chain, label);
+    if (sp.certs.length !== 2) {
+      throw evidenceError('CHAIN_INCOMPLETE', `${label}: not TCB Signing and root`, {
+        details: { certificates: sp.certs.length },
+      });
+    }
+    return sp;
+  };
+  const tcbInfoPath = await signerPath(p.tcbInfoChain, 'TCB Info issuer chain');
   const root = tcbInfoPath.top;
   await verifyJsonSignature(
     c.tcbInfoText,
@@ -540,7 +553,7 @@ export async function verifyCollateralSignatures(
     tcbInfoPath.certs[0] as CertInfo,
     'TCB Info',
   );
-  const qeIdentityPath = await path(p.qeIdentityChain, 'QE Identity issuer chain');
+  const qeIdentityPath = await signerPath(p.qeIdentityChain, 'QE Identity issuer chain');
   await verifyJsonSignature(
     c.qeIdentityText,
     p.qeIdentitySignature,

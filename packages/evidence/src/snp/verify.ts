@@ -272,6 +272,14 @@ export async function verifySnpReport(
       ],
       label,
     );
+    // Exactly leaf, ASK/ASVK, ARK: the ARK issues only the intermediates, so this stops a key
+    // certificate whose key lives on a chip (a VCEK extracted from one part, at one TCB)
+    // certifying "VCEKs" for other chips or newer TCBs one level further down.
+    if (path.certs.length !== 3) {
+      throw evidenceError('CHAIN_INCOMPLETE', `${label}: not VCEK/VLEK, ASK/ASVK and ARK`, {
+        details: { certificates: path.certs.length },
+      });
+    }
     const root = checkPinned(path, [productRoots.ark], label);
     chain = { path, verified: { path: path.certs.map((c) => c.cert), root } };
     if (byKind === undefined) {
