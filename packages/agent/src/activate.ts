@@ -179,12 +179,14 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
 
 /**
  * Releases an instance when its agent stops (frees its `maxInstances` slot, so the workload can
- * be started again). Signed with the key of the instance's latest activation over a fresh
- * nonce, so nobody else can release it and a captured release cannot be replayed.
+ * be started again). Signed with the mesh key of the instance's latest activation over a fresh
+ * nonce, so nobody else can release it and a captured release cannot be replayed. That is the
+ * key the coordinator recorded: the activation key, or the one it made when a template hands
+ * the key to the program (`.mesh.key`).
  */
 export async function releaseInstance(
   client: CoordinatorClient,
-  activation: Pick<Activation, 'instanceId' | 'key'>,
+  activation: Pick<Activation, 'instanceId' | 'mesh'>,
 ): Promise<void> {
   const challenge = checkResponse(
     ChallengeResponseSchema,
@@ -192,7 +194,7 @@ export async function releaseInstance(
     'challenge',
   );
   const signature = nodeSign('sha256', releaseSignedBytes(activation.instanceId, challenge.nonce), {
-    key: activation.key.privateKey,
+    key: createPrivateKey(activation.mesh.keyPem),
     dsaEncoding: 'ieee-p1363',
   });
   checkResponse(

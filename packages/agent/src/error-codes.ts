@@ -56,7 +56,7 @@ export const AGENT_ERRORS = defineErrorCodes({
   AGENT_PATH_ESCAPE: {
     kind: 'rejected',
     summary:
-      'A file path in the bundle is relative, contains "..", NUL or would leave the files root; nothing was written.',
+      'A file path in the bundle is relative, contains "..", NUL, lies under another file of the bundle, or would leave the files root (also through a symlinked directory already there); nothing was written.',
   },
   AGENT_FILES_WRITE_FAILED: {
     kind: 'internal',

@@ -14,7 +14,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, open, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, realpath, rename, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join, posix, resolve, sep } from 'node:path';
 import { agentError } from './error-codes.js';
 
@@ -91,10 +91,76 @@ export function mapPath(root: string, manifestPath: string): string {
   return out;
 }
 
+/**
+ * Maps every manifest path under `root` (see `mapPath`) and refuses a path that is also a
+ * directory of another one (`/etc/app` and `/etc/app/db.conf`): one of the two writes would
+ * fail halfway through the bundle, after the files before it were written.
+ */
+export function planPaths(root: string, manifestPaths: readonly string[]): string[] {
+  const mapped = manifestPaths.map((p) => mapPath(root, p));
+  const planned = new Map(mapped.map((out, i) => [out, manifestPaths[i] as string]));
+  const rootAbs = resolve(root);
+  for (const [i, out] of mapped.entries()) {
+    for (let d = dirname(out); d !== rootAbs && d !== dirname(d); d = dirname(d)) {
+      const file = planned.get(d);
+      if (file === undefined) continue;
+      const path = manifestPaths[i] as string;
+      throw agentError(
+        'AGENT_PATH_ESCAPE',
+        `file path ${JSON.stringify(path)}: is under the file ${JSON.stringify(file)}`,
+        {
+          details: { path, rule: 'under another file', file },
+        },
+      );
+    }
+  }
+  return mapped;
+}
+
+function isInside(rootReal: string, p: string): boolean {
+  return p === rootReal || p.startsWith(rootReal === sep ? sep : rootReal + sep);
+}
+
+/**
+ * Checks that the directories already on disk on the way to each of `paths` (mapped, under
+ * `root`) resolve inside the root. `mapPath` only looks at the names: a symlinked directory
+ * someone left in a shared `--files-dir` (`etc -> /somewhere/on/disk`) would otherwise carry
+ * the secrets written below it out of the files root.
+ */
+export async function checkExistingDirs(root: string, paths: readonly string[]): Promise<void> {
+  const rootReal = await realpath(root);
+  for (const path of paths) {
+    let dir = dirname(path);
+    for (;;) {
+      let real: string;
+      try {
+        real = await realpath(dir);
+      } catch (e) {
+        // Not there yet (mkdir will create a real directory): look at its parent.
+        if ((e as { code?: unknown }).code === 'ENOENT' && dir !== dirname(dir)) {
+          dir = dirname(dir);
+          continue;
+        }
+        throw agentError('AGENT_FILES_WRITE_FAILED', `cannot look up ${dir}`, {
+          cause: e,
+          details: { path },
+        });
+      }
+      if (!isInside(rootReal, real)) {
+        throw agentError('AGENT_PATH_ESCAPE', `${dir} leads outside the files root`, {
+          details: { path, rule: 'a directory on the way leaves the files root' },
+        });
+      }
+      break;
+    }
+  }
+}
+
 /** Writes one file atomically with mode 0600 (temp name in the same directory, then rename). */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  // A short name of its own, not `<name>.tmp`: a name near the 255-byte limit must still fit.
+  const tmp = join(dirname(path), `.cloister-${randomBytes(6).toString('hex')}.tmp`);
   // O_EXCL: never write through a file or symlink someone placed at the temporary name.
   const fh = await open(tmp, 'wx', 0o600);
   try {
@@ -119,7 +185,13 @@ export async function writeFiles(
   root: string,
   files: Readonly<Record<string, Uint8Array | string>>,
 ): Promise<string[]> {
-  const planned = Object.entries(files).map(([p, data]) => [mapPath(root, p), data] as const);
+  const entries = Object.entries(files);
+  const paths = planPaths(
+    root,
+    entries.map(([p]) => p),
+  );
+  const planned = entries.map(([, data], i) => [paths[i] as string, data] as const);
+  await checkExistingDirs(root, paths);
   const written: string[] = [];
   for (const [path, data] of planned) {
     try {

@@ -15,9 +15,11 @@ import { CoordinatorClient } from './coordinator-client.js';
 import { agentError } from './error-codes.js';
 import {
   FILES_ENV,
+  checkExistingDirs,
   createFilesRoot,
   expandFilesToken,
   mapPath,
+  planPaths,
   useFilesRoot,
   writeFileAtomic,
   writeFiles,
@@ -41,9 +43,14 @@ export const MESH_FILES = {
   combined: '/run/cloister/mesh/bundle.pem',
 } as const;
 
-/** Environment variables that change how the program is loaded: never inherited from the host. */
+/**
+ * Environment variables that change how the program is loaded: never inherited from the host.
+ * Besides the dynamic loader's, those with which a runtime or shell loads code of the host's
+ * choosing at start (a Java agent, a script `bash -c` sources first, module search paths,
+ * glibc's iconv modules).
+ */
 const HOST_ENV_DENY =
-  /^(LD_|DYLD_|NODE_OPTIONS$|PYTHONPATH$|PYTHONSTARTUP$|PERL5OPT$|RUBYOPT$|CLOISTER_)/;
+  /^(LD_|DYLD_|NODE_OPTIONS$|NODE_PATH$|PYTHONPATH$|PYTHONSTARTUP$|PYTHONHOME$|PERL5OPT$|PERL5LIB$|PERLLIB$|RUBYOPT$|RUBYLIB$|JAVA_TOOL_OPTIONS$|_JAVA_OPTIONS$|JDK_JAVA_OPTIONS$|BASH_ENV$|GCONV_PATH$|CLOISTER_)/;
 
 export interface AgentLog {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -143,7 +150,12 @@ export async function writeBundleFiles(
   const files: Record<string, Uint8Array | string> = {};
   for (const [p, v] of Object.entries(bundle.files))
     files[p] = new Uint8Array(Buffer.from(v, 'base64url'));
-  for (const p of Object.values(MESH_FILES)) mapPath(root, p);
+  // The mesh identity is written after the bundle's files: a bundle file in its way (say
+  // `/run/cloister/mesh`) must be refused before the first write, not after the last.
+  await checkExistingDirs(
+    root,
+    planPaths(root, [...Object.keys(files), ...Object.values(MESH_FILES)]),
+  );
   await writeFiles(root, files);
   await writeMeshFiles(root, mesh);
 }
@@ -193,9 +205,26 @@ async function fetchManifest(client: CoordinatorClient): Promise<Manifest> {
   }
 }
 
+let inspectorSignalHandled = false;
+
+/**
+ * Node.js opens its inspector on SIGUSR1 unless the process handles that signal: a local port
+ * that runs whatever code it is sent. Whoever can signal the agent (a container runtime acting
+ * for the host) would get code running next to the agent's keys and the bundle's secrets, so
+ * the agent handles the signal itself and ignores it.
+ */
+function ignoreInspectorSignal(log: AgentLog): void {
+  if (inspectorSignalHandled) return;
+  inspectorSignalHandled = true;
+  process.on('SIGUSR1', () => {
+    log.warn('SIGUSR1 ignored: it would open the Node.js inspector in the agent');
+  });
+}
+
 /** Runs the agent; resolves with the exit status the process should end with. */
 export async function runAgent(o: RunAgentOptions): Promise<number> {
   const log = o.log ?? silent;
+  ignoreInspectorSignal(log);
   if (o.init === undefined && o.program === undefined && o.image === undefined) {
     throw agentError('AGENT_USAGE', 'give the program to run after --, --image, or --init DIR');
   }
@@ -319,7 +348,11 @@ async function activateAndRun(
           provider: o.provider,
           instanceId: current.instanceId,
         });
-        if (stopped) return;
+        if (stopped) {
+          // The coordinator now holds this activation's key: the release must be signed with it.
+          current = next;
+          return;
+        }
         await writeBundleFiles(root, next.bundle, next.mesh);
         proxy?.updateCredentials(meshCredentials(next.mesh));
         current = next;
