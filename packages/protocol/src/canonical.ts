@@ -43,7 +43,12 @@ function check(v: unknown, path: string, depth: number): void {
     return;
   }
   if (Array.isArray(v)) {
-    v.forEach((x, i) => check(x, `${path}/${i}`, depth + 1));
+    // An index loop, not forEach: forEach skips the holes of a sparse array, and the serialiser
+    // drops them too, so `[1, , 2]` would hash as `[1,2]` (and `[, 1]` would serialise as `[,1]`).
+    for (let i = 0; i < v.length; i++) {
+      if (!Object.hasOwn(v, i)) bad(`index ${i} is a hole in a sparse array`);
+      check(v[i], `${path}/${i}`, depth + 1);
+    }
     return;
   }
   if (typeof v === 'object') {

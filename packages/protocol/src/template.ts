@@ -83,6 +83,18 @@ type Value =
 
 const MAX_TEMPLATE = 1_000_000;
 const MAX_ACTIONS = 1000;
+/**
+ * Caps on what one template renders to. An action can be larger than its source (hex doubles a
+ * 1 MiB plain secret) and a template holds up to 1000 actions, so without a cap one activation
+ * could make the coordinator build gigabytes and run out of memory. A file may be as large as an
+ * activation bundle can carry (16 MB of base64url); an environment variable or argument as large
+ * as one string the kernel passes to exec (MAX_ARG_STRLEN, 128 KiB).
+ */
+const MAX_RENDERED: Readonly<Record<TemplateTarget, number>> = {
+  file: 12_000_000,
+  env: 131_072,
+  arg: 131_072,
+};
 const IDENT = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 
 /**
@@ -320,9 +332,21 @@ export function renderTemplate(
   target: TemplateTarget = 'file',
 ): Uint8Array {
   const t = typeof template === 'string' ? parseTemplate(template) : template;
+  const max = MAX_RENDERED[target];
   const out: Uint8Array[] = [];
+  let size = 0;
   for (const p of t.parts) {
-    out.push(p.type === 'text' ? utf8(p.text) : encode(resolve(p, context), p, target));
+    const b = p.type === 'text' ? utf8(p.text) : encode(resolve(p, context), p, target);
+    size += b.length;
+    if (size > max) {
+      const offset = p.type === 'action' ? p.offset : 0;
+      throw protocolError(
+        'TEMPLATE_INVALID_VALUE',
+        `the rendered ${target} is larger than ${max} bytes (offset ${offset})`,
+        { details: { offset, limit: max } },
+      );
+    }
+    out.push(b);
   }
   return concatBytes(...out);
 }

@@ -127,8 +127,13 @@ export const PACKAGE_SCHEMAS = {
   sim: SimPackageSchema,
 } as const satisfies Record<string, TSchema>;
 
-/** Absolute path, no `.`/`..` segments, no empty segments, no NUL. */
-export const FILE_PATH_PATTERN = '^(/[^/\\u0000]+)+$';
+/**
+ * Absolute path, no `.`/`..` segments, no empty segments, no NUL. A `..` segment would let a
+ * file or volume land outside the directory the agent materialises it in. Written without
+ * lookahead so that any JSON Schema regex engine can apply the published schema.
+ */
+export const FILE_PATH_PATTERN =
+  '^(/([^/.\\u0000][^/\\u0000]*|\\.[^/.\\u0000][^/\\u0000]*|\\.\\.[^/\\u0000]+))+$';
 export const ENV_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,127}$';
 
 /** A file given literally, without template processing (for content that contains `{{`). */

@@ -7,7 +7,7 @@
 import { Value } from '@sinclair/typebox/value';
 import type { TSchema } from '@sinclair/typebox';
 import { isCloisterError } from '@cloister/errors';
-import { fromPem } from '../bytes.js';
+import { fromBase64Url, fromPem } from '../bytes.js';
 import { protocolError } from '../error-codes.js';
 import { ownerKeyType, recoveryKeyType } from '../keys.js';
 import { jsonPointer } from '../pointer.js';
@@ -94,8 +94,24 @@ function schemaProblems(json: unknown): ManifestProblem[] {
   for (const [w, wl] of entries(get(json, 'workloads'))) {
     for (const [p, f] of entries(get(wl, 'files'))) {
       const path = jsonPointer('workloads', w, 'files', p);
-      if (isObj(f)) out.push(...schemaErrors(LiteralFileSchema, f, path));
-      else if (!Value.Check(FileValueSchema, f))
+      if (isObj(f)) {
+        out.push(...schemaErrors(LiteralFileSchema, f, path));
+        // Literal content is decoded only when a workload activates: check it now, so a typo
+        // is reported when the manifest is set instead of failing every activation later.
+        const data = get(f, 'data');
+        if (get(f, 'encoding') === 'base64url' && typeof data === 'string') {
+          try {
+            fromBase64Url(data);
+          } catch (e) {
+            if (!isCloisterError(e)) throw e;
+            out.push({
+              path: `${path}/data`,
+              message: 'not unpadded, canonical base64url',
+              code: 'schema',
+            });
+          }
+        }
+      } else if (!Value.Check(FileValueSchema, f))
         out.push({
           path,
           message: 'must be a template string or { data, encoding }',
@@ -111,6 +127,26 @@ function schemaProblems(json: unknown): ManifestProblem[] {
     seen.add(k);
     return true;
   });
+}
+
+const IPV4 =
+  /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
+
+/**
+ * An IPv4 dotted quad (no leading zeros, which some read as octal) or an IPv6 address of 16-bit
+ * hex groups, at most one `::` (RFC 4291 §2.2 forms 1 and 2). The schema's pattern only limits
+ * the characters; the certificate is made when the manifest is set, and an address it cannot
+ * encode must be a validation problem with its path, not a failed set. The mixed form
+ * (`::ffff:192.0.2.1`, §2.2 form 3) is refused: the certificate library in use encodes its
+ * dotted part as if it were one hex group, so the certificate would name another address.
+ */
+function isIpAddress(s: string): boolean {
+  if (!s.includes(':')) return IPV4.test(s);
+  const halves = s.split('::');
+  if (halves.length > 2) return false;
+  const groups = halves.flatMap((h) => (h === '' ? [] : h.split(':')));
+  if (!groups.every((g) => /^[0-9a-fA-F]{1,4}$/.test(g))) return false;
+  return halves.length === 2 ? groups.length <= 7 : groups.length === 8;
 }
 
 function referenceProblems(m: unknown): ManifestProblem[] {
@@ -219,6 +255,17 @@ function referenceProblems(m: unknown): ManifestProblem[] {
       add(at('userDefined'), 'certificate secrets are generated; they cannot be user-defined');
     if (user && get(s, 'perInstance') === true)
       add(at('perInstance'), 'a user-defined secret has one value; it cannot be per instance');
+    const ips = type === 'cert-ecdsa' ? get(s, 'ipAddresses') : undefined;
+    if (Array.isArray(ips)) {
+      ips.forEach((ip: unknown, i) => {
+        if (typeof ip === 'string' && !isIpAddress(ip))
+          out.push({
+            path: jsonPointer('secrets', name, 'ipAddresses', i),
+            message: 'not an IPv4 or IPv6 address',
+            code: 'schema',
+          });
+      });
+    }
   }
 
   // Owners: key types, duplicate keys (one person counted twice toward a threshold), roles.

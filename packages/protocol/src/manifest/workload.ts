@@ -123,6 +123,13 @@ export function dryRunManifestTemplates(manifest: Manifest): void {
   }
 }
 
+/**
+ * Cap on everything one workload renders to (files, environment, arguments). Each template is
+ * capped on its own, but a manifest may hold thousands of them: this keeps one activation's
+ * bundle, and the memory the coordinator spends on it, bounded.
+ */
+const MAX_RENDERED_WORKLOAD = 64 * 1024 * 1024;
+
 function workloadOf(manifest: Manifest, name: string): Workload {
   const w = Object.hasOwn(manifest.workloads, name) ? manifest.workloads[name] : undefined;
   if (w === undefined) {
@@ -159,6 +166,17 @@ export function renderWorkload(
   const files: Record<string, Uint8Array> = {};
   const env: Record<string, string> = {};
   const args: string[] = [];
+  let total = 0;
+  const count = (n: number): void => {
+    total += n;
+    if (total > MAX_RENDERED_WORKLOAD) {
+      throw protocolError(
+        'TEMPLATE_INVALID_VALUE',
+        `the workload renders to more than ${MAX_RENDERED_WORKLOAD} bytes`,
+        { details: { limit: MAX_RENDERED_WORKLOAD } },
+      );
+    }
+  };
   const wrap = (path: string, f: () => void): void => {
     try {
       f();
@@ -173,22 +191,28 @@ export function renderWorkload(
   for (const [p, v] of Object.entries(w.files ?? {})) {
     const path = jsonPointer('workloads', workload, 'files', p);
     wrap(path, () => {
-      files[p] =
+      const content =
         typeof v === 'string'
           ? renderTemplate(v, context, 'file')
           : v.encoding === 'utf8'
             ? utf8(v.data)
             : fromBase64Url(v.data, path);
+      count(content.length);
+      files[p] = content;
     });
   }
   for (const [k, v] of Object.entries(w.env ?? {})) {
     wrap(jsonPointer('workloads', workload, 'env', k), () => {
-      env[k] = renderTemplateText(v, context, 'env');
+      const value = renderTemplateText(v, context, 'env');
+      count(value.length);
+      env[k] = value;
     });
   }
   (w.args ?? []).forEach((v, i) => {
     wrap(jsonPointer('workloads', workload, 'args', i), () => {
-      args.push(renderTemplateText(v, context, 'arg'));
+      const value = renderTemplateText(v, context, 'arg');
+      count(value.length);
+      args.push(value);
     });
   });
   return { files, env, args };
