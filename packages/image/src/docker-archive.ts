@@ -68,7 +68,14 @@ async function extractArchive(file: string, dir: string): Promise<Map<string, st
         throw imageError('IMAGE_TOO_LARGE', 'archive has too many entries', {
           details: { limit: MAX_ARCHIVE_ENTRIES },
         });
-      const name = memberPath(h.name);
+      // `tar -C dir -cf FILE .` starts with the archive root itself, `./`: nothing to keep.
+      const isRoot = h.type === 'directory' && posix.normalize(h.name.replace(/^\.\//, '')) === '.';
+      const name = isRoot ? '.' : memberPath(h.name);
+      // A later member of the same name replaces the earlier one, whatever their types, as
+      // when docker load extracts the archive: otherwise a file and a later symlink (or the
+      // reverse) would make this reader and Docker see two different images in one archive.
+      files.delete(name);
+      links.delete(name);
       if (h.type === 'file' || h.type === 'contiguous-file') {
         const local = join(dir, `m${n}`);
         const fh = await open(local, 'wx');
@@ -79,11 +86,21 @@ async function extractArchive(file: string, dir: string): Promise<Map<string, st
         }
         files.set(name, local);
       } else {
-        if (h.type === 'symlink' || h.type === 'link') {
-          const target =
-            h.type === 'symlink'
-              ? posix.join(posix.dirname(name), h.linkname ?? '')
-              : (h.linkname ?? '');
+        if (h.type === 'link') {
+          // A hard link is the file its target is now: a later member replacing the target
+          // does not change it (an inode, not a name).
+          const target = memberPath((h.linkname ?? '').replace(/^\/+/, ''));
+          const local = files.get(target);
+          const symlink = links.get(target);
+          if (local !== undefined) files.set(name, local);
+          else if (symlink !== undefined) links.set(name, symlink);
+        } else if (h.type === 'symlink') {
+          // An absolute symlink target is taken from the archive root, as docker load
+          // resolves it (in scope), not appended to the link's own directory.
+          const linkname = h.linkname ?? '';
+          const target = linkname.startsWith('/')
+            ? linkname.replace(/^\/+/, '')
+            : posix.join(posix.dirname(name), linkname);
           links.set(name, memberPath(target));
         }
         for await (const _ of stream as AsyncIterable<Buffer>) {

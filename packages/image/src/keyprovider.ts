@@ -122,12 +122,19 @@ export async function handleKeyproviderRequest(
         ? {}
         : record(ec.Parameters, 'ec.Parameters');
     const mine = params[CLOISTER_PROVIDER];
-    let arg: string | undefined;
-    if (Array.isArray(mine) && mine.length > 0)
-      arg = Buffer.from(b64bytes(mine[0], `Parameters.${CLOISTER_PROVIDER}[0]`)).toString('utf8');
+    // One entry per `provider:cloister[:KEY]` skopeo was given, all in one request (ocicrypt
+    // EncryptWithKeyProvider): the layer key is wrapped to each, none is dropped silently.
+    const args: (string | undefined)[] =
+      Array.isArray(mine) && mine.length > 0
+        ? mine.map((m, i) =>
+            Buffer.from(b64bytes(m, `Parameters.${CLOISTER_PROVIDER}[${i}]`)).toString('utf8'),
+          )
+        : [undefined];
     const opts = b64bytes(p.optsdata, 'keywrapparams.optsdata');
     parsePrivateOptions(opts); // refuse to wrap something that is not layer-key options
-    const jwe = await wrapJwe(opts, [await coordinatorRecipient(arg, ctx)]);
+    const recipients: WrapRecipient[] = [];
+    for (const arg of args) recipients.push(await coordinatorRecipient(arg, ctx));
+    const jwe = await wrapJwe(opts, recipients);
     return Buffer.from(
       JSON.stringify({ keywrapresults: { annotation: Buffer.from(jwe).toString('base64') } }),
     );

@@ -63,7 +63,18 @@ export async function readLayoutIndex(
     throw imageError('IMAGE_UNSUPPORTED', 'unsupported imageLayoutVersion', {
       details: { version: layout.imageLayoutVersion },
     });
-  const bytes = await readFileCapped(join(dir, 'index.json'), maxBytes, 'index.json');
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFileCapped(join(dir, 'index.json'), maxBytes, 'index.json');
+  } catch (e) {
+    // A layout without an index holds no image yet (one a failed copy into an existing empty
+    // directory left behind): typed, so a destination can still commit the first one.
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      throw imageError('IMAGE_NOT_FOUND', `${dir} has no index.json (no image)`, {
+        details: { dir },
+      });
+    throw e;
+  }
   const parsed = parseManifestOrIndex(bytes, MEDIA_TYPES.ociIndex, maxBytes);
   if (parsed.kind !== 'index')
     throw imageError('IMAGE_MALFORMED', 'index.json is not an image index', {});
@@ -253,13 +264,15 @@ export class OciLayoutDestination implements ImageDestination {
     if (await exists(join(this.#dir, 'index.json'))) {
       const idx = await readLayoutIndex(this.#dir);
       raw = idx.raw;
-      manifests = idx.manifests
-        .filter((m) =>
-          this.#tag === undefined
-            ? m.digest !== top.digest
-            : m.annotations?.[REF_NAME_ANNOTATION] !== this.#tag,
-        )
-        .map(descriptorJson);
+      // The other entries are kept as written, not re-serialised from what this reader models:
+      // fields such as `artifactType`, `urls` or `platform.os.version` belong to other images.
+      const written = raw.manifests as Record<string, unknown>[];
+      manifests = written.filter((_, i) => {
+        const m = idx.manifests[i];
+        return this.#tag === undefined
+          ? m?.digest !== top.digest
+          : m?.annotations?.[REF_NAME_ANNOTATION] !== this.#tag;
+      });
     }
     const entry: Descriptor = {
       mediaType: top.mediaType,
