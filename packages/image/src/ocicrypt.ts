@@ -651,11 +651,12 @@ export async function encryptLayerToFile(args: {
   const inSinks: SinkSpec[] = [];
   if (verify) inSinks.push({ kind: 'sha256' });
   if (diffSpec !== undefined && !diffIsDigest) inSinks.push(diffSpec);
+  // Opened first: a source that cannot be opened must not leave taps reserved on the helpers.
+  const src = await chunksOf(args.plaintext);
   // Plaintext functions from one copy on one helper, ciphertext ones (HMAC and digest) from
   // one copy on another; this thread only reads, enciphers and writes.
   const inTap = inSinks.length > 0 ? new OffloadedTap(inSinks) : undefined;
   const outTap = new OffloadedTap([{ kind: 'hmac', key: args.options.symkey }, { kind: 'sha256' }]);
-  const src = await chunksOf(args.plaintext);
   let sink: FileSink | undefined;
   try {
     // Ciphertext is not secret: readable like any other blob.
@@ -802,14 +803,15 @@ export async function decryptLayerToFile(args: DecryptLayerArgs): Promise<Decryp
   // writes. Of the splits measured on two cores (plaintext digest with the diff_id as in
   // encryption, HMAC here, one tap per function), this one was fastest for one layer at a time
   // (pull) and as fast as any for two at a time (convert).
+  // Without the diff_id the other helper hashes the plaintext instead, as in encryption. Decided
+  // before any tap is made: an unsupported compression must not leave taps reserved.
+  const expectedDiffId = args.diffId === 'unchecked' ? undefined : args.diffId;
+  const diffSpec =
+    expectedDiffId === undefined ? undefined : diffIdSink(lt.compression, args.maxUncompressed);
   const ctTap = new OffloadedTap([
     ...(hashInPass ? [{ kind: 'sha256' } as const] : []),
     { kind: 'hmac', key: args.options.symkey },
   ]);
-  // Without the diff_id the other helper hashes the plaintext instead, as in encryption.
-  const expectedDiffId = args.diffId === 'unchecked' ? undefined : args.diffId;
-  const diffSpec =
-    expectedDiffId === undefined ? undefined : diffIdSink(lt.compression, args.maxUncompressed);
   const plainTap = new OffloadedTap([diffSpec ?? { kind: 'sha256' }]);
   // The helper's digest is the plaintext's own unless it inflates: an uncompressed layer's
   // diff_id is its blob's digest. Only a gzip layer's plaintext needs a hash of its own here.

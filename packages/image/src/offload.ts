@@ -430,6 +430,11 @@ function thread(): HashThread | undefined {
   return t;
 }
 
+/** Load reserved on the helper threads by open taps (0 when none is open): for diagnostics. */
+export function helperLoad(): number {
+  return helpers.reduce((sum, t) => sum + (t === undefined || t.dead ? 0 : t.load), 0);
+}
+
 const LOCAL_DEPS = { createHash, createHmac, createGunzip, inflateChunk: INFLATE_CHUNK };
 
 /**

@@ -30,7 +30,8 @@ import {
   serializePublicOptions,
   type Digest,
 } from '@cloister/image';
-import { OffloadedTap } from '../src/offload.js';
+import { encryptLayerToFile } from '../src/ocicrypt.js';
+import { OffloadedTap, helperLoad } from '../src/offload.js';
 import { makeLayout } from './fixtures.js';
 import { tempDir } from './helpers.js';
 
@@ -421,4 +422,39 @@ test('layers copied concurrently keep their order (OCI layout and docker-archive
     back.manifest.layers.map((l) => l.digest),
     original.manifest.layers.map((l) => l.digest),
   );
+});
+
+test('a layer refused before its pass leaves no load reserved on the helper threads', async (t) => {
+  const dir = tempDir(t);
+  const before = helperLoad();
+  const l = await encryptedLayer(1000);
+  // zstd is refused (not supported yet), after the public options parsed.
+  await assert.rejects(
+    decryptLayerToFile({
+      ciphertext: Readable.from([l.ct]),
+      descriptor: {
+        ...l.descriptor,
+        mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd+encrypted',
+      },
+      options: l.options,
+      stagingPath: join(dir, 'zstd'),
+      diffId: l.diffId,
+    }),
+    { code: 'IMAGE_UNSUPPORTED' },
+  );
+  // A source file that is not there.
+  await assert.rejects(
+    encryptLayerToFile({
+      plaintext: { path: join(dir, 'missing') },
+      descriptor: {
+        mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+        digest: sha(l.gz),
+        size: l.gz.length,
+      },
+      options: l.options,
+      outPath: join(dir, 'out'),
+      diffId: true,
+    }),
+  );
+  assert.equal(helperLoad(), before);
 });
