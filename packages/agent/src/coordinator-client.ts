@@ -21,7 +21,7 @@ import { X509Certificate } from 'node:crypto';
 import { request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { checkServerIdentity } from 'node:tls';
-import type { TLSSocket } from 'node:tls';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { agentError } from './error-codes.js';
 
 const MAX_RESPONSE = 16 * 1024 * 1024;
@@ -41,6 +41,31 @@ export interface CoordinatorProblem {
   readonly title?: string;
   readonly detail?: string;
   readonly details?: unknown;
+}
+
+const NOT_ISSUED_BY_ROOT = 'ERR_CLOISTER_NOT_ISSUED_BY_ROOT';
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/**
+ * The host name check of a pinned connection, plus: the certificate must be signed by a root
+ * itself, as the coordinator's is (the same rule as first contact). The root also certifies the
+ * mesh CAs, whose workload leaves name hosts such as `localhost`, and a workload may hold its
+ * leaf key: without this, such a workload with the network on its side could answer for the
+ * coordinator.
+ */
+function issuedByRoot(
+  rootCaPem: string,
+): (host: string, cert: PeerCertificate) => Error | undefined {
+  const roots = (rootCaPem.match(PEM_CERTIFICATE) ?? []).map((p) => new X509Certificate(p));
+  return (host, cert) => {
+    const err = checkServerIdentity(host, cert);
+    if (err !== undefined) return err;
+    const leaf = new X509Certificate(cert.raw);
+    if (roots.some((r) => leaf.checkIssued(r) && leaf.verify(r.publicKey))) return undefined;
+    return Object.assign(new Error('the coordinator certificate is not issued by the root CA'), {
+      code: NOT_ISSUED_BY_ROOT,
+    });
+  };
 }
 
 export class CoordinatorClient {
@@ -168,7 +193,7 @@ export class CoordinatorClient {
           },
           ...(rootCa === undefined
             ? { rejectUnauthorized: false }
-            : { ca: rootCa, rejectUnauthorized: true }),
+            : { ca: rootCa, rejectUnauthorized: true, checkServerIdentity: issuedByRoot(rootCa) }),
           minVersion: 'TLSv1.2',
         },
         (res) => {
@@ -234,7 +259,11 @@ export class CoordinatorClient {
       req.on('error', (e: Error & { code?: string }) => {
         reject(
           agentError(
-            'AGENT_COORDINATOR_UNREACHABLE',
+            // A pinned coordinator that shows another kind of certificate is not one that is
+            // down: retrying cannot help.
+            e.code === NOT_ISSUED_BY_ROOT
+              ? 'AGENT_COORDINATOR_IDENTITY_MISMATCH'
+              : 'AGENT_COORDINATOR_UNREACHABLE',
             `${method} ${target.href}: ${e.code ?? e.message}`,
             {
               cause: e,

@@ -5,7 +5,7 @@ import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { CoordinatorClient } from '../src/coordinator-client.js';
-import { createRoot, issueLeaf } from './test-pki.js';
+import { createIntermediate, createRoot, issueLeaf } from './test-pki.js';
 import type { Issued } from './test-pki.js';
 
 let root: Issued;
@@ -101,5 +101,35 @@ test('first contact records the certificate and checks it against the root later
   c.assertSameRoot(root.certPem);
   assert.throws(() => c.assertSameRoot(other.certPem), {
     code: 'AGENT_COORDINATOR_IDENTITY_MISMATCH',
+  });
+});
+
+test('pinned: a mesh leaf under the root, naming the host, is not the coordinator', async () => {
+  // A workload's certificate chains to the same root (through a mesh CA) and may name the host
+  // (its ingress serves `localhost`); its program may hold the key.
+  const meshCa = await createIntermediate(root);
+  const meshLeaf = await issueLeaf(meshCa, ['spiffe://t.example/web'], {
+    dns: ['localhost'],
+    ips: ['127.0.0.1'],
+  });
+  const impostor = createServer(
+    { key: meshLeaf.keyPem, cert: `${meshLeaf.certPem}\n${meshCa.certPem}` },
+    (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'),
+  );
+  impostor.listen(0, '127.0.0.1');
+  await once(impostor, 'listening');
+  try {
+    const c = new CoordinatorClient({
+      url: `https://127.0.0.1:${(impostor.address() as AddressInfo).port}`,
+      rootCa: root.certPem,
+    });
+    await assert.rejects(c.getJson('/ok'), { code: 'AGENT_COORDINATOR_IDENTITY_MISMATCH' });
+  } finally {
+    impostor.closeAllConnections();
+    impostor.close();
+  }
+  // The coordinator's own certificate (issued by the root itself) still is.
+  assert.deepEqual(await new CoordinatorClient({ url, rootCa: root.certPem }).getJson('/ok'), {
+    a: 1,
   });
 });

@@ -105,11 +105,16 @@ function contextOptions(c: MeshCredentials) {
   return { key: c.key, cert: c.cert, ca: c.ca, minVersion: 'TLSv1.3' as const };
 }
 
+/**
+ * Listens; a failure to start rejects. A listener's later errors (an accept failing) go to
+ * `later`: an 'error' event without a handler would end the agent, and the program with it.
+ */
 function listen(
   server: NetServer,
   port: number,
   host: string,
   route: string,
+  later: (e: Error) => void,
 ): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     const onError = (e: Error) => {
@@ -123,6 +128,7 @@ function listen(
     server.once('error', onError);
     server.listen(port, host, () => {
       server.off('error', onError);
+      server.on('error', later);
       resolve(server.address() as AddressInfo);
     });
   });
@@ -239,7 +245,11 @@ export async function startMeshProxy(options: MeshProxyOptions): Promise<MeshPro
       });
       servers.push(server);
       tlsServers.push(server);
-      ingressAddrs.push(await listen(server, route.port, route.bind ?? '0.0.0.0', name));
+      ingressAddrs.push(
+        await listen(server, route.port, route.bind ?? '0.0.0.0', name, (e) =>
+          emit({ type: 'error', route: name, reason: e.message }),
+        ),
+      );
     }
 
     for (const route of options.egress) {
@@ -285,7 +295,19 @@ export async function startMeshProxy(options: MeshProxyOptions): Promise<MeshPro
         splice(local, remote);
       });
       servers.push(server);
-      egressAddrs.push(await listen(server, port, host, name));
+      const bound = await listen(server, port, host, name, (e) =>
+        emit({ type: 'error', route: name, reason: e.message }),
+      );
+      // "localhost" is resolved through the host's resolver (/etc/hosts), which the untrusted
+      // host controls: check where the listener actually is, not the name it was given.
+      if (!isLoopback(bound.address)) {
+        throw agentError(
+          'AGENT_MESH_CONFIG_INVALID',
+          `egress listener ${route.listen} resolved to ${bound.address}, not a loopback address`,
+          { details: { field: 'egress.listen', actual: route.listen, address: bound.address } },
+        );
+      }
+      egressAddrs.push(bound);
     }
   } catch (e) {
     await close();

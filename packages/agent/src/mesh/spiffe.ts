@@ -21,7 +21,9 @@ const CACHE_MAX = 256;
 
 /**
  * The single SPIFFE URI SAN of a DER certificate, or null when it has none or more than one
- * (a certificate with two SPIFFE IDs could be used to impersonate either: refused).
+ * (a certificate with two SPIFFE IDs could be used to impersonate either: refused), or when it
+ * is not a leaf (X509-SVID section 5.2): a CA certificate, or one allowed to sign certificates
+ * or CRLs, chains to the root like a leaf but is an issuer, not a workload identity.
  */
 export function spiffeIdOfCert(der: Uint8Array): string | null {
   const key = Buffer.from(der).toString('base64');
@@ -30,10 +32,14 @@ export function spiffeIdOfCert(der: Uint8Array): string | null {
   let id: string | null = null;
   try {
     const cert = new x509.X509Certificate(new Uint8Array(der));
+    const signs = x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign;
+    const isCa = cert.getExtension(x509.BasicConstraintsExtension)?.ca === true;
+    const canSign = ((cert.getExtension(x509.KeyUsagesExtension)?.usages ?? 0) & signs) !== 0;
     const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
     const uris = (san?.names.items ?? []).filter((n) => n.type === 'url').map((n) => n.value);
     const spiffe = uris.filter((u) => u.startsWith('spiffe://'));
-    id = uris.length === 1 && spiffe.length === 1 ? (spiffe[0] as string) : null;
+    id =
+      !isCa && !canSign && uris.length === 1 && spiffe.length === 1 ? (spiffe[0] as string) : null;
   } catch {
     id = null;
   }
