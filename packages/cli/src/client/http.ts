@@ -2,7 +2,8 @@
  * HTTPS transport to the coordinator (DESIGN §3 "Verify"), in two trust modes:
  *
  * - pinned: the server certificate must chain to the saved root CA and name the host (undici
- *   Agent with `ca`), like any TLS client. Used after `cloister verify` has saved the root.
+ *   Agent with `ca`), like any TLS client, and be signed by the root itself (not by a mesh CA
+ *   under it). Used after `cloister verify` has saved the root.
  * - attested-first-contact: the server certificate is not checked during the handshake; instead
  *   the SPKI of every connection is recorded, and the caller must compare it with the TLS key
  *   the coordinator's evidence attests (`coordinatorReportData` binds that key). A machine in
@@ -12,13 +13,14 @@
  * Errors: RFC 9457 problem+json answers become CloisterErrors carrying the server's code, kind
  * (from the HTTP status) and layer, so a remote refusal exits like a local one.
  */
-import type { X509Certificate } from 'node:crypto';
-import { createHash } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
+import { createHash, X509Certificate } from 'node:crypto';
+import { checkServerIdentity } from 'node:tls';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { Agent, buildConnector, request } from 'undici';
 import type { Dispatcher } from 'undici';
 import { CloisterError, VERIFICATION_LAYERS, VerificationError } from '@cloister/errors';
 import type { ErrorKind, VerificationLayer } from '@cloister/errors';
+import { cliError } from '../error-codes.js';
 import { clientError } from './error-codes.js';
 
 /** Largest response body read (manifests with literal files, full histories). */
@@ -50,6 +52,9 @@ const STATUS_KIND: Record<number, ErrorKind> = {
   503: 'unavailable',
 };
 
+/** A pinned connection whose certificate the root did not sign itself (see `pinnedIdentity`). */
+const NOT_ISSUED_BY_ROOT = 'ERR_CLOISTER_CERT_NOT_ISSUED_BY_ROOT';
+
 /** TLS verification failures of a pinned connection (Node / OpenSSL error codes). */
 const TLS_TRUST_ERRORS = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
@@ -61,11 +66,58 @@ const TLS_TRUST_ERRORS = new Set([
   'CERT_HAS_EXPIRED',
   'CERT_NOT_YET_VALID',
   'ERR_TLS_CERT_ALTNAME_INVALID',
+  NOT_ISSUED_BY_ROOT,
 ]);
 
 /** SPKI DER of a certificate. */
 export function spkiOf(cert: X509Certificate): Uint8Array {
   return new Uint8Array(cert.publicKey.export({ type: 'spki', format: 'der' }));
+}
+
+/**
+ * The host name check of a pinned connection, plus: the server's certificate must be signed by
+ * the root itself. The root also certifies the mesh CAs, whose workload leaves are valid server
+ * certificates for DNS names such as the workload's name and `localhost`, and a workload's
+ * program may hold its leaf key. Without this check such a workload, with the network on its
+ * side, could answer for the coordinator: receive secret values, owner signatures, and hand out
+ * its own image key. The coordinator's server certificate is issued directly by the root.
+ */
+function pinnedIdentity(
+  roots: readonly X509Certificate[],
+): (host: string, cert: PeerCertificate) => Error | undefined {
+  return (host, cert) => {
+    const err = checkServerIdentity(host, cert);
+    if (err !== undefined) return err;
+    let leaf: X509Certificate;
+    try {
+      leaf = new X509Certificate(cert.raw);
+    } catch (cause) {
+      return Object.assign(new Error('the server certificate cannot be parsed', { cause }), {
+        code: NOT_ISSUED_BY_ROOT,
+      });
+    }
+    if (roots.some((r) => leaf.checkIssued(r) && leaf.verify(r.publicKey))) return undefined;
+    return Object.assign(
+      new Error('the server certificate is not issued by the root CA itself (a mesh leaf?)'),
+      { code: NOT_ISSUED_BY_ROOT },
+    );
+  };
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** The certificates of a saved root CA file. */
+function rootsOf(pemText: string): X509Certificate[] {
+  let roots: X509Certificate[];
+  try {
+    roots = (pemText.match(PEM_CERTIFICATE) ?? []).map((p) => new X509Certificate(p));
+  } catch (cause) {
+    throw cliError('CLI_BAD_INPUT', 'the saved root CA is not a valid PEM certificate', { cause });
+  }
+  if (roots.length === 0) {
+    throw cliError('CLI_BAD_INPUT', 'the saved root CA holds no PEM certificate');
+  }
+  return roots;
 }
 
 /** Lowercase hex SHA-256. */
@@ -86,12 +138,16 @@ export function errorFromProblem(status: number, body: unknown, what: string): C
     });
   }
   const kind: ErrorKind = STATUS_KIND[status] ?? 'internal';
-  const detail =
+  // The text comes from whoever answered (before `cloister verify` has checked the TLS key, that
+  // may be a machine in the middle) and is printed as is: control and format characters would
+  // let it rewrite the terminal, e.g. erase the REJECTED line and print a VERIFIED one.
+  const detail = (
     typeof p['detail'] === 'string'
       ? p['detail']
       : typeof p['title'] === 'string'
         ? p['title']
-        : code;
+        : code
+  ).replace(/[\p{Cc}\p{Cf}]/gu, '\uFFFD');
   const details = {
     status,
     ...(typeof p['details'] === 'object' && p['details'] !== null
@@ -140,8 +196,14 @@ export class CoordinatorTransport {
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.pinned = options.rootCaPem !== undefined;
     if (options.rootCaPem !== undefined) {
+      const roots = rootsOf(options.rootCaPem);
       this.#dispatcher = new Agent({
-        connect: { ca: options.rootCaPem, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
+        connect: {
+          ca: options.rootCaPem,
+          rejectUnauthorized: true,
+          minVersion: 'TLSv1.2',
+          checkServerIdentity: pinnedIdentity(roots),
+        },
         connectTimeout: this.#timeoutMs,
       });
     } else {
@@ -182,23 +244,41 @@ export class CoordinatorTransport {
   async json(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<unknown> {
     const target = new URL(path, this.url);
     const what = `${method} ${target.pathname}`;
+    // The idle timeouts below restart with every byte: a server (or a machine in the middle)
+    // that trickles its answer would hold the client forever. The whole exchange has a deadline.
+    const deadline = new AbortController();
+    const timer = setTimeout(() => {
+      deadline.abort(
+        clientError(
+          'CLIENT_COORDINATOR_UNREACHABLE',
+          `${what} to ${this.url.origin}: no complete answer within ${this.#timeoutMs} ms`,
+          { details: { url: this.url.origin, timeoutMs: this.#timeoutMs } },
+        ),
+      );
+    }, this.#timeoutMs);
     let res: Dispatcher.ResponseData;
+    let text: string;
     try {
-      res = await request(target, {
-        method,
-        dispatcher: this.#dispatcher,
-        headersTimeout: this.#timeoutMs,
-        bodyTimeout: this.#timeoutMs,
-        headers: {
-          accept: 'application/json, application/problem+json',
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-    } catch (e) {
-      throw this.#transportError(e, what);
+      try {
+        res = await request(target, {
+          method,
+          dispatcher: this.#dispatcher,
+          signal: deadline.signal,
+          headersTimeout: this.#timeoutMs,
+          bodyTimeout: this.#timeoutMs,
+          headers: {
+            accept: 'application/json, application/problem+json',
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          },
+          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        });
+      } catch (e) {
+        throw this.#transportError(e, what);
+      }
+      text = await readLimited(res, what);
+    } finally {
+      clearTimeout(timer);
     }
-    const text = await readLimited(res, what);
     let parsed: unknown;
     try {
       parsed = text.length === 0 ? undefined : JSON.parse(text);
@@ -213,6 +293,8 @@ export class CoordinatorTransport {
   }
 
   #transportError(e: unknown, what: string): CloisterError {
+    // The deadline's own error.
+    if (e instanceof CloisterError) return e;
     const err = e as Error & { code?: string; cause?: { code?: string } };
     const code = err.code ?? err.cause?.code ?? '';
     if (TLS_TRUST_ERRORS.has(code)) {
