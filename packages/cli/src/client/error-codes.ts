@@ -13,7 +13,7 @@ export const CLIENT_ERRORS = defineErrorCodes({
   CLIENT_COORDINATOR_UNTRUSTED: {
     kind: 'rejected',
     summary:
-      'The TLS certificate of the coordinator does not chain to the saved root CA or does not name the host: run `cloister verify` again.',
+      'The TLS certificate of the coordinator is not signed by the saved root CA itself (a mesh certificate under it is not the coordinator) or does not name the host: run `cloister verify` again.',
   },
   CLIENT_BAD_RESPONSE: {
     kind: 'malformed',
