@@ -29,7 +29,10 @@ export interface StoredSecret {
         readonly publicKey: string;
       }
     | null;
-  /** Upload counter of user-defined secrets (0: never uploaded). */
+  /**
+   * Upload counter of user-defined secrets: the version of the value, or, with no value, the
+   * version the next upload must carry (0 before the first; it never restarts, see service.ts).
+   */
   readonly version: number;
 }
 

@@ -40,6 +40,7 @@ import type {
   ManifestResponse,
   ReleaseInstanceRequest,
   ReleaseInstanceResponse,
+  Secret,
   SecretValue,
   SetManifestResponse,
   SetSecretResponse,
@@ -166,9 +167,58 @@ function newInstanceId(now: Date): string {
  */
 export const INSTANCE_PURGE_BATCH = 1_000;
 
-/** The version the next upload of a user-defined secret must carry: 0 first, then +1. */
+/**
+ * The version the next upload of a user-defined secret must carry: 0 first, then +1. A row
+ * without a value already holds that number (0, or where the counting stopped before the
+ * secret was redefined or removed).
+ */
 function nextSecretVersion(s: StoredSecret | undefined): number {
-  return s === undefined || s.value === null ? 0 : s.version + 1;
+  if (s === undefined) return 0;
+  return s.value === null ? s.version : s.version + 1;
+}
+
+/** Whether a stored secret is (or was, for a removed one) uploaded by owners. */
+function isUserDefined(s: StoredSecret): boolean {
+  return (JSON.parse(s.definition) as Secret).userDefined === true;
+}
+
+/**
+ * The secret rows a manifest leaves in the store, computed from the rows as they are when the
+ * transition commits. A secret whose definition is unchanged keeps its row (and so its value
+ * and any upload made while the update was checked); a new or changed one gets `generated`.
+ *
+ * Signed uploads of a user-defined secret are single-use only because its version never
+ * repeats. So a redefined one starts empty but counts on, and a removed one that was ever
+ * uploaded stays as a row without a value: otherwise the version would start again at 0 and
+ * the old signed uploads, captured once, could be replayed in turn to roll the value back.
+ */
+function nextSecretRows(
+  manifest: Manifest,
+  rows: ReadonlyMap<string, StoredSecret>,
+  generated: ReadonlyMap<string, StoredSecret>,
+): Map<string, StoredSecret> {
+  const next = new Map<string, StoredSecret>();
+  for (const [name, def] of Object.entries(manifest.secrets ?? {})) {
+    const prev = rows.get(name);
+    const key = secretDefinitionKey(def);
+    if (prev !== undefined && prev.definition === key) {
+      next.set(name, prev);
+      continue;
+    }
+    const fresh = generated.get(name) ?? { definition: key, value: null, version: 0 };
+    const counted = prev !== undefined && isUserDefined(prev) ? nextSecretVersion(prev) : 0;
+    next.set(name, def.userDefined === true ? { ...fresh, version: counted } : fresh);
+  }
+  for (const [name, prev] of rows) {
+    if (!next.has(name) && isUserDefined(prev) && nextSecretVersion(prev) > 0) {
+      next.set(name, {
+        definition: prev.definition,
+        value: null,
+        version: nextSecretVersion(prev),
+      });
+    }
+  }
+  return next;
 }
 
 /** Runs `f`, re-raising protocol errors under coordinator codes. */
@@ -367,17 +417,15 @@ export class CoordinatorService {
     }
 
     // Generate secrets whose definition is new or changed; keep the rest (so an update that
-    // does not touch a secret does not rotate it).
+    // does not touch a secret does not rotate it). Which rows to keep is decided again inside
+    // the transaction (nextSecretRows), from the rows as they are then.
     const now = this.#now();
     const existing = new Map(this.#o.store.list<StoredSecret>('secrets'));
-    const nextSecrets = new Map<string, StoredSecret>();
+    const generated = new Map<string, StoredSecret>();
     for (const [name, def] of Object.entries(manifest.secrets ?? {})) {
-      const prev = existing.get(name);
-      const key = secretDefinitionKey(def);
-      if (prev !== undefined && prev.definition === key) nextSecrets.set(name, prev);
-      else if (def.perInstance === true)
-        nextSecrets.set(name, { definition: key, value: null, version: 0 });
-      else nextSecrets.set(name, await generateSecret(def, this.#o.root, now));
+      if (existing.get(name)?.definition === secretDefinitionKey(def) || def.perInstance === true)
+        continue;
+      generated.set(name, await generateSecret(def, this.#o.root, now));
     }
     const inter = await createIntermediateCa(this.#o.root, manifest.trustDomain, hash, now);
 
@@ -401,7 +449,11 @@ export class CoordinatorService {
       this.#o.store.put('manifests', hash, manifest);
       this.#o.store.put('intermediates', hash, inter.stored);
       this.#o.store.put('history', String(seq).padStart(12, '0'), entry);
-      for (const name of existing.keys())
+      // Re-read: an owner's upload may have committed while this update was checked, and
+      // writing the rows read before would silently undo it (and free its version for replay).
+      const rows = new Map(this.#o.store.list<StoredSecret>('secrets'));
+      const nextSecrets = nextSecretRows(manifest, rows, generated);
+      for (const name of rows.keys())
         if (!nextSecrets.has(name)) this.#o.store.delete('secrets', name);
       for (const [name, s] of nextSecrets) this.#o.store.put('secrets', name, s);
       this.#o.store.put('meta', 'state', {
@@ -423,7 +475,7 @@ export class CoordinatorService {
    * and the root CA pins the signature to this deployment.
    */
   async putSecret(name: string, body: PutSecretBody): Promise<SetSecretResponse> {
-    const { manifest } = this.getManifest();
+    const { manifest, manifestHash: checkedHash } = this.getManifest();
     const def = Object.hasOwn(manifest.secrets ?? {}, name) ? manifest.secrets?.[name] : undefined;
     if (def === undefined)
       throw coordinatorError('COORDINATOR_NOT_FOUND', `the manifest declares no secret ${name}`);
@@ -479,6 +531,18 @@ export class CoordinatorService {
       ),
     );
     this.#o.store.transaction(() => {
+      // The definition, the size and the signer's role were checked against this manifest: an
+      // update that landed meanwhile may have redefined the secret or revoked the signer.
+      const state = this.#state();
+      if (state?.manifestHash !== checkedHash) {
+        throw coordinatorError(
+          'COORDINATOR_HISTORY_CONFLICT',
+          'the manifest changed while this upload was checked; retry',
+          {
+            details: { rule: 'manifest', expected: checkedHash, actual: state?.manifestHash },
+          },
+        );
+      }
       const cur = this.#o.store.get<StoredSecret>('secrets', name);
       if (nextSecretVersion(cur) !== body.version) {
         throw coordinatorError(
@@ -518,7 +582,15 @@ export class CoordinatorService {
       this.#o.metrics.activations.inc({ workload: body.workload, result: 'ok' });
       return out;
     } catch (e) {
-      this.#o.metrics.activations.inc({ workload: body.workload, result: 'refused' });
+      // The name is the unauthenticated caller's: only a workload of the manifest becomes a
+      // label, or each request could add a time series, growing memory and /metrics unbounded.
+      const known =
+        this.#current !== undefined &&
+        Object.hasOwn(this.#current.manifest.workloads, body.workload);
+      this.#o.metrics.activations.inc({
+        workload: known ? body.workload : '(unknown)',
+        result: 'refused',
+      });
       this.#o.metrics.refusals.inc({ code: isCloisterError(e) ? e.code : 'INTERNAL' });
       throw e;
     } finally {
@@ -655,7 +727,8 @@ export class CoordinatorService {
     const instanceId = prior?.id ?? newInstanceId(now);
     const perInstance: Record<string, StoredSecret> = { ...(prior?.perInstance ?? {}) };
     for (const [name, def] of Object.entries(cur.manifest.secrets ?? {})) {
-      if (def.perInstance === true && perInstance[name]?.definition !== secretDefinitionKey(def)) {
+      const own = Object.hasOwn(perInstance, name) ? perInstance[name] : undefined;
+      if (def.perInstance === true && own?.definition !== secretDefinitionKey(def)) {
         perInstance[name] = await generateSecret(def, this.#o.root, now);
       }
     }
@@ -683,7 +756,9 @@ export class CoordinatorService {
     const secrets: Record<string, SecretValue | null> = {};
     const stored = new Map(this.#o.store.list<StoredSecret>('secrets'));
     for (const name of Object.keys(cur.manifest.secrets ?? {})) {
-      secrets[name] = secretValueOf(perInstance[name] ?? stored.get(name));
+      // Own properties only: a secret named `toString` is not Object.prototype's.
+      const own = Object.hasOwn(perInstance, name) ? perInstance[name] : undefined;
+      secrets[name] = secretValueOf(own ?? stored.get(name));
     }
     const rootDer = this.#rootDer;
     const interDer = cur.intermediateDer;
@@ -798,8 +873,14 @@ export class CoordinatorService {
   /** The coordinator's own evidence bound to `nonce`, its root CA, history head and TLS key. */
   async attest(nonceText: string): Promise<AttestResponse> {
     const nonce = await boundary(() => nonceFromBase64Url(nonceText));
+    // Head, history and manifest are read together, before anything is awaited (the current
+    // manifest is picked before its first await too): an update that lands while the evidence
+    // is made must not put its history and manifest next to evidence bound to the head before
+    // it, which clients rightly refuse.
     const st = this.#state();
     const head = st?.head ?? ZERO_HASH;
+    const entries = this.#entries();
+    const cur = st === undefined ? undefined : await this.#currentManifest();
     const rootDer = new Uint8Array(this.#o.root.cert.rawData);
     const rd = await coordinatorReportData(
       nonce,
@@ -808,7 +889,6 @@ export class CoordinatorService {
       this.#o.tlsSpkiDer,
     );
     const ev = await this.#o.attester.evidence(rd);
-    const cur = st === undefined ? undefined : await this.#currentManifest();
     return {
       evidence: { type: ev.type, data: b64u(ev.data) },
       rootCa: this.#rootPem,
@@ -816,7 +896,7 @@ export class CoordinatorService {
       manifestHash: cur?.hash ?? null,
       intermediateCa: cur?.intermediatePem ?? null,
       historyHead: head,
-      history: this.#entries() as AttestResponse['history'],
+      history: entries as AttestResponse['history'],
       tlsSpki: b64u(this.#o.tlsSpkiDer),
     };
   }
