@@ -22,6 +22,7 @@ import { request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { checkServerIdentity } from 'node:tls';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
+import { namesCoordinator } from '@cloister/protocol';
 import { agentError } from './error-codes.js';
 
 const MAX_RESPONSE = 16 * 1024 * 1024;
@@ -43,17 +44,18 @@ export interface CoordinatorProblem {
   readonly details?: unknown;
 }
 
-const NOT_ISSUED_BY_ROOT = 'ERR_CLOISTER_NOT_ISSUED_BY_ROOT';
+const NOT_THE_COORDINATOR = 'ERR_CLOISTER_NOT_THE_COORDINATOR';
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 /**
- * The host name check of a pinned connection, plus: the certificate must be signed by a root
- * itself, as the coordinator's is (the same rule as first contact). The root also certifies the
- * mesh CAs, whose workload leaves name hosts such as `localhost`, and a workload may hold its
- * leaf key: without this, such a workload with the network on its side could answer for the
- * coordinator.
+ * The host name check of a pinned connection, plus: the certificate must be the coordinator's
+ * (the same rules as first contact): signed by a root itself and carrying the coordinator's
+ * name (COORDINATOR_CERT_URI). The root also certifies the mesh CAs, whose workload leaves name
+ * hosts such as `localhost`, and certificate secrets with whatever names the owner chose; a
+ * workload holds those keys. Without this, such a workload with the network on its side could
+ * answer for the coordinator.
  */
-function issuedByRoot(
+function coordinatorIdentity(
   rootCaPem: string,
 ): (host: string, cert: PeerCertificate) => Error | undefined {
   const roots = (rootCaPem.match(PEM_CERTIFICATE) ?? []).map((p) => new X509Certificate(p));
@@ -61,9 +63,13 @@ function issuedByRoot(
     const err = checkServerIdentity(host, cert);
     if (err !== undefined) return err;
     const leaf = new X509Certificate(cert.raw);
-    if (roots.some((r) => leaf.checkIssued(r) && leaf.verify(r.publicKey))) return undefined;
-    return Object.assign(new Error('the coordinator certificate is not issued by the root CA'), {
-      code: NOT_ISSUED_BY_ROOT,
+    if (
+      namesCoordinator(leaf.subjectAltName) &&
+      roots.some((r) => leaf.checkIssued(r) && leaf.verify(r.publicKey))
+    )
+      return undefined;
+    return Object.assign(new Error('not the coordinator certificate the root CA issued'), {
+      code: NOT_THE_COORDINATOR,
     });
   };
 }
@@ -125,6 +131,9 @@ export class CoordinatorClient {
       };
       if (!cert.checkIssued(root) || !cert.verify(root.publicKey))
         fail('is not issued by the root CA');
+      // The root signs certificate secrets too, which workloads hold: only the coordinator's
+      // carries its name.
+      if (!namesCoordinator(cert.subjectAltName)) fail('is not the coordinator certificate');
       if (Date.parse(cert.validFrom) > now.getTime() || Date.parse(cert.validTo) < now.getTime()) {
         fail('is not valid now');
       }
@@ -193,7 +202,11 @@ export class CoordinatorClient {
           },
           ...(rootCa === undefined
             ? { rejectUnauthorized: false }
-            : { ca: rootCa, rejectUnauthorized: true, checkServerIdentity: issuedByRoot(rootCa) }),
+            : {
+                ca: rootCa,
+                rejectUnauthorized: true,
+                checkServerIdentity: coordinatorIdentity(rootCa),
+              }),
           minVersion: 'TLSv1.2',
         },
         (res) => {
@@ -261,7 +274,7 @@ export class CoordinatorClient {
           agentError(
             // A pinned coordinator that shows another kind of certificate is not one that is
             // down: retrying cannot help.
-            e.code === NOT_ISSUED_BY_ROOT
+            e.code === NOT_THE_COORDINATOR
               ? 'AGENT_COORDINATOR_IDENTITY_MISMATCH'
               : 'AGENT_COORDINATOR_UNREACHABLE',
             `${method} ${target.href}: ${e.code ?? e.message}`,

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { generateKeyPairSync, randomBytes, verify as nodeVerify } from 'node:crypto';
-import { releaseSignedBytes } from '@cloister/protocol';
+import { COORDINATOR_CERT_URI, releaseSignedBytes } from '@cloister/protocol';
 import type { ActivationBundle } from '@cloister/protocol';
 import { releaseInstance } from '../src/activate.js';
 import { CoordinatorClient } from '../src/coordinator-client.js';
@@ -177,7 +177,10 @@ test('the release is signed with the mesh key, also when the coordinator made th
   // instance's key and ships it in the bundle; the agent's own activation key is not it.
   const meshKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const root = await createRoot();
-  const tls = await issueLeaf(root, [], { dns: ['localhost'], ips: ['127.0.0.1'] });
+  const tls = await issueLeaf(root, [COORDINATOR_CERT_URI], {
+    dns: ['localhost'],
+    ips: ['127.0.0.1'],
+  });
   const id = 'ab'.repeat(16);
   let verified: boolean | undefined;
   const server = createServer({ key: tls.keyPem, cert: tls.certPem }, (req, res) => {

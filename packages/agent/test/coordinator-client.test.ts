@@ -4,6 +4,7 @@ import { createServer } from 'node:https';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
+import { COORDINATOR_CERT_URI } from '@cloister/protocol';
 import { CoordinatorClient } from '../src/coordinator-client.js';
 import { createIntermediate, createRoot, issueLeaf } from './test-pki.js';
 import type { Issued } from './test-pki.js';
@@ -14,7 +15,10 @@ let url: string;
 
 before(async () => {
   root = await createRoot();
-  const leaf = await issueLeaf(root, [], { dns: ['localhost'], ips: ['127.0.0.1'] });
+  const leaf = await issueLeaf(root, [COORDINATOR_CERT_URI], {
+    dns: ['localhost'],
+    ips: ['127.0.0.1'],
+  });
   server = createServer({ key: leaf.keyPem, cert: leaf.certPem }, (req, res) => {
     switch (req.url ?? '') {
       case '/ok':
@@ -104,7 +108,7 @@ test('first contact records the certificate and checks it against the root later
   });
 });
 
-test('pinned: a mesh leaf under the root, naming the host, is not the coordinator', async () => {
+test('a mesh leaf or a certificate secret naming the host is not the coordinator', async () => {
   // A workload's certificate chains to the same root (through a mesh CA) and may name the host
   // (its ingress serves `localhost`); its program may hold the key.
   const meshCa = await createIntermediate(root);
@@ -128,7 +132,28 @@ test('pinned: a mesh leaf under the root, naming the host, is not the coordinato
     impostor.closeAllConnections();
     impostor.close();
   }
-  // The coordinator's own certificate (issued by the root itself) still is.
+  // Nor is a certificate secret: the root signs it itself, with names the owner chose, and a
+  // workload holds its key; only the coordinator's certificate carries the coordinator's name.
+  const secretCert = await issueLeaf(root, [], { dns: ['localhost'], ips: ['127.0.0.1'] });
+  const holder = createServer({ key: secretCert.keyPem, cert: secretCert.certPem }, (_req, res) =>
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{}'),
+  );
+  holder.listen(0, '127.0.0.1');
+  await once(holder, 'listening');
+  try {
+    const holderUrl = `https://127.0.0.1:${(holder.address() as AddressInfo).port}`;
+    const pinned = new CoordinatorClient({ url: holderUrl, rootCa: root.certPem });
+    await assert.rejects(pinned.getJson('/'), { code: 'AGENT_COORDINATOR_IDENTITY_MISMATCH' });
+    const firstContact = new CoordinatorClient({ url: holderUrl });
+    await firstContact.getJson('/');
+    assert.throws(() => firstContact.assertPeersChainTo(root.certPem), {
+      code: 'AGENT_COORDINATOR_IDENTITY_MISMATCH',
+    });
+  } finally {
+    holder.closeAllConnections();
+    holder.close();
+  }
+  // The coordinator's own certificate (issued by the root itself, with its name) still is.
   assert.deepEqual(await new CoordinatorClient({ url, rootCa: root.certPem }).getJson('/ok'), {
     a: 1,
   });

@@ -12,6 +12,7 @@ import { once } from 'node:events';
 import * as x509 from '@peculiar/x509';
 import {
   activationReportData,
+  COORDINATOR_CERT_URI,
   encryptBundle,
   fromBase64Url,
   manifestHash,
@@ -74,7 +75,10 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
 export async function startStub(o: StubOptions): Promise<Stub> {
   const td = o.manifest.trustDomain;
   const tlsRoot = o.tlsRoot ?? o.root;
-  const tlsLeaf = await issueLeaf(tlsRoot, [], { ips: ['127.0.0.1'], dns: ['localhost'] });
+  const tlsLeaf = await issueLeaf(tlsRoot, [COORDINATOR_CERT_URI], {
+    ips: ['127.0.0.1'],
+    dns: ['localhost'],
+  });
   const nonces = new Set<string>();
   const requests: ActivateRequest[] = [];
   const serials: string[] = [];

@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { isCloisterError } from '@cloister/errors';
 import {
   createIntermediateCa,
+  generateSecret,
   createRootCa,
   issueLeaf,
   issueServerCert,
@@ -108,6 +109,28 @@ describe('a connection pinned to the saved root CA', () => {
     });
     const server = createHttpsServer(
       { key: k.keyPem, cert: `${leaf.pem.trim()}\n${mesh.ca.cert.toString('pem').trim()}\n` },
+      statusAnswer,
+    );
+    servers.push(server);
+    const r = await status(await listen(server));
+    assert.equal(r.code, 10, r.out + r.err);
+    assert.equal((r.json()['error'] as { code: string }).code, 'CLIENT_COORDINATOR_UNTRUSTED');
+  });
+
+  it('refuses a certificate secret the root signed for the host (CLIENT_COORDINATOR_UNTRUSTED)', async () => {
+    // `cert-ecdsa` secrets are signed by the root itself, with the names the owner chose, and
+    // delivered to workloads: only the coordinator's own certificate carries its name.
+    const secret = await generateSecret(
+      { type: 'cert-ecdsa', curve: 'P-256', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
+      root,
+      new Date(),
+    );
+    const v = secret.value as { certificate: string; privateKey: string };
+    const server = createHttpsServer(
+      {
+        key: pem('PRIVATE KEY', new Uint8Array(Buffer.from(v.privateKey, 'base64url'))),
+        cert: pem('CERTIFICATE', new Uint8Array(Buffer.from(v.certificate, 'base64url'))),
+      },
       statusAnswer,
     );
     servers.push(server);

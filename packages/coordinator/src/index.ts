@@ -32,5 +32,6 @@ export {
   spkiFromCsr,
 } from './mesh-ca.js';
 export type { StoredCa, LoadedCa, IssuedCert } from './mesh-ca.js';
+export { generateSecret } from './manifest.js';
 export { createMetrics } from './metrics.js';
 export type { CoordinatorMetrics } from './metrics.js';

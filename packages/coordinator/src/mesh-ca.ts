@@ -21,6 +21,7 @@
 import 'reflect-metadata';
 import { KeyObject, randomBytes, sign as nodeSign, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { COORDINATOR_CERT_URI } from '@cloister/protocol';
 import { coordinatorError } from './error-codes.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
@@ -523,6 +524,8 @@ export async function issueServerCert(
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       new x509.SubjectAlternativeNameExtension([
+        // What tells this certificate from the others the root signs (see COORDINATOR_CERT_URI).
+        { type: 'url' as const, value: COORDINATOR_CERT_URI },
         ...params.dnsNames.map((value) => ({ type: 'dns' as const, value })),
         ...params.ips.map((value) => ({ type: 'ip' as const, value })),
       ]),

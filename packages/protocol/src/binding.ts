@@ -33,6 +33,19 @@ export const COORDINATOR_LABEL = 'cloister/coordinator/v1';
 /** The history head before any manifest is set. */
 export const EMPTY_HISTORY_HEAD = new Uint8Array(32);
 
+/**
+ * A URI SAN that only the coordinator's own TLS certificate carries. The root CA also signs
+ * certificate secrets (DNS names and IP addresses the owner chooses, delivered to workloads)
+ * and, through the mesh CAs, workload leaves (SPIFFE URIs): a client that trusts the root tells
+ * the coordinator from those by this name, which neither can carry.
+ */
+export const COORDINATOR_CERT_URI = 'urn:cloister:coordinator';
+
+/** Whether a certificate's subjectAltName (Node.js's text form) names the coordinator. */
+export function namesCoordinator(subjectAltName: string | undefined): boolean {
+  return (subjectAltName ?? '').split(', ').includes(`URI:${COORDINATOR_CERT_URI}`);
+}
+
 /** 32 fresh random bytes from the platform CSPRNG. */
 export function newNonce(): Nonce {
   return globalThis.crypto.getRandomValues(new Uint8Array(NONCE_BYTES)) as Nonce;

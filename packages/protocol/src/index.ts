@@ -89,7 +89,9 @@ export {
   NONCE_BYTES,
   ACTIVATION_LABEL,
   COORDINATOR_LABEL,
+  COORDINATOR_CERT_URI,
   EMPTY_HISTORY_HEAD,
+  namesCoordinator,
 } from './binding.js';
 export type { Nonce } from './binding.js';
 

@@ -2,8 +2,8 @@
  * HTTPS transport to the coordinator (DESIGN §3 "Verify"), in two trust modes:
  *
  * - pinned: the server certificate must chain to the saved root CA and name the host (undici
- *   Agent with `ca`), like any TLS client, and be signed by the root itself (not by a mesh CA
- *   under it). Used after `cloister verify` has saved the root.
+ *   Agent with `ca`), like any TLS client, and be the coordinator's own (signed by the root itself,
+ *   with its name; see `pinnedIdentity`). Used after `cloister verify` has saved the root.
  * - attested-first-contact: the server certificate is not checked during the handshake; instead
  *   the SPKI of every connection is recorded, and the caller must compare it with the TLS key
  *   the coordinator's evidence attests (`coordinatorReportData` binds that key). A machine in
@@ -20,6 +20,7 @@ import { Agent, buildConnector, request } from 'undici';
 import type { Dispatcher } from 'undici';
 import { CloisterError, VERIFICATION_LAYERS, VerificationError } from '@cloister/errors';
 import type { ErrorKind, VerificationLayer } from '@cloister/errors';
+import { namesCoordinator } from '@cloister/protocol';
 import { cliError } from '../error-codes.js';
 import { clientError } from './error-codes.js';
 
@@ -75,12 +76,13 @@ export function spkiOf(cert: X509Certificate): Uint8Array {
 }
 
 /**
- * The host name check of a pinned connection, plus: the server's certificate must be signed by
- * the root itself. The root also certifies the mesh CAs, whose workload leaves are valid server
- * certificates for DNS names such as the workload's name and `localhost`, and a workload's
- * program may hold its leaf key. Without this check such a workload, with the network on its
- * side, could answer for the coordinator: receive secret values, owner signatures, and hand out
- * its own image key. The coordinator's server certificate is issued directly by the root.
+ * The host name check of a pinned connection, plus: the server's certificate must be the
+ * coordinator's, signed by the root itself and carrying the coordinator's name
+ * (COORDINATOR_CERT_URI). The root also certifies the mesh CAs, whose workload leaves are valid
+ * server certificates for DNS names such as the workload's name and `localhost`, and
+ * certificate secrets with the names the owner chose; workloads hold those keys. Without this
+ * check such a workload, with the network on its side, could answer for the coordinator:
+ * receive secret values, owner signatures, and hand out its own image key.
  */
 function pinnedIdentity(
   roots: readonly X509Certificate[],
@@ -96,9 +98,13 @@ function pinnedIdentity(
         code: NOT_ISSUED_BY_ROOT,
       });
     }
-    if (roots.some((r) => leaf.checkIssued(r) && leaf.verify(r.publicKey))) return undefined;
+    if (
+      namesCoordinator(leaf.subjectAltName) &&
+      roots.some((r) => leaf.checkIssued(r) && leaf.verify(r.publicKey))
+    )
+      return undefined;
     return Object.assign(
-      new Error('the server certificate is not issued by the root CA itself (a mesh leaf?)'),
+      new Error('the server certificate is not the coordinator certificate the root CA issued'),
       { code: NOT_ISSUED_BY_ROOT },
     );
   };
