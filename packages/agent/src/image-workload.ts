@@ -35,6 +35,7 @@ import type { Digest, ImageSource, PinnedImage, ResolvedImage, RuntimeFile } fro
 import { agentError } from './error-codes.js';
 import { DEFAULT_SHM, expandFilesToken, mapPath } from './files.js';
 import { FORWARDED_SIGNALS, exitStatus } from './launch.js';
+import { hostEnv } from './env.js';
 
 /** The mesh identity directory, bind-mounted as a directory so renewals stay visible. */
 const MESH_DIR = '/run/cloister/mesh';
@@ -181,6 +182,9 @@ export async function runImageWorkload(o: RunImageWorkloadOptions): Promise<numb
   const log = o.log ?? (() => undefined);
   const expected = resolveImagePin(o.manifestImage, o.image);
   const keyFile = o.image.keyFile ?? IMAGE_KEY_FILE;
+  // Compared as the file it names: `--image-key` comes from the host, and a spelling such as
+  // `/run//cloister/image-key.pem` reads the same key but would slip past a string comparison.
+  const keyPath = mapPath(o.filesRoot, keyFile);
   const unwrap = await layerKeySource(o, keyFile);
   const { source, resolved } = o.workloadImage;
   const privateDir = await mkdtemp(join(o.image.workDir ?? DEFAULT_SHM, 'cloister-image-'));
@@ -207,7 +211,7 @@ export async function runImageWorkload(o: RunImageWorkloadOptions): Promise<numb
     });
     const files: RuntimeFile[] = Object.keys(o.bundle.files)
       // The image key stays with the agent: the container has no use for it.
-      .filter((p) => p !== keyFile)
+      .filter((p) => mapPath(o.filesRoot, p) !== keyPath)
       .map((p) => ({ containerPath: p, hostPath: mapPath(o.filesRoot, p) }));
     files.push({ containerPath: MESH_DIR, hostPath: mapPath(o.filesRoot, MESH_DIR) });
     // Inside the container the files are at their manifest paths: the files token is empty.
@@ -237,10 +241,13 @@ async function runContainer(
 ): Promise<number> {
   const id = `cloister-${randomBytes(6).toString('hex')}`;
   const piped = o.image.onStdout !== undefined || o.image.onStderr !== undefined;
+  // runc is the measured program here: the host's loader variables would run code in it.
+  const env = hostEnv(process.env);
   try {
     return await new Promise<number>((resolve, reject) => {
       const child = spawn(o.image.runc, ['run', '--bundle', bundleDir, id], {
         stdio: piped ? ['ignore', 'pipe', 'pipe'] : 'inherit',
+        env,
       });
       child.stdout?.on('data', (b: Buffer) => o.image.onStdout?.(b));
       child.stderr?.on('data', (b: Buffer) => o.image.onStderr?.(b));
@@ -270,7 +277,7 @@ async function runContainer(
     });
   } finally {
     await new Promise<void>((resolve) => {
-      const d = spawn(o.image.runc, ['delete', '--force', id], { stdio: 'ignore' });
+      const d = spawn(o.image.runc, ['delete', '--force', id], { stdio: 'ignore', env });
       d.once('error', () => resolve());
       d.once('close', () => resolve());
     });

@@ -47,7 +47,8 @@ export {
 } from './files.js';
 export { launch, resolveExecutable, exitStatus, FORWARDED_SIGNALS } from './launch.js';
 export type { LaunchSpec, Launched } from './launch.js';
-export { runAgent, programEnv, writeBundleFiles, MESH_FILES } from './run.js';
+export { runAgent, writeBundleFiles, MESH_FILES } from './run.js';
+export { programEnv } from './env.js';
 export type { RunAgentOptions, AgentLog } from './run.js';
 export { runImageWorkload, resolveImagePin, imageMeasuredArgs } from './image-workload.js';
 export type { ImageWorkloadOptions, RunImageWorkloadOptions } from './image-workload.js';

@@ -12,9 +12,9 @@ import { activate, releaseInstance } from './activate.js';
 import type { Activation } from './activate.js';
 import type { MeshIdentity } from './bundle.js';
 import { CoordinatorClient } from './coordinator-client.js';
+import { programEnv } from './env.js';
 import { agentError } from './error-codes.js';
 import {
-  FILES_ENV,
   checkExistingDirs,
   createFilesRoot,
   expandFilesToken,
@@ -42,15 +42,6 @@ export const MESH_FILES = {
   /** Key and chain in one file: always a matching pair, even while a renewal is written. */
   combined: '/run/cloister/mesh/bundle.pem',
 } as const;
-
-/**
- * Environment variables that change how the program is loaded: never inherited from the host.
- * Besides the dynamic loader's, those with which a runtime or shell loads code of the host's
- * choosing at start (a Java agent, a script `bash -c` sources first, module search paths,
- * glibc's iconv modules).
- */
-const HOST_ENV_DENY =
-  /^(LD_|DYLD_|NODE_OPTIONS$|NODE_PATH$|PYTHONPATH$|PYTHONSTARTUP$|PYTHONHOME$|PERL5OPT$|PERL5LIB$|PERLLIB$|RUBYOPT$|RUBYLIB$|JAVA_TOOL_OPTIONS$|_JAVA_OPTIONS$|JDK_JAVA_OPTIONS$|BASH_ENV$|GCONV_PATH$|CLOISTER_)/;
 
 export interface AgentLog {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -171,23 +162,6 @@ async function writeMeshFiles(root: string, mesh: MeshIdentity): Promise<void> {
   } catch (cause) {
     throw agentError('AGENT_FILES_WRITE_FAILED', 'cannot write the mesh identity files', { cause });
   }
-}
-
-/** The program's environment: the host's (minus loader variables), then the bundle's. */
-export function programEnv(
-  inherited: NodeJS.ProcessEnv,
-  bundleEnv: Readonly<Record<string, string>>,
-  root: string,
-): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(inherited)) {
-    // The host controls the container's environment: a variable like LD_PRELOAD would load
-    // code of its choosing into the attested program.
-    if (v !== undefined && !HOST_ENV_DENY.test(k)) env[k] = v;
-  }
-  for (const [k, v] of Object.entries(bundleEnv)) env[k] = expandFilesToken(v, root);
-  env[FILES_ENV] = root;
-  return env;
 }
 
 async function fetchManifest(client: CoordinatorClient): Promise<Manifest> {

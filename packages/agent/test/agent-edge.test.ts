@@ -21,7 +21,8 @@ import { CoordinatorClient } from '../src/coordinator-client.js';
 import { createRoot, issueLeaf } from './test-pki.js';
 import type { MeshIdentity } from '../src/bundle.js';
 import { createFilesRoot, writeFiles } from '../src/files.js';
-import { programEnv, writeBundleFiles } from '../src/run.js';
+import { programEnv } from '../src/env.js';
+import { writeBundleFiles } from '../src/run.js';
 
 async function freshRoot(t: { after(fn: () => Promise<void>): void }): Promise<string> {
   const base = await mkdtemp(join(tmpdir(), 'cloister-edge-'));

@@ -16,7 +16,7 @@ import type { Manifest } from '@cloister/protocol';
 import { createFilesRoot, expandFilesToken, mapPath, writeFiles } from '../src/files.js';
 import { exitStatus, resolveExecutable } from '../src/launch.js';
 import { meshRoutes, parsePeers } from '../src/mesh/routes.js';
-import { programEnv } from '../src/run.js';
+import { programEnv } from '../src/env.js';
 import { simProgramMeasurement, simProvider } from '../src/providers/sim.js';
 import { reportDataOf } from '../src/providers/report-data.js';
 import { wireEvidence } from '../src/activate.js';

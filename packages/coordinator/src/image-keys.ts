@@ -86,12 +86,15 @@ export async function releaseImageKeys(
   if (pinned === undefined) return undefined;
   const manifestBytes = new Uint8Array(Buffer.from(req.manifest, 'base64url'));
   const manifestDigest = sha256Digest(manifestBytes);
-  if (req.index !== undefined) {
+  // The pin names the manifest itself (any index that led the agent to it adds nothing), or the
+  // index it was selected from: only then does the index matter, and it must be the pinned one.
+  if (manifestDigest !== pinned && req.index !== undefined) {
     const indexBytes = new Uint8Array(Buffer.from(req.index, 'base64url'));
     const indexDigest = sha256Digest(indexBytes);
     if (indexDigest !== pinned) {
       throw mismatch('the image index is not the pinned one', 'image.manifestDigest', pinned, {
         index: indexDigest,
+        manifest: manifestDigest,
       });
     }
     const index = parseOrRefuse(indexBytes, req.indexMediaType, 'index');
