@@ -130,6 +130,13 @@ export function sealBundle(bundle: ActivationBundle, bundleKey: Uint8Array): str
 }
 
 const B64U = /^[A-Za-z0-9_-]*$/;
+/**
+ * The protected header members `seal` writes (and jose writes for `encryptBundle`). Anything
+ * else is refused: `crit` names members a recipient must understand (RFC 7516 §4.1.13), `zip`
+ * would change the plaintext (RFC 8725 §3.6), `apu`/`apv` would change the content key.
+ */
+const HEADER_MEMBERS = new Set(['alg', 'enc', 'cty', 'epk']);
+const EPK_MEMBERS = new Set(['kty', 'crv', 'x']);
 
 /**
  * Opens a bundle sealed to the agent's bundle key (`agent`: its X25519 private key): the same
@@ -152,7 +159,16 @@ export function openBundle(jwe: string, agent: KeyObject): ActivationBundle {
   } catch (cause) {
     throw invalid('the protected header is not JSON', cause);
   }
+  if (typeof h !== 'object' || h === null || Array.isArray(h)) {
+    throw invalid('the protected header is not a JSON object');
+  }
   const epk = h.epk;
+  if (
+    Object.keys(h).some((k) => !HEADER_MEMBERS.has(k)) ||
+    (typeof epk === 'object' && epk !== null && Object.keys(epk).some((k) => !EPK_MEMBERS.has(k)))
+  ) {
+    throw invalid('unexpected protected header members');
+  }
   if (
     h.alg !== 'ECDH-ES' ||
     h.enc !== ENC ||

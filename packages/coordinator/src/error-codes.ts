@@ -159,6 +159,11 @@ export const COORDINATOR_ERRORS = defineErrorCodes({
     kind: 'unavailable',
     summary: 'The coordinator is starting or closing.',
   },
+  COORDINATOR_CA_EXPIRED: {
+    kind: 'unavailable',
+    summary:
+      'The mesh CA (or the root above it) has expired, so no certificate can be issued; a manifest update makes a new mesh CA, a new root needs a new deployment.',
+  },
   COORDINATOR_BUSY: {
     kind: 'unavailable',
     summary:

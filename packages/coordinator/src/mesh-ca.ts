@@ -108,6 +108,7 @@ export async function createIntermediateCa(
   const notAfter = new Date(
     Math.min(now.getTime() + 5 * 365 * 86_400_000, root.cert.notAfter.getTime()),
   );
+  notExpired(notAfter, now, root);
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
     subject: `CN=Cloister Mesh CA ${manifestHash.slice(0, 16)}, O=${escapeDn(trustDomain)}`,
@@ -128,6 +129,22 @@ export async function createIntermediateCa(
     ],
   });
   return { stored: await exportCa(cert, keys.privateKey), ca: { cert, key: keys.privateKey } };
+}
+
+/**
+ * Refuses to sign under an issuer past its notAfter. The certificate would end before it
+ * begins: dead on arrival, and an instance recorded with an expiry in the past holds no
+ * maxInstances slot, so every activation would still get its secrets.
+ */
+function notExpired(notAfter: Date, now: Date, issuer: LoadedCa): void {
+  // Negated so that an invalid date (NaN) is refused too.
+  if (!(notAfter.getTime() > now.getTime())) {
+    throw coordinatorError(
+      'COORDINATOR_CA_EXPIRED',
+      `cannot issue: the issuing CA expired at ${issuer.cert.notAfter.toISOString()}`,
+      { details: { notAfter: issuer.cert.notAfter.toISOString(), now: now.toISOString() } },
+    );
+  }
 }
 
 function escapeDn(s: string): string {
@@ -461,6 +478,7 @@ export async function issueLeaf(
   const notAfter = new Date(
     Math.min(params.now.getTime() + params.validityMs, issuer.cert.notAfter.getTime()),
   );
+  notExpired(notAfter, params.now, issuer);
   const dnsNames = params.dnsNames ?? [];
   const sn = serial();
   if (!INSTANCE_ID.test(params.instanceId) || !utcTimeOk(notBefore) || !utcTimeOk(notAfter)) {

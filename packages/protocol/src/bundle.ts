@@ -25,7 +25,8 @@ export async function encryptBundle(
 
 /**
  * Decrypts and validates a bundle with the agent's X25519 private key. Only ECDH-ES + A256GCM
- * are accepted (no algorithm the sender chose freely); throws BUNDLE_INVALID.
+ * without compression are accepted (no algorithm the sender chose freely); throws
+ * BUNDLE_INVALID.
  */
 export async function decryptBundle(
   jwe: string,
@@ -36,6 +37,9 @@ export async function decryptBundle(
     const r = await compactDecrypt(jwe, bundlePrivateKey, {
       keyManagementAlgorithms: ['ECDH-ES'],
       contentEncryptionAlgorithms: ['A256GCM'],
+      // No `zip`: the coordinator never compresses (RFC 8725 §3.6), so a compressed bundle is
+      // not one of its own.
+      maxDecompressedLength: 0,
     });
     if (r.protectedHeader.cty !== BUNDLE_CONTENT_TYPE) throw new Error('wrong content type');
     plaintext = r.plaintext;
