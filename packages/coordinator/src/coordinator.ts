@@ -51,7 +51,7 @@ import { CoordinatorService } from './service.js';
 import type { CoordinatorAttester } from './service.js';
 import { DerivedKeySealer } from './store/sealer.js';
 import type { Sealer } from './store/sealer.js';
-import { Store } from './store/store.js';
+import { Store, stateError } from './store/store.js';
 import { loadOrCreateImageKey } from './image-keys.js';
 import type { Durability } from './store/store.js';
 import { COORDINATOR_VERSION, coordinatorSimMeasurement } from './measurement.js';
@@ -401,6 +401,7 @@ export async function createCoordinator(o: CoordinatorOptions): Promise<RunningC
   } catch (e) {
     await purge?.stop();
     store.close();
-    throw e;
+    // A database that opened but is damaged further in fails here, at its first read.
+    throw stateError(e);
   }
 }

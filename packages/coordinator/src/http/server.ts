@@ -18,6 +18,23 @@ import { HealthResponse, InstanceParams, SecretParams } from './schemas.js';
 /** The default body limit: 1 MiB (a manifest with many literal files stays below it). */
 export const DEFAULT_BODY_LIMIT = 1_048_576;
 
+/** How long a client may take to send one whole request (1 MiB needs about 17 KB/s). */
+export const REQUEST_TIMEOUT_MS = 60_000;
+
+/**
+ * TLS 1.3 and, for older clients, only the TLS 1.2 suites with ECDHE and an AEAD (the
+ * coordinator's key is ECDSA P-256). Node's default list also accepts the CBC suites with
+ * HMAC-SHA1 (MAC-then-encrypt, the Lucky 13 family of padding-oracle attacks) on TLS 1.2.
+ */
+const TLS_CIPHERS = [
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'TLS_AES_128_GCM_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+].join(':');
+
 export interface ServerOptions {
   readonly https?: { key: string; cert: string };
   readonly logger: FastifyBaseLogger;
@@ -50,6 +67,11 @@ export async function buildServer(
     onProtoPoisoning: 'error' as const,
     onConstructorPoisoning: 'error' as const,
     return503OnClosing: true,
+    // A whole request (headers and body) must arrive within a minute. Fastify's default is no
+    // limit, so a client that sent headers and then trickled its body (or nothing) held a
+    // connection and its buffers for ever: a slowloris on an unauthenticated port that, with
+    // enough connections, locks the agents out. Node already bounds the headers (60 s).
+    requestTimeout: REQUEST_TIMEOUT_MS,
   };
   const app = (opts.https === undefined
     ? Fastify(base)
@@ -63,6 +85,8 @@ export async function buildServer(
           // (about 10 % of the server's CPU per full handshake, measured with openssl s_time).
           // It also leaves no ticket key in memory that could open recorded resumed sessions.
           secureOptions: constants.SSL_OP_NO_TICKET,
+          minVersion: 'TLSv1.2' as const,
+          ciphers: TLS_CIPHERS,
         },
       })) as unknown as FastifyInstance;
   const typed = app.withTypeProvider<TypeBoxTypeProvider>();

@@ -7,9 +7,9 @@
  * (SEV-SNP `MSG_KEY_REQ` derived keys, TPM objects sealed to PCRs) implement the same interface.
  *
  * The simulation sealer stands in for them in development: its sealing key is
- * HKDF-SHA256(ikm = the sim platform's private key (PKCS#8 DER), salt = "cloister/seal/sim/v1",
- * info = the coordinator's measurement), so another sim platform, or other coordinator code,
- * cannot unseal the key file. It protects nothing against whoever can read the sim root
+ * HKDF-SHA256(ikm = the sim platform's private scalar (`d` of its JWK), salt =
+ * "cloister/seal/sim/v1", info = the coordinator's measurement), so another sim platform, or
+ * other coordinator code, cannot unseal the key file. It protects nothing against whoever can read the sim root
  * directory, which is exactly the simulation TEE's trust model (a software root key).
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';

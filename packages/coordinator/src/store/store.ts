@@ -94,10 +94,10 @@ const DB_FILE = 'state.db';
 const KEY_FILE = 'data-key.sealed';
 const KEY_FILE_MAGIC = 'cloister-sealed-data-key/v1';
 
-/** Writes a file so that it is either absent or complete, even across a crash. */
+/** Writes a file (owner-only) so that it is either absent or complete, even across a crash. */
 function writeFileAtomic(dir: string, name: string, data: Uint8Array): void {
   const tmp = join(dir, `.${name}.tmp`);
-  writeFileSync(tmp, data);
+  writeFileSync(tmp, data, { mode: 0o600 });
   const fd = openSync(tmp, 'r');
   fsyncSync(fd);
   closeSync(fd);
@@ -129,7 +129,11 @@ async function loadDataKey(dataDir: string, sealer: Sealer): Promise<Buffer> {
       sealer: sealer.kind,
       sealed: Buffer.from(sealed).toString('base64'),
     });
-    writeFileAtomic(dataDir, KEY_FILE, Buffer.from(doc));
+    try {
+      writeFileAtomic(dataDir, KEY_FILE, Buffer.from(doc));
+    } catch (cause) {
+      throw coordinatorError('COORDINATOR_BAD_CONFIG', `cannot write ${KEY_FILE}`, { cause });
+    }
     return key;
   }
   let sealed: Buffer;
@@ -156,6 +160,45 @@ async function loadDataKey(dataDir: string, sealer: Sealer): Promise<Buffer> {
   if (key.length !== 32)
     throw coordinatorError('COORDINATOR_UNSEAL_FAILED', 'unsealed key has the wrong size');
   return key;
+}
+
+/**
+ * The typed error of an SQLite failure: a file that is not an intact database (truncated,
+ * overwritten, bit flips) is COORDINATOR_STATE_CORRUPT; a file another process holds, or one
+ * that cannot be opened or written (read-only or full disk), is a problem of the data directory.
+ * Anything else is returned as it is.
+ */
+export function stateError(e: unknown): unknown {
+  if (!(e instanceof Database.SqliteError)) return e;
+  if (e.code === 'SQLITE_NOTADB' || e.code.startsWith('SQLITE_CORRUPT')) {
+    return coordinatorError('COORDINATOR_STATE_CORRUPT', `${DB_FILE} is not an intact database`, {
+      cause: e,
+      details: { rule: 'sqlite', actual: e.code },
+    });
+  }
+  return e;
+}
+
+/**
+ * The typed error of a failure to open the database file: everything but corruption is the data
+ * directory's (held by another coordinator, read-only, full, not a regular file...).
+ */
+function storeOpenError(e: unknown): unknown {
+  const typed = stateError(e);
+  if (typed !== e) return typed;
+  const code = (e as { code?: unknown } | null)?.code;
+  const actual = typeof code === 'string' ? code : 'unknown';
+  if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
+    return coordinatorError(
+      'COORDINATOR_BAD_CONFIG',
+      'the data directory is in use by another coordinator',
+      { cause: e, details: { rule: 'dataDir', actual } },
+    );
+  }
+  return coordinatorError('COORDINATOR_BAD_CONFIG', `cannot open ${DB_FILE}`, {
+    cause: e,
+    details: { rule: 'dataDir', actual },
+  });
 }
 
 /** A change waiting for a group commit, and how it ended. */
@@ -244,20 +287,35 @@ export class Store {
       });
     }
     const key = await loadDataKey(dataDir, sealer);
-    const db = new Database(join(dataDir, DB_FILE));
-    db.pragma('journal_mode = WAL');
-    db.pragma(durability === 'full' ? 'synchronous = FULL' : 'synchronous = NORMAL');
-    db.pragma('busy_timeout = 5000');
-    // Rows by expiry: the live instances read at start-up and each purge batch are range scans
-    // of it (a purge batch of 1,000 among 200,000 rows: 6 ms, against 13-37 ms with the earlier
-    // index on (tbl, grp, exp), which scanned every group's rows).
-    db.exec(
-      `CREATE TABLE IF NOT EXISTS rows (
-         tbl TEXT NOT NULL, k TEXT NOT NULL, v BLOB NOT NULL, grp TEXT, exp INTEGER,
-         PRIMARY KEY (tbl, k)) WITHOUT ROWID;
-       CREATE INDEX IF NOT EXISTS rows_exp ON rows (tbl, exp);
-       DROP INDEX IF EXISTS rows_grp;`,
-    );
+    const dbPath = join(dataDir, DB_FILE);
+    let db: Database.Database | undefined;
+    try {
+      // Owner-only from the start (the data directory may exist with a looser mode): SQLite
+      // gives the WAL and SHM files the mode of the database file.
+      if (!existsSync(dbPath)) closeSync(openSync(dbPath, 'a', 0o600));
+      db = new Database(dbPath);
+      // One coordinator per data directory: a second one on the same file would keep its own
+      // live-instance index and row cache, so `maxInstances` would no longer be exact and each
+      // would serve values the other had replaced. The lock is taken at the first read below
+      // and held until close (the operating system drops it if the process dies).
+      db.pragma('locking_mode = EXCLUSIVE');
+      db.pragma('journal_mode = WAL');
+      db.pragma(durability === 'full' ? 'synchronous = FULL' : 'synchronous = NORMAL');
+      db.pragma('busy_timeout = 5000');
+      // Rows by expiry: the live instances read at start-up and each purge batch are range scans
+      // of it (a purge batch of 1,000 among 200,000 rows: 6 ms, against 13-37 ms with the earlier
+      // index on (tbl, grp, exp), which scanned every group's rows).
+      db.exec(
+        `CREATE TABLE IF NOT EXISTS rows (
+           tbl TEXT NOT NULL, k TEXT NOT NULL, v BLOB NOT NULL, grp TEXT, exp INTEGER,
+           PRIMARY KEY (tbl, k)) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS rows_exp ON rows (tbl, exp);
+         DROP INDEX IF EXISTS rows_grp;`,
+      );
+    } catch (cause) {
+      db?.close();
+      throw storeOpenError(cause);
+    }
     return new Store(db, key, durability);
   }
 
