@@ -71,7 +71,9 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
     await program.parseAsync([...argv], { from: 'user' });
     return ctx.exitCode;
   } catch (e) {
-    return reportError(io, e, argv.includes('--json'));
+    // A --json after -- is an argument of the program (`sim measure -- CMD --json`), not ours.
+    const end = argv.indexOf('--');
+    return reportError(io, e, (end < 0 ? argv : argv.slice(0, end)).includes('--json'));
   }
 }
 

@@ -26,6 +26,12 @@ export function reportError(io: Io, e: unknown, json: boolean): ExitCode {
   if (e instanceof CommanderError) {
     if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version')
       return EXIT_CODES.ok;
+    // Commander has printed its message to stderr; with --json, stdout still carries the one
+    // document a script parses.
+    if (json) {
+      const message = e.message.replace(/^error: /, '');
+      printJson(io, { error: { code: 'CLI_USAGE', message } });
+    }
     return EXIT_CODES.usage;
   }
   const code = exitCodeFor(e);

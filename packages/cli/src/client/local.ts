@@ -2,9 +2,15 @@
  * Local inputs of the client commands: files named on the command line, owner keys, and where
  * the coordinator is. Every failure is a typed usage or malformed-input error naming the file.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, webcrypto } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  webcrypto,
+} from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, open, rename } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { NAME_PATTERN } from '@cloister/protocol';
 import { cliError } from '../error-codes.js';
@@ -141,20 +147,35 @@ export async function generateOwnerKey(
     privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
     0o600,
   );
-  await writeNewFile(publicKeyPath, publicKeyPem, 0o644);
+  try {
+    await writeNewFile(publicKeyPath, publicKeyPem, 0o644);
+  } catch (e) {
+    // A private key beside an older NAME.pub.pem that does not match it would be used later
+    // (by `up`, by a retried keygen that now refuses) while the manifest names the old key.
+    await rm(privateKeyPath, { force: true });
+    throw e;
+  }
   return { privateKeyPath, publicKeyPath, publicKeyPem };
 }
 
 /** Saves a verified root CA (replacing an older one atomically: write, fsync, rename). */
 export async function writeRootCa(path: string, pem: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
+  // An unpredictable name opened with O_EXCL: in a shared directory another user could plant a
+  // symlink (written through) or a file of theirs (renamed into place, theirs to change later)
+  // at a name they can guess.
+  const tmp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
   await mkdir(dirname(path), { recursive: true });
-  const fh = await open(tmp, 'w', 0o644);
+  const fh = await open(tmp, 'wx', 0o644);
   try {
-    await fh.writeFile(pem.endsWith('\n') ? pem : `${pem}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    try {
+      await fh.writeFile(pem.endsWith('\n') ? pem : `${pem}\n`);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
   }
-  await rename(tmp, path);
 }

@@ -92,15 +92,29 @@ export function registerCoordinator(program: Command, ctx: CommandContext): void
         );
       }
       const logger = createLogger(process.env.CLOISTER_LOG_LEVEL ?? 'info', 2);
-      const coord = await createCoordinator({
-        dataDir: flags.data,
-        listen: flags.listen,
-        ownerKeyPem,
-        durability: flags.durability,
-        ...(instanceRetentionMs === undefined ? {} : { instanceRetentionMs }),
-        ...(flags.simRoot === undefined ? {} : { simulation: { rootDir: flags.simRoot } }),
-        logger,
-      });
+      let coord;
+      try {
+        coord = await createCoordinator({
+          dataDir: flags.data,
+          listen: flags.listen,
+          ownerKeyPem,
+          durability: flags.durability,
+          ...(instanceRetentionMs === undefined ? {} : { instanceRetentionMs }),
+          ...(flags.simRoot === undefined ? {} : { simulation: { rootDir: flags.simRoot } }),
+          logger,
+        });
+      } catch (e) {
+        // A port another program holds (or a privileged one) is a configuration error, not a bug.
+        const code = (e as { code?: unknown }).code;
+        if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+          throw coordinatorError(
+            'COORDINATOR_BAD_CONFIG',
+            `cannot listen on ${flags.listen}: ${code === 'EADDRINUSE' ? 'the address is in use' : code === 'EACCES' ? 'permission denied' : 'no such local address'}`,
+            { cause: e, details: { listen: flags.listen } },
+          );
+        }
+        throw e;
+      }
       const der = Buffer.from(coord.rootCaPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
       const info = {
         url: coord.url,

@@ -9,13 +9,14 @@
  * 4. one agent per workload instance of DIR/workloads.json (see runfile.ts), each attesting
  *    with sim evidence of its program, with its mesh proxy bound to loopback;
  * 5. DIR/.cloister/up.json written once everything runs (coordinator URL, root CA file, sim
- *    root, ingress addresses), removed again on shutdown.
+ *    root, ingress addresses), removed again on shutdown; DIR/.cloister/up.lock held from step 1
+ *    to the end, so one `up` at a time runs in DIR.
  *
  * Agents run in this process and their programs are its children: `stop()` (SIGINT/SIGTERM in
  * the command) ends every program (SIGTERM, then SIGKILL after a grace period), the proxies and
  * the coordinator, so nothing outlives `up`.
  */
-import { readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { createCoordinator } from '@cloister/coordinator';
 import type { CoordinatorOptions, RunningCoordinator } from '@cloister/coordinator';
@@ -28,6 +29,7 @@ import { manifestHash, parseManifestText } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
 import { CoordinatorApi } from '../client/api.js';
 import { clientError } from '../client/error-codes.js';
+import { cliError } from '../error-codes.js';
 import { generateOwnerKey, loadOwnerKey, readInputText, writeRootCa } from '../client/local.js';
 import { fetchHistory, ownerNameFor, signAndSetManifest, signAndSetSecret } from '../client/ops.js';
 import { writeSimHardware } from '../sim-hardware.js';
@@ -41,6 +43,11 @@ export interface UpOptions {
   readonly log?: (line: string) => void;
   /** Grace period between SIGTERM and SIGKILL of a program at shutdown (default 5 s). */
   readonly graceMs?: number;
+  /**
+   * Aborted when the user interrupts (SIGINT, SIGTERM): start-up then stops what it started
+   * and rejects with UP_START_FAILED instead of going on to start the rest.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface UpIngress {
@@ -97,6 +104,59 @@ const exists = async (p: string): Promise<boolean> => {
     return false;
   }
 };
+
+/** Whether a process with this pid runs (EPERM: it does, as another user). */
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as { code?: string }).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes DIR/.cloister/up.lock for this process; resolves with its release. A second `up` on
+ * the same directory would run a second coordinator over the same state, replace the first
+ * one's up.json and delete it when it ends. A lock whose process is gone (killed with SIGKILL)
+ * is taken over.
+ */
+async function lockUpDir(dir: string, lock: string): Promise<() => Promise<void>> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(lock, 'wx', 0o600);
+      try {
+        await fh.writeFile(`${process.pid}\n`);
+      } finally {
+        await fh.close();
+      }
+      return () => rm(lock, { force: true });
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'EEXIST') throw e;
+    }
+    const pid = Number.parseInt(await readFile(lock, 'utf8').catch(() => ''), 10);
+    if (Number.isSafeInteger(pid) && pid > 0 && processRuns(pid)) {
+      throw cliError(
+        'CLI_USAGE',
+        `${dir} is in use by cloister up (pid ${pid}); stop it first (if it is not running, delete ${lock})`,
+        { details: { pid, lock } },
+      );
+    }
+    await rm(lock, { force: true });
+  }
+  throw cliError('CLI_USAGE', `${dir} is in use by another cloister up; stop it first`, {
+    details: { lock },
+  });
+}
+
+/** The error a start-up interrupted by the user ends with. */
+function interrupted(details: Record<string, unknown> = {}): Error {
+  return clientError(
+    'UP_START_FAILED',
+    'start-up was interrupted; everything it had started is stopped',
+    { details: { interrupted: true, ...details } },
+  );
+}
 
 /** A coordinator logger that keeps only warnings and errors, as single lines. */
 function coordinatorLogger(log: (s: string) => void): NonNullable<CoordinatorOptions['logger']> {
@@ -157,6 +217,8 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
   const state = join(dir, '.cloister');
   const simDir = join(state, 'sim');
   const upFile = join(state, 'up.json');
+  const abort = options.signal;
+  const aborted = (): boolean => abort?.aborted === true;
 
   // Inputs first: a bad manifest or run-file changes nothing.
   const manifest = parseManifestText(readInputText(join(dir, 'manifest.json'), 'manifest'));
@@ -194,24 +256,50 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
     });
   }
 
-  if (!(await exists(join(simDir, SIM_HARDWARE_FILES.rootCert)))) {
-    await writeSimHardware(simDir, await generateSimHardware());
-    log(`made sim hardware in ${simDir}`);
-  }
-  const ownerPath = join(dir, 'owner.pem');
-  if (!(await exists(ownerPath))) {
-    await generateOwnerKey('owner', dir);
-    log(`made owner key ${ownerPath} (and owner.pub.pem)`);
-  }
-  const owner = await loadOwnerKey(ownerPath);
+  await mkdir(state, { recursive: true, mode: 0o700 });
+  const unlock = await lockUpDir(dir, join(state, 'up.lock'));
+  let owner: Awaited<ReturnType<typeof loadOwnerKey>>;
+  let coordinator: RunningCoordinator;
+  try {
+    if (!(await exists(join(simDir, SIM_HARDWARE_FILES.rootCert)))) {
+      await writeSimHardware(simDir, await generateSimHardware());
+      log(`made sim hardware in ${simDir}`);
+    }
+    const ownerPath = join(dir, 'owner.pem');
+    if (!(await exists(ownerPath))) {
+      await generateOwnerKey('owner', dir);
+      log(`made owner key ${ownerPath} (and owner.pub.pem)`);
+    }
+    owner = await loadOwnerKey(ownerPath);
+    if (aborted()) throw interrupted();
 
-  const coordinator: RunningCoordinator = await createCoordinator({
-    dataDir: join(state, 'data'),
-    listen: `127.0.0.1:${options.port ?? 0}`,
-    ownerKeyPem: owner.publicKeyPem,
-    simulation: { rootDir: simDir },
-    logger: coordinatorLogger(log),
-  });
+    const listen = `127.0.0.1:${options.port ?? 0}`;
+    try {
+      coordinator = await createCoordinator({
+        dataDir: join(state, 'data'),
+        listen,
+        ownerKeyPem: owner.publicKeyPem,
+        simulation: { rootDir: simDir },
+        logger: coordinatorLogger(log),
+      });
+    } catch (e) {
+      // Another program holds the port (or it is privileged): the user's choice, not a bug.
+      const code = (e as { code?: unknown }).code;
+      if (code === 'EADDRINUSE' || code === 'EACCES') {
+        throw cliError(
+          'CLI_USAGE',
+          code === 'EADDRINUSE'
+            ? `${listen} is in use; pass another --port, or none for a free one`
+            : `not allowed to listen on ${listen}; pass another --port, or none for a free one`,
+          { cause: e, details: { listen } },
+        );
+      }
+      throw e;
+    }
+  } catch (e) {
+    await unlock();
+    throw e;
+  }
   const instances: Instance[] = [];
   let stopping: Promise<InstanceResult[]> | undefined;
   // Last resort if this process ends without stop() (an uncaught error): programs must not
@@ -240,11 +328,14 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
           }
         }
       }
-      const killer = setTimeout(killAll, graceMs);
+      // Repeated: a program that an agent still starting launches after this point gets its
+      // SIGTERM at launch and a SIGKILL here if it ignores it.
+      const killer = setInterval(killAll, graceMs);
       await Promise.all(instances.map((i) => i.done));
-      clearTimeout(killer);
+      clearInterval(killer);
       await coordinator.close();
       await rm(upFile, { force: true });
+      await unlock();
       process.off('exit', killAll);
       return instances.map((i) => ({
         workload: i.workload,
@@ -273,6 +364,7 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
     const api = new CoordinatorApi({ url: coordinator.url, rootCaPem: coordinator.rootCaPem });
     let mh: string;
     try {
+      if (aborted()) throw interrupted();
       mh = await manifestHash(manifest);
       const { entries } = await fetchHistory(api);
       if (entries.at(-1)?.manifestHash !== mh) {
@@ -297,6 +389,7 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
       await api.close();
     }
 
+    if (aborted()) throw interrupted();
     // Everything runs on loopback: every workload's ingress is on 127.0.0.1.
     const peers: PeerMap = Object.fromEntries(
       Object.keys(manifest.workloads).map((w) => [w, { host: '127.0.0.1' }]),
@@ -336,6 +429,14 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
           log: agentLog(prefix, log),
           onLaunched: ({ pid }) => {
             inst.pid = pid;
+            // Launched after stop() began (its agent was still starting): it must not stay.
+            if (stopping !== undefined) {
+              try {
+                process.kill(pid, 'SIGTERM');
+              } catch {
+                // already gone
+              }
+            }
             onLaunch();
           },
         }).then(
@@ -356,7 +457,13 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
         launched.push(started);
       }
     }
-    await Promise.all(launched);
+    // Interrupted while agents are still starting: stop at once those that run, not only once
+    // every agent has started.
+    await Promise.race([
+      Promise.all(launched),
+      new Promise<void>((r) => abort?.addEventListener('abort', () => r(), { once: true })),
+    ]);
+    if (aborted()) throw interrupted({ instances: await stop() });
     const failed = instances.find((i) => i.error !== undefined);
     if (failed !== undefined) {
       const results = await stop();
