@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { VerificationError } from '@cloister/errors';
 import { appraise, assertAffirmed, statusOf } from '@cloister/evidence';
-import type { SgxClaims, SimClaims, SnpClaims } from '@cloister/evidence';
+import type { SgxClaims, SimClaims, SnpClaims, TdxClaims } from '@cloister/evidence';
 
 const h = (n: number, byte = 'ab'): string => byte.repeat(n);
 
@@ -132,4 +132,42 @@ test('EAR status is the worst tier among the claims made', () => {
   assert.equal(statusOf({ hardware: 2, configuration: 32 }), 'warning');
   assert.equal(statusOf({ hardware: 97 }), 'contraindicated');
   assert.equal(statusOf({}), 'none');
+});
+
+const tdx: TdxClaims = {
+  tee: 'tdx',
+  reportData: h(64, '00'),
+  debug: false,
+  mrTd: h(48, '11'),
+  rtmrs: [h(48, '00'), h(48, '00'), h(48, '00'), h(48, '00')],
+  mrSeam: h(48, '22'),
+  mrSignerSeam: h(48, '00'),
+  mrConfigId: h(48, '00'),
+  mrOwner: h(48, '00'),
+  mrOwnerConfig: h(48, '00'),
+  teeTcbSvn: h(16, '00'),
+  tdAttributes: h(8, '00'),
+  seamAttributes: h(8, '00'),
+  xfam: h(8, '00'),
+};
+
+// Fails closed: claims handed over without the verifier's verdict are not UpToDate either.
+test('Intel evidence without a TCB status is refused by default and by an explicit list', () => {
+  for (const claims of [sgx, tdx]) {
+    const byDefault = appraise({ claims }, { tee: claims.tee });
+    assert.deepEqual(
+      byDefault.failures.map((f) => [f.rule, f.code]),
+      [['tcbStatus', 'TCB_STATUS_NOT_ACCEPTED']],
+      claims.tee,
+    );
+    assert.equal(byDefault.status, 'contraindicated');
+    const listed = appraise(
+      { claims },
+      { tee: claims.tee, acceptedTcbStatus: ['UpToDate', 'SWHardeningNeeded'] },
+    );
+    assert.equal(listed.failures[0]?.code, 'TCB_STATUS_NOT_ACCEPTED', claims.tee);
+    // With the verifier's verdict the same claims are affirmed.
+    const ok = appraise({ claims, tcbStatus: 'UpToDate' }, { tee: claims.tee });
+    assert.equal(ok.failures.length, 0, claims.tee);
+  }
 });
