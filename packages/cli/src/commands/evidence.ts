@@ -46,6 +46,62 @@ function parseTime(s: string | undefined): Date {
   return d;
 }
 
+/** The statuses a policy may accept; Revoked is refused by the verifier whatever is listed. */
+const ACCEPTABLE_TCB_STATUSES: readonly IntelTcbStatus[] = [
+  'UpToDate',
+  'SWHardeningNeeded',
+  'ConfigurationNeeded',
+  'ConfigurationAndSWHardeningNeeded',
+  'OutOfDate',
+  'OutOfDateConfigurationNeeded',
+  'TDRelaunchAdvised',
+  'TDRelaunchAdvisedConfigurationNeeded',
+];
+
+const isAcceptableStatus = (s: unknown): s is IntelTcbStatus =>
+  ACCEPTABLE_TCB_STATUSES.includes(s as IntelTcbStatus);
+
+/**
+ * Checks the parts of a reference file that decide what is accepted. An `acceptedTcbStatus`
+ * string would be matched by substring ("OutOfDateConfigurationNeeded" accepting OutOfDate),
+ * and a file that is no object, or names no TEE, would fail inside the appraisal as an
+ * internal error or have `--accept-tcb-status` silently ignored.
+ */
+function checkReference(json: unknown, path: string): ReferenceValues {
+  const bad = (field: string, message: string): Error =>
+    cliError('CLI_BAD_INPUT', `${path}: ${message}`, { details: { path, field } });
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw bad('', 'reference values must be a JSON object');
+  }
+  const { tee, acceptedTcbStatus } = json as Record<string, unknown>;
+  if (!(EVIDENCE_TYPES as readonly unknown[]).includes(tee)) {
+    throw bad('tee', `tee must be one of ${EVIDENCE_TYPES.join(', ')}`);
+  }
+  if (
+    acceptedTcbStatus !== undefined &&
+    !(Array.isArray(acceptedTcbStatus) && acceptedTcbStatus.every(isAcceptableStatus))
+  ) {
+    throw bad('acceptedTcbStatus', 'acceptedTcbStatus must be a list of Intel TCB statuses');
+  }
+  return json as ReferenceValues;
+}
+
+/** `--accept-tcb-status`: a misspelt status would otherwise be a list entry that never matches. */
+function parseTcbStatuses(list: string): IntelTcbStatus[] {
+  const out = list.split(',').map((s) => s.trim());
+  const unknown = out.filter((s) => !isAcceptableStatus(s));
+  if (unknown.length > 0) {
+    throw cliError(
+      'CLI_USAGE',
+      `--accept-tcb-status: not an acceptable TCB status: ${unknown.join(', ')}`,
+      {
+        details: { unknown, allowed: ACCEPTABLE_TCB_STATUSES },
+      },
+    );
+  }
+  return out as IntelTcbStatus[];
+}
+
 interface VerifyFlags {
   type: EvidenceType;
   collateral?: string;
@@ -77,16 +133,16 @@ async function verifyCommand(file: string, flags: VerifyFlags, ctx: CommandConte
   const now = parseTime(flags.at);
   let reference: ReferenceValues = { tee: flags.type };
   if (flags.reference !== undefined) {
-    reference = parseJsonFile(
-      await readInput(flags.reference, 'reference values'),
+    reference = checkReference(
+      parseJsonFile(await readInput(flags.reference, 'reference values'), flags.reference),
       flags.reference,
-    ) as ReferenceValues;
+    );
   }
   if (flags.allowDebug === true) reference = { ...reference, debug: true };
   if (flags.acceptTcbStatus !== undefined && (reference.tee === 'sgx' || reference.tee === 'tdx')) {
     reference = {
       ...reference,
-      acceptedTcbStatus: flags.acceptTcbStatus.split(',').map((s) => s.trim()) as IntelTcbStatus[],
+      acceptedTcbStatus: parseTcbStatuses(flags.acceptTcbStatus),
     };
   }
 

@@ -18,10 +18,11 @@
  * `minIntervalMs` and a 429 answer is retried after its Retry-After, because both services
  * rate-limit. Only the global (or injected) `fetch` is used, so it runs in any engine.
  */
-import { fromHex } from '../bytes.js';
+import { fromHex, toHex } from '../bytes.js';
 import { intelCollateralFromPcs, parseIntelCollateral } from '../dcap/collateral.js';
 import { evidenceError } from '../error-codes.js';
 import { parseCertificate, parseCertificates, parseCrl } from '../pki/x509.js';
+import { readAmdKeyCert } from '../snp/vcek-cert.js';
 import { normaliseHwid } from './offline.js';
 import type {
   CollateralSource,
@@ -189,6 +190,39 @@ export function cachingFetcher(opts: CachingFetcherOptions = {}): CollateralSour
     }
   }
 
+  /**
+   * Reads a body and stops at `maxBytes`: a chunked answer carries no Content-Length, and
+   * buffering it whole before measuring would let a hostile or broken service exhaust memory.
+   */
+  async function readCapped(r: Response, url: string): Promise<Uint8Array> {
+    if (r.body === null) return new Uint8Array(0);
+    const reader = r.body.getReader();
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (cause) {
+        throw fetchFailed(url, 'response body could not be read', {}, cause);
+      }
+      if (chunk.done) break;
+      total += chunk.value.length;
+      if (total > maxBytes) {
+        await reader.cancel().catch(() => undefined);
+        throw fetchFailed(url, 'response too large', { length: total });
+      }
+      chunks.push(chunk.value);
+    }
+    const body = new Uint8Array(total);
+    let at = 0;
+    for (const c of chunks) {
+      body.set(c, at);
+      at += c.length;
+    }
+    return body;
+  }
+
   async function get(url: string): Promise<Fetched> {
     const host = new URL(url).host;
     for (let attempt = 0; ; attempt++) {
@@ -212,15 +246,11 @@ export function cachingFetcher(opts: CachingFetcherOptions = {}): CollateralSour
           throw fetchFailed(url, `collateral service answered ${r.status}`, { status: r.status });
         }
         const len = Number(r.headers.get('content-length') ?? '0');
-        if (len > maxBytes) throw fetchFailed(url, 'response too large', { length: len });
-        let body: Uint8Array;
-        try {
-          body = new Uint8Array(await r.arrayBuffer());
-        } catch (cause) {
-          throw fetchFailed(url, 'response body could not be read', {}, cause);
+        if (len > maxBytes) {
+          await r.body?.cancel();
+          throw fetchFailed(url, 'response too large', { length: len });
         }
-        if (body.length > maxBytes)
-          throw fetchFailed(url, 'response too large', { length: body.length });
+        const body = await readCapped(r, url);
         return { status: 200, fetched: { body, headers: r.headers } } as const;
       });
       if (res.status === 200) return res.fetched;
@@ -344,24 +374,47 @@ export function cachingFetcher(opts: CachingFetcherOptions = {}): CollateralSour
       }
       const base = `${intelBase}/${query.tee}/certification/v4`;
       // Each resource is cached on its own: QE identity and CRLs are shared between FMSPCs.
-      const signedJson = (url: string, member: string, chainHeader: string): Promise<SignedBody> =>
+      const signedJson = (
+        url: string,
+        member: string,
+        chainHeader: string,
+        check?: (o: Record<string, unknown>) => void,
+      ): Promise<SignedBody> =>
         cached(url, (f) => {
           const body = text(f.body, member);
           const chain = header(f, chainHeader);
           let next: number;
+          let o: Record<string, { nextUpdate?: unknown } | undefined>;
           try {
-            const o = JSON.parse(body) as Record<string, { nextUpdate?: unknown }>;
+            o = JSON.parse(body) as typeof o;
             next = Date.parse(String(o[member]?.nextUpdate));
           } catch (cause) {
             throw malformed(member, cause);
           }
+          const m = o[member];
+          // A body without the member is not cached (no nextUpdate) and is refused as malformed.
+          if (typeof m === 'object' && m !== null) check?.(m);
           return { value: { body, chain }, until: Number.isNaN(next) ? 0 : next };
         });
+      const mismatch = (fmspc: unknown): Error =>
+        evidenceError('COLLATERAL_MISMATCH', 'PCS answered with TCB info for another platform', {
+          details: { fmspc, expected: query.fmspc },
+        });
       const [tcb, qe, pck, root] = await settleAll([
+        // Checked before it is cached: an answer for another platform would otherwise be
+        // replayed to every later query until the nextUpdate it claims for itself.
         signedJson(
           `${base}/tcb?fmspc=${query.fmspc.toLowerCase()}`,
           'tcbInfo',
           'TCB-Info-Issuer-Chain',
+          (t) => {
+            if (
+              String(t['fmspc']).toLowerCase() !== query.fmspc.toLowerCase() ||
+              (t['id'] === 'TDX') !== (query.tee === 'tdx')
+            ) {
+              throw mismatch(t['fmspc']);
+            }
+          },
         ),
         signedJson(`${base}/qe/identity`, 'enclaveIdentity', 'SGX-Enclave-Identity-Issuer-Chain'),
         cached(`${intelBase}/sgx/certification/v4/pckcrl?ca=${query.ca}&encoding=der`, (f) => {
@@ -391,13 +444,7 @@ export function cachingFetcher(opts: CachingFetcherOptions = {}): CollateralSour
         parsed.tcbInfo.fmspc.toLowerCase() !== query.fmspc.toLowerCase() ||
         (parsed.tcbInfo.id === 'TDX') !== (query.tee === 'tdx')
       ) {
-        throw evidenceError(
-          'COLLATERAL_MISMATCH',
-          'PCS answered with TCB info for another platform',
-          {
-            details: { fmspc: parsed.tcbInfo.fmspc, expected: query.fmspc },
-          },
-        );
+        throw mismatch(parsed.tcbInfo.fmspc);
       }
       return json;
     },
@@ -419,8 +466,9 @@ export function cachingFetcher(opts: CachingFetcherOptions = {}): CollateralSour
       const base = `${amdBase}/${kind}/v1/${query.product}`;
       // Validate the whole query before the first request starts.
       let vcekUrl: string | undefined;
+      let hwid = '';
       if (kind === 'vcek') {
-        const hwid = normaliseHwid(query.product, query.hwid);
+        hwid = normaliseHwid(query.product, query.hwid);
         const t = query.reportedTcb;
         const q = new URLSearchParams({
           blSPL: String(checkSpl(t.bootloader, 'blSPL')),
@@ -460,6 +508,33 @@ export function cachingFetcher(opts: CachingFetcherOptions = {}): CollateralSour
             cert = parseCertificate(f.body, 'VCEK');
           } catch (cause) {
             throw malformed('VCEK', cause);
+          }
+          let info;
+          try {
+            info = readAmdKeyCert(cert);
+          } catch (cause) {
+            throw malformed('VCEK', cause);
+          }
+          // Checked before it is cached (for the years until its notAfter): a VCEK of another
+          // chip, product or TCB can never verify this report, and replaying it would refuse
+          // this chip's evidence long after the service answers correctly again.
+          const t = query.reportedTcb;
+          if (
+            info.kind !== 'vcek' ||
+            info.product !== query.product ||
+            info.hwId === undefined ||
+            toHex(info.hwId) !== hwid ||
+            info.spl.bootloader !== t.bootloader ||
+            info.spl.tee !== t.tee ||
+            info.spl.snp !== t.snp ||
+            info.spl.microcode !== t.microcode ||
+            (query.product === 'Turin' && info.spl.fmc !== t.fmc)
+          ) {
+            throw evidenceError(
+              'COLLATERAL_MISMATCH',
+              'KDS answered with a VCEK for another chip or TCB',
+              { details: { product: info.product, expected: query.product, spl: info.spl } },
+            );
           }
           return { value: new Uint8Array(cert.rawData), until: cert.notAfter.getTime() };
         });
