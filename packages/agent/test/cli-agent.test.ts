@@ -60,6 +60,14 @@ test('cloister agent: usage errors exit 2', async () => {
   assert.equal((await cli([...base, '--tee', 'sim', '--', 'no-such-program-xyz'])).code, 2);
   const r = await cli([...base, '--tee', 'sim', '--json', '--', 'sh']);
   assert.equal(r.code, 2); // no --sim-dir and no CLOISTER_SIM_DIR in this environment
+  // --retry-for takes decimal seconds, nothing Number() would also read.
+  for (const bad of ['', ' ', '0x10', '1e3', '-1', 'NaN'])
+    assert.equal(
+      (await cli([...base, '--retry-for', bad, '--tee', 'sim', '--sim-dir', simDir, '--', 'sh']))
+        .code,
+      2,
+      JSON.stringify(bad),
+    );
 });
 
 /** A stub coordinator for workload `web` that accepts `measurement` and delivers one file. */

@@ -126,13 +126,15 @@ export function registerAgent(program: Command, ctx: CommandContext): void {
       if (opts.image !== undefined && (command.length > 0 || opts.init !== undefined)) {
         throw agentError('AGENT_USAGE', '--image runs the image: give no program and no --init');
       }
-      // The image workload's measured launch: the runtime binary and `image REF DIGEST`.
+      // The image workload's measured launch: the runtime binary and `image DIGEST` (or
+      // `image REF` when unpinned; imageMeasuredArgs).
       const runc = opts.image === undefined ? undefined : resolveExecutable(opts.runc);
       if (opts.init !== undefined && command.length > 0) {
         throw agentError('AGENT_USAGE', '--init writes files only: do not give a program');
       }
-      const retry = Number(opts.retryFor);
-      if (!Number.isFinite(retry) || retry < 0) {
+      // Decimal seconds only: Number() would also take '', ' ', '0x10' or '1e3'.
+      const retry = /^\d{1,9}(\.\d+)?$/.test(opts.retryFor) ? Number(opts.retryFor) : NaN;
+      if (!Number.isFinite(retry)) {
         throw agentError('AGENT_USAGE', '--retry-for takes a number of seconds');
       }
       const [cmd, ...args] = command;
