@@ -5,16 +5,24 @@
  */
 
 /** Intel TCB statuses (Intel PCS TCB Info v3), plus the TDX relaunch advice. */
-export type IntelTcbStatus =
-  | 'UpToDate'
-  | 'SWHardeningNeeded'
-  | 'ConfigurationNeeded'
-  | 'ConfigurationAndSWHardeningNeeded'
-  | 'OutOfDate'
-  | 'OutOfDateConfigurationNeeded'
-  | 'TDRelaunchAdvised'
-  | 'TDRelaunchAdvisedConfigurationNeeded'
-  | 'Revoked';
+export const INTEL_TCB_STATUSES = [
+  'UpToDate',
+  'SWHardeningNeeded',
+  'ConfigurationNeeded',
+  'ConfigurationAndSWHardeningNeeded',
+  'OutOfDate',
+  'OutOfDateConfigurationNeeded',
+  'TDRelaunchAdvised',
+  'TDRelaunchAdvisedConfigurationNeeded',
+  'Revoked',
+] as const;
+
+export type IntelTcbStatus = (typeof INTEL_TCB_STATUSES)[number];
+
+/** The statuses a policy may accept: Revoked is refused whatever a policy lists. */
+export const ACCEPTABLE_TCB_STATUSES: readonly IntelTcbStatus[] = INTEL_TCB_STATUSES.filter(
+  (s) => s !== 'Revoked',
+);
 
 export type TeeType = 'sgx' | 'tdx' | 'sev-snp' | 'sim';
 

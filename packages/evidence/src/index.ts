@@ -24,6 +24,7 @@ export type {
   IntelTcbStatus,
   TeeType,
 } from './claims.js';
+export { INTEL_TCB_STATUSES, ACCEPTABLE_TCB_STATUSES } from './claims.js';
 export type {
   IntelCollateralJson,
   SnpCollateral,

@@ -7,7 +7,13 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { EXIT_CODES, exitCodeFor, isCloisterError } from '@cloister/errors';
-import { appraise, EVIDENCE_TYPES, fromHex, verifyEvidence } from '@cloister/evidence';
+import {
+  ACCEPTABLE_TCB_STATUSES,
+  appraise,
+  EVIDENCE_TYPES,
+  fromHex,
+  verifyEvidence,
+} from '@cloister/evidence';
 import type { EvidenceType, IntelTcbStatus, ReferenceValues } from '@cloister/evidence';
 import type { CommandContext } from '../main.js';
 import { cliError } from '../error-codes.js';
@@ -45,18 +51,6 @@ function parseTime(s: string | undefined): Date {
   if (Number.isNaN(d.getTime())) throw cliError('CLI_USAGE', `--at: not an ISO time: ${s}`);
   return d;
 }
-
-/** The statuses a policy may accept; Revoked is refused by the verifier whatever is listed. */
-const ACCEPTABLE_TCB_STATUSES: readonly IntelTcbStatus[] = [
-  'UpToDate',
-  'SWHardeningNeeded',
-  'ConfigurationNeeded',
-  'ConfigurationAndSWHardeningNeeded',
-  'OutOfDate',
-  'OutOfDateConfigurationNeeded',
-  'TDRelaunchAdvised',
-  'TDRelaunchAdvisedConfigurationNeeded',
-];
 
 const isAcceptableStatus = (s: unknown): s is IntelTcbStatus =>
   ACCEPTABLE_TCB_STATUSES.includes(s as IntelTcbStatus);

@@ -11,6 +11,7 @@
  * per verification (`checkCollateral`). Both CRLs are applied by the one CRL rule of pki/path.ts
  * (`checkPathCrls`): the root CA CRL to every Intel chain, the PCK CRL to the PCK chain.
  */
+import { INTEL_TCB_STATUSES, type IntelTcbStatus } from '../claims.js';
 import { fromHex, utf8 } from '../bytes.js';
 import type { IntelCollateralJson } from '../collateral/types.js';
 import { ecdsaVerify, importEcSpki } from '../crypto.js';
@@ -29,24 +30,11 @@ import { intelRawCert } from './intel-root.js';
 import { decodePckChainData } from './quote.js';
 import { parseStrictJson, type JsonValue } from './strict-json.js';
 
-/** Status values a TCB level may carry (TCB Info v3 schema). */
-export type TcbLevelStatus =
-  | 'UpToDate'
-  | 'SWHardeningNeeded'
-  | 'ConfigurationNeeded'
-  | 'ConfigurationAndSWHardeningNeeded'
-  | 'OutOfDate'
-  | 'OutOfDateConfigurationNeeded'
-  | 'Revoked';
-const STATUSES: readonly TcbLevelStatus[] = [
-  'UpToDate',
-  'SWHardeningNeeded',
-  'ConfigurationNeeded',
-  'ConfigurationAndSWHardeningNeeded',
-  'OutOfDate',
-  'OutOfDateConfigurationNeeded',
-  'Revoked',
-];
+/** Status values a TCB level may carry (TCB Info v3 schema): all but the TDX relaunch advice. */
+export type TcbLevelStatus = Exclude<IntelTcbStatus, `TDRelaunchAdvised${string}`>;
+const STATUSES: readonly TcbLevelStatus[] = INTEL_TCB_STATUSES.filter(
+  (s): s is TcbLevelStatus => !s.startsWith('TDRelaunchAdvised'),
+);
 
 export interface PlatformTcbLevel {
   /** SGX TCB component SVNs 1..16. */
