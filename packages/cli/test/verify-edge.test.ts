@@ -41,6 +41,20 @@ async function p256(): Promise<{ keyPem: string; spkiDer: Uint8Array; publicKey:
   };
 }
 
+/** The TLS identity a coordinator under `root` serves (a fresh root when none is given). */
+async function coordinatorTls(root?: LoadedCa): Promise<{ key: string; cert: string }> {
+  const k = await p256();
+  const ca = root ?? (await createRootCa(new Date())).ca;
+  const cert = await issueServerCert(ca, {
+    publicKey: k.publicKey,
+    dnsNames: ['localhost'],
+    ips: ['127.0.0.1', '::1'],
+    now: new Date(),
+    validityMs: 86_400_000,
+  });
+  return { key: k.keyPem, cert: cert.pem };
+}
+
 function listen(server: HttpsServer): Promise<number> {
   return new Promise((resolve) => {
     server.listen(0, 'localhost', () => {
@@ -77,15 +91,7 @@ describe('a connection pinned to the saved root CA', () => {
     cli(['status', '--coordinator', `https://localhost:${port}`, '--root-ca', rootFile, '--json']);
 
   it("accepts the coordinator's own server certificate (issued by the root)", async () => {
-    const k = await p256();
-    const cert = await issueServerCert(root, {
-      publicKey: k.publicKey,
-      dnsNames: ['localhost'],
-      ips: ['127.0.0.1', '::1'],
-      now: new Date(),
-      validityMs: 86_400_000,
-    });
-    const server = createHttpsServer({ key: k.keyPem, cert: cert.pem }, statusAnswer);
+    const server = createHttpsServer(await coordinatorTls(root), statusAnswer);
     servers.push(server);
     const r = await status(await listen(server));
     assert.equal(r.code, 0, r.out + r.err);
@@ -152,18 +158,10 @@ describe('a coordinator that never finishes its answer', () => {
   });
 
   it('verify gives up after its timeout even when bytes keep trickling in', async () => {
-    const k = await p256();
-    const r = await createRootCa(new Date());
-    const cert = await issueServerCert(r.ca, {
-      publicKey: k.publicKey,
-      dnsNames: ['localhost'],
-      ips: ['127.0.0.1', '::1'],
-      now: new Date(),
-      validityMs: 86_400_000,
-    });
+    const tls = await coordinatorTls();
     // One byte of whitespace every 100 ms: each chunk arrives well within the idle timeout,
     // and the answer would never end.
-    const server = createHttpsServer({ key: k.keyPem, cert: cert.pem }, (_req, res) => {
+    const server = createHttpsServer(tls, (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write('{');
       timers.push(setInterval(() => res.write(' '), 100));
@@ -187,17 +185,9 @@ describe('a coordinator that never finishes its answer', () => {
   });
 
   it('a redirect is not followed (the answer must come from the coordinator itself)', async () => {
-    const k = await p256();
-    const r = await createRootCa(new Date());
-    const cert = await issueServerCert(r.ca, {
-      publicKey: k.publicKey,
-      dnsNames: ['localhost'],
-      ips: ['127.0.0.1', '::1'],
-      now: new Date(),
-      validityMs: 86_400_000,
-    });
+    const tls = await coordinatorTls();
     let requests = 0;
-    const server = createHttpsServer({ key: k.keyPem, cert: cert.pem }, (req, res) => {
+    const server = createHttpsServer(tls, (req, res) => {
       requests++;
       res.writeHead(307, { location: `/elsewhere${req.url ?? ''}` });
       res.end();

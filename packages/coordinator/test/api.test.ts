@@ -18,7 +18,14 @@ import {
 } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
 import type { LightMyRequestResponse } from 'fastify';
-import { agentKey, baseManifest, signTransition, simEvidence, startFixture } from './helpers.js';
+import {
+  agentKey,
+  baseManifest,
+  signTransition,
+  simActivation,
+  simEvidence,
+  startFixture,
+} from './helpers.js';
 import type { Fixture } from './helpers.js';
 
 type Inject = (
@@ -59,30 +66,6 @@ async function setManifest(f: Fixture, inj: Inject, m: Manifest): Promise<LightM
   return inj('PUT', '/v1/manifest', { manifest: m, signatures: [sig] });
 }
 
-async function activate(
-  f: Fixture,
-  inj: Inject,
-  body: { workload?: string; measurement?: string; instanceId?: string; debug?: boolean } = {},
-) {
-  const agent = await agentKey();
-  const ch = await inj('POST', '/v1/activate/challenge');
-  assert.equal(ch.statusCode, 200);
-  const { nonce } = checkBody(ROUTES.activateChallenge.response, ch.json());
-  const evidence = await simEvidence(f.hw, nonce, agent, {
-    ...(body.measurement === undefined ? {} : { measurement: body.measurement }),
-    ...(body.debug === undefined ? {} : { debug: body.debug }),
-  });
-  const r = await inj('POST', '/v1/activate', {
-    workload: body.workload ?? 'frontend',
-    nonce,
-    evidence,
-    csr: agent.csr,
-    bundleKey: agent.bundleKey,
-    ...(body.instanceId === undefined ? {} : { instanceId: body.instanceId }),
-  });
-  return { r, agent, nonce, evidence };
-}
-
 describe('coordinator API (in process)', () => {
   let f: Fixture;
   let inj: Inject;
@@ -102,7 +85,7 @@ describe('coordinator API (in process)', () => {
     assert.equal(st.historyHead, ZERO_HASH);
     problem(await inj('GET', '/readyz'), 503, 'COORDINATOR_NOT_READY');
     problem(await inj('GET', '/v1/manifest'), 409, 'COORDINATOR_NO_MANIFEST');
-    const { r } = await activate(f, inj);
+    const { r } = await simActivation(f);
     problem(r, 409, 'COORDINATOR_NO_MANIFEST');
     assert.equal((await inj('GET', '/healthz')).json<{ ok: boolean }>().ok, true);
   });
@@ -216,7 +199,7 @@ describe('coordinator API (in process)', () => {
     );
     problem(await inj('PUT', '/v1/secrets/nosuch', await body(0)), 404, 'COORDINATOR_NOT_FOUND');
     // Before the upload, a workload whose template needs it cannot activate.
-    problem((await activate(f, inj)).r, 409, 'COORDINATOR_SECRET_MISSING');
+    problem((await simActivation(f)).r, 409, 'COORDINATOR_SECRET_MISSING');
     const ok = await inj('PUT', '/v1/secrets/dbPassword', await body(0));
     assert.equal(ok.statusCode, 200, ok.body);
     assert.deepEqual(checkBody(ROUTES.setSecret.response, ok.json()), {
@@ -232,7 +215,7 @@ describe('coordinator API (in process)', () => {
   });
 
   it('activates a sim workload and returns a bundle only the agent key opens', async () => {
-    const { r, agent } = await activate(f, inj);
+    const { r, agent } = await simActivation(f);
     assert.equal(r.statusCode, 200, r.body);
     const out = checkBody(ROUTES.activate.response, r.json());
     const bundle = await decryptBundle(out.bundle, agent.bundlePrivate);
@@ -271,12 +254,12 @@ describe('coordinator API (in process)', () => {
 
   it('refuses: unknown workload, wrong measurement, debug, reused nonce, other key, bad CSR', async () => {
     problem(
-      (await activate(f, inj, { workload: 'nosuch' })).r,
+      (await simActivation(f, { workload: 'nosuch' })).r,
       403,
       'COORDINATOR_UNKNOWN_WORKLOAD',
     );
     const wrong = problem(
-      (await activate(f, inj, { measurement: 'b2'.repeat(48) })).r,
+      (await simActivation(f, { measurement: 'b2'.repeat(48) })).r,
       403,
       'COORDINATOR_APPRAISAL_FAILED',
     );
@@ -285,13 +268,13 @@ describe('coordinator API (in process)', () => {
       { rule: 'measurement', layer: 'POLICY' },
     );
     const dbg = problem(
-      (await activate(f, inj, { debug: true })).r,
+      (await simActivation(f, { debug: true })).r,
       403,
       'COORDINATOR_APPRAISAL_FAILED',
     );
     assert.equal((dbg.details as Record<string, unknown>).rule, 'debug');
 
-    const { r, nonce, evidence, agent } = await activate(f, inj, { workload: 'backend' });
+    const { r, nonce, evidence, agent } = await simActivation(f, { workload: 'backend' });
     assert.equal(r.statusCode, 200, r.body);
     const replay = await inj('POST', '/v1/activate', {
       workload: 'backend',
@@ -412,7 +395,7 @@ describe('coordinator API (in process)', () => {
     const bundles: { keys: CryptoKeyPair; bundlePrivate: CryptoKey; bundle: string }[] = [];
     // One frontend is already live from the happy path test: two more reach the limit of 3.
     for (let i = 0; i < 2; i++) {
-      const { r, agent } = await activate(f, inj);
+      const { r, agent } = await simActivation(f);
       assert.equal(r.statusCode, 200, r.body);
       ids.push(r.json<{ instanceId: string }>().instanceId);
       bundles.push({
@@ -427,9 +410,9 @@ describe('coordinator API (in process)', () => {
       assert.ok(Math.abs(parseInt(id.slice(0, 12), 16) - Date.now()) < 60_000, id);
     }
     assert.notEqual(ids[0], ids[1]);
-    const p = problem((await activate(f, inj)).r, 429, 'COORDINATOR_TOO_MANY_INSTANCES');
+    const p = problem((await simActivation(f)).r, 429, 'COORDINATOR_TOO_MANY_INSTANCES');
     assert.equal((p.details as Record<string, unknown>).rule, 'maxInstances');
-    const renewed = await activate(f, inj, { instanceId: ids[0] as string });
+    const renewed = await simActivation(f, { instanceId: ids[0] as string });
     assert.equal(renewed.r.statusCode, 200, renewed.r.body);
     assert.equal(renewed.r.json<{ instanceId: string }>().instanceId, ids[0]);
     const b0 = await decryptBundle(
@@ -449,7 +432,7 @@ describe('coordinator API (in process)', () => {
     );
     assert.notEqual(other.env.INSTANCE_KEY, b0.env.INSTANCE_KEY);
     problem(
-      (await activate(f, inj, { instanceId: 'f'.repeat(32) })).r,
+      (await simActivation(f, { instanceId: 'f'.repeat(32) })).r,
       404,
       'COORDINATOR_NOT_FOUND',
     );
@@ -513,12 +496,12 @@ describe('coordinator API (in process)', () => {
       'COORDINATOR_MALFORMED_REQUEST',
     );
     // The released instance cannot renew; its slot is free for a new one.
-    problem((await activate(f, inj, { instanceId: id1 })).r, 404, 'COORDINATOR_NOT_FOUND');
+    problem((await simActivation(f, { instanceId: id1 })).r, 404, 'COORDINATOR_NOT_FOUND');
     const after1 = checkBody(ROUTES.status.response, (await inj('GET', '/v1/status')).json());
     assert.equal(after1.instances?.['frontend'], 2);
-    const again = await activate(f, inj);
+    const again = await simActivation(f);
     assert.equal(again.r.statusCode, 200, again.r.body);
-    problem((await activate(f, inj)).r, 429, 'COORDINATOR_TOO_MANY_INSTANCES');
+    problem((await simActivation(f)).r, 429, 'COORDINATOR_TOO_MANY_INSTANCES');
     const ok0 = await release(id0, renewed.agent.keys);
     assert.equal(ok0.r.statusCode, 200, ok0.r.body);
   });
@@ -565,7 +548,7 @@ describe('coordinator API (in process)', () => {
     assert.equal(h.entries.length, 2);
     await verifyHistory(h.entries, { manifests: h.manifests ?? {} });
     // The uploaded user-defined secret and the shared secrets survive the update.
-    const { r: a, agent } = await activate(f, inj, { workload: 'extra' });
+    const { r: a, agent } = await simActivation(f, { workload: 'extra' });
     assert.equal(a.statusCode, 200, a.body);
     void agent;
     // Now make it immutable: an update that removes every owner.

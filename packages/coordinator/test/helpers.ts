@@ -9,7 +9,9 @@ import * as x509 from '@peculiar/x509';
 import { exportSimHardware, generateSimHardware, simReportFrom } from '@cloister/evidence';
 import type { SimHardware } from '@cloister/evidence';
 import {
+  ROUTES,
   activationReportData,
+  checkBody,
   manifestHash,
   nonceFromBase64Url,
   signAsOwner,
@@ -236,6 +238,37 @@ export async function simEvidence(
     ...(fields.svn === undefined ? {} : { svn: fields.svn }),
   });
   return { type: 'sim', data: toBase64Url(data) };
+}
+
+/**
+ * One activation of `workload` (default `frontend`) with sim evidence for a fresh agent, or with
+ * `instanceId` a renewal; `measurement` and `debug` change what the evidence claims.
+ */
+export async function simActivation(
+  f: Fixture,
+  o: { workload?: string; instanceId?: string; measurement?: string; debug?: boolean } = {},
+) {
+  const agent = await agentKey();
+  const ch = await f.coord.server.inject({ method: 'POST', url: '/v1/activate/challenge' });
+  assert.equal(ch.statusCode, 200, ch.body);
+  const { nonce } = checkBody(ROUTES.activateChallenge.response, ch.json());
+  const evidence = await simEvidence(f.hw, nonce, agent, {
+    ...(o.measurement === undefined ? {} : { measurement: o.measurement }),
+    ...(o.debug === undefined ? {} : { debug: o.debug }),
+  });
+  const r = await f.coord.server.inject({
+    method: 'POST',
+    url: '/v1/activate',
+    payload: {
+      workload: o.workload ?? 'frontend',
+      nonce,
+      evidence,
+      csr: agent.csr,
+      bundleKey: agent.bundleKey,
+      ...(o.instanceId === undefined ? {} : { instanceId: o.instanceId }),
+    },
+  });
+  return { r, agent, nonce, evidence };
 }
 
 export { ZERO_HASH };

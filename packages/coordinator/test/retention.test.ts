@@ -13,12 +13,11 @@ import { CoordinatorService, INSTANCE_PURGE_BATCH } from '../src/service.js';
 import { DerivedKeySealer } from '../src/store/sealer.js';
 import { Store } from '../src/store/store.js';
 import {
-  agentKey,
   baseManifest,
   installManifest,
   ownerKey,
   silent,
-  simEvidence,
+  simActivation,
   startFixture,
   tempDir,
 } from './helpers.js';
@@ -92,21 +91,7 @@ async function activate(
   f: Fixture,
   o: { workload?: string; instanceId?: string } = {},
 ): Promise<Activated> {
-  const agent = await agentKey();
-  const ch = await f.coord.server.inject({ method: 'POST', url: '/v1/activate/challenge' });
-  const { nonce } = checkBody(ROUTES.activateChallenge.response, ch.json());
-  const r = await f.coord.server.inject({
-    method: 'POST',
-    url: '/v1/activate',
-    payload: {
-      workload: o.workload ?? 'frontend',
-      nonce,
-      evidence: await simEvidence(f.hw, nonce, agent),
-      csr: agent.csr,
-      bundleKey: agent.bundleKey,
-      ...(o.instanceId === undefined ? {} : { instanceId: o.instanceId }),
-    },
-  });
+  const { r, agent } = await simActivation(f, o);
   const body = r.json<Record<string, unknown>>();
   if (r.statusCode !== 200) {
     return { status: r.statusCode, body, instanceId: '', expiresAt: NaN, instanceKey: undefined };

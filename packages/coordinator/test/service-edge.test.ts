@@ -21,11 +21,10 @@ import {
 import type { Manifest, Secret } from '@cloister/protocol';
 import type { LightMyRequestResponse } from 'fastify';
 import {
-  agentKey,
   baseManifest,
   installManifest,
   signTransition,
-  simEvidence,
+  simActivation,
   startFixture,
 } from './helpers.js';
 import type { Fixture } from './helpers.js';
@@ -307,20 +306,7 @@ describe('secrets named like Object.prototype members', () => {
   after(async () => f.cleanup());
 
   it("are their own values, not the prototype's", async () => {
-    const agent = await agentKey();
-    const ch = await f.coord.server.inject({ method: 'POST', url: '/v1/activate/challenge' });
-    const { nonce } = checkBody(ROUTES.activateChallenge.response, ch.json());
-    const r = await f.coord.server.inject({
-      method: 'POST',
-      url: '/v1/activate',
-      payload: {
-        workload: 'app',
-        nonce,
-        evidence: await simEvidence(f.hw, nonce, agent),
-        csr: agent.csr,
-        bundleKey: agent.bundleKey,
-      },
-    });
+    const { r, agent } = await simActivation(f, { workload: 'app' });
     assert.equal(r.statusCode, 200, r.body);
     const { bundle } = checkBody(ROUTES.activate.response, r.json());
     const opened = await decryptBundle(bundle, agent.bundlePrivate);
