@@ -9,6 +9,19 @@ import { main } from '../src/main.js';
 const dir = requireVectors();
 const skip = dir === undefined;
 const v = (p: string): string => join(dir ?? '', p);
+/** `evidence verify` of the real SGX quote with its collateral, at a time it is valid. */
+const sgx = (): string[] => [
+  'evidence',
+  'verify',
+  v('sgx/phala-sgx-v3.quote.bin'),
+  '--type',
+  'sgx',
+  '--collateral',
+  v('sgx/phala-sgx-v3.collateral.json'),
+  '--at',
+  '2025-07-01T00:00:00Z',
+  '--json',
+];
 let tmp = '';
 
 before(async () => {
@@ -36,18 +49,7 @@ test(
   'SGX quote: TCB status and advisories reported; refused by default, accepted when the status is allowed',
   { skip },
   async () => {
-    const base = [
-      'evidence',
-      'verify',
-      v('sgx/phala-sgx-v3.quote.bin'),
-      '--type',
-      'sgx',
-      '--collateral',
-      v('sgx/phala-sgx-v3.collateral.json'),
-      '--at',
-      '2025-07-01T00:00:00Z',
-      '--json',
-    ];
+    const base = sgx();
     const refused = await run(base);
     assert.equal(refused.code, 10);
     assert.equal(refused.json?.['verdict'], 'rejected');
@@ -180,19 +182,6 @@ async function reference(name: string, text: string): Promise<string> {
   await writeFile(p, text);
   return p;
 }
-
-const sgx = (): string[] => [
-  'evidence',
-  'verify',
-  v('sgx/phala-sgx-v3.quote.bin'),
-  '--type',
-  'sgx',
-  '--collateral',
-  v('sgx/phala-sgx-v3.collateral.json'),
-  '--at',
-  '2025-07-01T00:00:00Z',
-  '--json',
-];
 
 const errorCode = (r: { json: Record<string, unknown> | undefined }): unknown =>
   (r.json?.['error'] as Record<string, unknown> | undefined)?.['code'];
