@@ -71,6 +71,18 @@ export const EVIDENCE_ERRORS = defineErrorCodes({
     summary:
       'The chain lacks a certificate needed to reach the root (for example no VCEK or ASK was given).',
   },
+  CHAIN_ISSUER_CONSTRAINT: {
+    kind: 'rejected',
+    layer: 'CHAIN',
+    summary:
+      'A certificate signs a certificate or CRL that its extensions do not allow: no basicConstraints cA, a keyUsage without keyCertSign or cRLSign, or its pathLenConstraint exceeded.',
+  },
+  CHAIN_CRITICAL_EXTENSION: {
+    kind: 'rejected',
+    layer: 'CHAIN',
+    summary:
+      'A certificate in the chain carries a critical extension that the verifier does not recognise.',
+  },
   CHAIN_BAD_EXTENSION: {
     kind: 'rejected',
     layer: 'CHAIN',

@@ -23,6 +23,7 @@ import {
   crlHex,
   DCAP_NOW,
   intelCollateral as collateral,
+  INTEL_PCK_CA,
   intelShaped,
   makePck,
   pem,
@@ -158,6 +159,7 @@ test('synthetic quote: the PCK CRL revokes the PCK, the root CA CRL the PCK CA',
   // The PCK CA re-issued (same name and key, serial 0d), carried by this quote only: the root
   // CA CRL applies to the quote's chain as to the collateral's.
   const reissued = await makeCert(h.root, h.pckCa.cert.subject, {
+    ...INTEL_PCK_CA,
     keys: h.pckCa.keys,
     serial: '0d',
   });
@@ -191,6 +193,7 @@ test("synthetic quote: the PCK CRL must be the PCK issuer's, signed by its issue
     verifyDcapQuote(quote, { collateral: await collateral(h, o), now: DCAP_NOW, roots });
   // The other CA's CRL and chain (a PCK CRL that could never list this PCK).
   const processorCa = await makeCert(h.root, 'CN=Intel SGX PCK Processor CA, O=Cloister Test', {
+    ...INTEL_PCK_CA,
     serial: '0f',
   });
   await assert.rejects(
@@ -199,6 +202,7 @@ test("synthetic quote: the PCK CRL must be the PCK issuer's, signed by its issue
   );
   // The same key under another name: the CRL names no issuer of this PCK.
   const renamed = await makeCert(h.root, 'CN=Intel SGX PCK Processor CA, O=Cloister Test', {
+    ...INTEL_PCK_CA,
     keys: h.pckCa.keys,
     serial: '10',
   });

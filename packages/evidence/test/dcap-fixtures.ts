@@ -7,7 +7,9 @@
 import { arrayBufferView as buf, concatBytes } from '@cloister/bytes';
 import { toHex, type IntelCollateralJson } from '@cloister/evidence';
 import {
+  CA,
   der,
+  END_ENTITY,
   makeCert,
   makeCrl,
   makeRoot,
@@ -81,20 +83,35 @@ function sgxExtension(): Uint8Array {
   );
 }
 
+/** What Intel's PCK Platform and Processor CAs carry: cA TRUE, pathLenConstraint 0. */
+export const INTEL_PCK_CA = { ...CA, basicConstraints: { ca: true, pathLen: 0 } } as const;
+
 /** A PCK certificate `ca` issues (it must be named as an Intel PCK CA). */
-export const makePck = (ca: Ca, serial: string): Promise<Ca> =>
-  makeCert(ca, 'CN=Test PCK Certificate, O=Cloister Test', {
+export const makePck = (
+  ca: Ca,
+  serial: string,
+  name = 'CN=Test PCK Certificate, O=Cloister Test',
+): Promise<Ca> =>
+  makeCert(ca, name, {
+    ...END_ENTITY,
     serial,
     extensions: [['1.2.840.113741.1.13.1', sgxExtension()]],
   });
 
-/** Root (serial 01) <- TCB Signing (0a); root <- PCK Platform CA (0b) <- PCK (0c). */
+/**
+ * Root (serial 01) <- TCB Signing (0a); root <- PCK Platform CA (0b) <- PCK (0c), with Intel's
+ * basicConstraints and keyUsage (root pathLenConstraint 1, PCK CA 0).
+ */
 export async function intelShaped() {
-  const root = await makeRoot('CN=Test SGX Root CA, O=Cloister Test');
+  const root = await makeRoot('CN=Test SGX Root CA, O=Cloister Test', {
+    basicConstraints: { ca: true, pathLen: 1 },
+  });
   const tcbSigning = await makeCert(root, 'CN=Test TCB Signing, O=Cloister Test', {
+    ...END_ENTITY,
     serial: '0a',
   });
   const pckCa = await makeCert(root, 'CN=Intel SGX PCK Platform CA, O=Cloister Test', {
+    ...INTEL_PCK_CA,
     serial: '0b',
   });
   const pck = await makePck(pckCa, '0c');

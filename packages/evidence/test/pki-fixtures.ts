@@ -36,11 +36,57 @@ export interface CertOptions {
   readonly notBefore?: Date;
   readonly notAfter?: Date;
   readonly keys?: CryptoKeyPair;
-  /** Non-critical extensions, as (OID, extnValue content). */
-  readonly extensions?: readonly (readonly [string, Uint8Array])[];
+  /** basicConstraints (critical); `null` leaves it out. Roots default to cA TRUE, others to none. */
+  readonly basicConstraints?: { readonly ca: boolean; readonly pathLen?: number } | null;
+  /** keyUsage (critical, `x509.KeyUsageFlags`); `null` leaves it out. Defaults as basicConstraints. */
+  readonly keyUsage?: number | null;
+  /** Extensions as (OID, extnValue content, critical?), non-critical unless the flag says so. */
+  readonly extensions?: readonly (readonly [string, Uint8Array, boolean?])[];
 }
 
-/** A self-signed root. */
+export const KU = x509.KeyUsageFlags;
+
+/** What a CA certificate carries: basicConstraints cA TRUE, keyUsage keyCertSign and cRLSign. */
+export const CA = {
+  basicConstraints: { ca: true },
+  keyUsage: KU.keyCertSign | KU.cRLSign,
+} as const satisfies CertOptions;
+
+/** What an end-entity certificate such as an Intel PCK carries: cA FALSE, digitalSignature. */
+export const END_ENTITY = {
+  basicConstraints: { ca: false },
+  keyUsage: KU.digitalSignature | KU.nonRepudiation,
+} as const satisfies CertOptions;
+
+function extensionsOf(o: CertOptions, defaults: CertOptions): x509.Extension[] {
+  const bc = o.basicConstraints === undefined ? defaults.basicConstraints : o.basicConstraints;
+  const ku = o.keyUsage === undefined ? defaults.keyUsage : o.keyUsage;
+  return [
+    ...(bc === null || bc === undefined
+      ? []
+      : [new x509.BasicConstraintsExtension(bc.ca, bc.pathLen, true)]),
+    ...(ku === null || ku === undefined ? [] : [new x509.KeyUsagesExtension(ku, true)]),
+    ...(o.extensions ?? []).map(
+      ([oid, v, critical]) => new x509.Extension(oid, critical === true, arrayBufferView(v)),
+    ),
+  ];
+}
+
+/**
+ * basicConstraints cA TRUE (with `pathLen`) and keyUsage (default keyCertSign and cRLSign), both
+ * critical, for tests that build certificates with the generator directly.
+ */
+export function caExtensions(o: { pathLen?: number; keyUsage?: number } = {}): x509.Extension[] {
+  return extensionsOf(
+    {
+      basicConstraints: { ca: true, ...(o.pathLen === undefined ? {} : { pathLen: o.pathLen }) },
+      keyUsage: o.keyUsage ?? CA.keyUsage,
+    },
+    {},
+  );
+}
+
+/** A self-signed root (a CA unless `o` says otherwise). */
 export async function makeRoot(name: string, o: CertOptions = {}): Promise<Ca> {
   const keys = o.keys ?? (await ecKeys());
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -50,11 +96,12 @@ export async function makeRoot(name: string, o: CertOptions = {}): Promise<Ca> {
     notBefore: o.notBefore ?? FROM,
     notAfter: o.notAfter ?? TO,
     signingAlgorithm: SIGN,
+    extensions: extensionsOf(o, CA),
   });
   return { cert, keys };
 }
 
-/** A certificate `issuer` signs. */
+/** A certificate `issuer` signs (spread {@link CA} into `o` for an intermediate). */
 export async function makeCert(issuer: Ca, name: string, o: CertOptions = {}): Promise<Ca> {
   const keys = o.keys ?? (await ecKeys());
   const cert = await x509.X509CertificateGenerator.create({
@@ -66,9 +113,7 @@ export async function makeCert(issuer: Ca, name: string, o: CertOptions = {}): P
     notBefore: o.notBefore ?? FROM,
     notAfter: o.notAfter ?? TO,
     signingAlgorithm: SIGN,
-    extensions: (o.extensions ?? []).map(
-      ([oid, v]) => new x509.Extension(oid, false, arrayBufferView(v)),
-    ),
+    extensions: extensionsOf(o, {}),
   });
   return { cert, keys };
 }
@@ -104,6 +149,7 @@ export async function hierarchy(
   const p = o.prefix ?? 'Test';
   const root = await makeRoot(`CN=${p} Root, O=Cloister Test`, o.root);
   const inter = await makeCert(root, `CN=${p} Intermediate, O=Cloister Test`, {
+    ...CA,
     serial: '02',
     ...o.inter,
   });

@@ -12,6 +12,7 @@ import * as x509 from '@peculiar/x509';
 import { isCloisterError, VerificationError } from '@cloister/errors';
 import { trustAnchor, verifySnpReport } from '@cloister/evidence';
 import type { SnpProductRoots } from '@cloister/evidence';
+import { caExtensions, KU } from './pki-fixtures.js';
 
 const subtle = globalThis.crypto.subtle;
 const ALG = { name: 'ECDSA', namedCurve: 'P-384', hash: 'SHA-384' } as const;
@@ -74,7 +75,9 @@ async function hierarchy(
     notBefore: FROM,
     notAfter: TO,
     signingAlgorithm: SIGN,
+    extensions: caExtensions(),
   });
+  // AMD's ASK and ASVK: cA TRUE, pathLenConstraint 0, keyCertSign only.
   const inter = (cn: string, k: CryptoKeyPair, serial: string, validity = { from: FROM, to: TO }) =>
     x509.X509CertificateGenerator.create({
       subject: `CN=${cn}, ${AMD}`,
@@ -85,6 +88,7 @@ async function hierarchy(
       notBefore: validity.from,
       notAfter: validity.to,
       signingAlgorithm: SIGN,
+      extensions: caExtensions({ pathLen: 0, keyUsage: KU.keyCertSign }),
     });
   const ask = await inter(`SEV-${product}`, askKeys, '02', o.askValidity);
   const asvk = await inter(`SEV-VLEK-${product}`, asvkKeys, '03');

@@ -7,6 +7,9 @@
  *    from one out-of-date platform must not be able to sign TCB levels that call it up to date.
  *  - AMD: a VCEK is issued by the ASK, the ASK by the ARK (spec 57230). A VCEK key extracted
  *    from one chip must not be able to certify "VCEKs" for other chips or newer TCBs.
+ * Where such a certificate issues another (the AMD case), the path builder's CA rules
+ * (pki/path.ts) refuse it too, since a VCEK is not a CA; the chain-shape rules are tested on
+ * their own as well.
  * Synthetic hierarchies in the vendors' shape, since no real vector comes with private keys.
  */
 import 'reflect-metadata';
@@ -15,6 +18,7 @@ import { test } from 'node:test';
 import * as asn1js from 'asn1js';
 import * as x509 from '@peculiar/x509';
 import { arrayBufferView as buf } from '@cloister/bytes';
+import type { CloisterError } from '@cloister/errors';
 import { toHex, trustAnchor, verifyDcapQuote, verifySnpReport } from '@cloister/evidence';
 import type { SnpProductRoots } from '@cloister/evidence';
 import { hasCode } from '@cloister/testkit';
@@ -28,9 +32,15 @@ import {
   sgxQuote,
   TCB_INFO,
 } from './dcap-fixtures.js';
-import { der } from './pki-fixtures.js';
+import { caExtensions, der, KU } from './pki-fixtures.js';
 
 const subtle = globalThis.crypto.subtle;
+
+/** The CHAIN error `code` whose details name `rule`. */
+const hasRule =
+  (code: string, rule: string) =>
+  (e: unknown): boolean =>
+    hasCode(code, 'CHAIN')(e) && (e as CloisterError).details?.['rule'] === rule;
 
 async function signP256(key: CryptoKey, text: string): Promise<string> {
   const data = new TextEncoder().encode(text);
@@ -98,6 +108,7 @@ function vcek(
   key: CryptoKey,
   chip: Uint8Array,
   tcb: Tcb,
+  extra: readonly x509.Extension[] = [],
 ): Promise<x509.X509Certificate> {
   return x509.X509CertificateGenerator.create({
     subject,
@@ -116,6 +127,7 @@ function vcek(
       intExt(`${ARC}.3.3`, tcb.snp),
       intExt(`${ARC}.3.8`, tcb.ucode),
       new x509.Extension(`${ARC}.4`, false, buf(chip)),
+      ...extra,
     ],
   });
 }
@@ -157,8 +169,9 @@ test('SNP: a "VCEK" certified by another chip’s VCEK key (VCEK <- VCEK <- ASK 
     notBefore: FROM,
     notAfter: TO,
     signingAlgorithm: SNP_SIGN,
+    extensions: caExtensions(),
   });
-  const inter = (cn: string, serial: string) =>
+  const inter = (cn: string, serial: string, pathLen: number | null = 0) =>
     x509.X509CertificateGenerator.create({
       subject: `CN=${cn}, ${AMD}`,
       issuer: ark.subject,
@@ -168,6 +181,10 @@ test('SNP: a "VCEK" certified by another chip’s VCEK key (VCEK <- VCEK <- ASK 
       notBefore: FROM,
       notAfter: TO,
       signingAlgorithm: SNP_SIGN,
+      extensions: caExtensions({
+        ...(pathLen === null ? {} : { pathLen }),
+        keyUsage: KU.keyCertSign,
+      }),
     });
   const ask = await inter('SEV-Milan', '02');
   const asvk = await inter('SEV-VLEK-Milan', '03');
@@ -209,13 +226,28 @@ test('SNP: a "VCEK" certified by another chip’s VCEK key (VCEK <- VCEK <- ASK 
     chipB,
     newTcb,
   );
-  await assert.rejects(
-    verifySnpReport(await snpReport(forgedKeys.privateKey, chipB, newTcb), {
+  const forgedReport = await snpReport(forgedKeys.privateKey, chipB, newTcb);
+  const run = (beside: x509.X509Certificate, r = roots) =>
+    verifySnpReport(forgedReport, {
       now: NOW,
       vcek: der(forged),
-      collateral: { chain: [der(leaked)] },
-      roots: { Milan: roots },
-    }),
-    hasCode('CHAIN_INCOMPLETE', 'CHAIN'),
+      collateral: { chain: [der(beside)] },
+      roots: { Milan: r },
+    });
+  // A VCEK, as AMD issues it, has no basicConstraints: it is not a CA and issues nothing.
+  await assert.rejects(run(leaked), hasRule('CHAIN_ISSUER_CONSTRAINT', 'basicConstraints.cA'));
+  // Were a VCEK ever issued with cA TRUE, the ASK's pathLenConstraint 0 still refuses it ...
+  const leakedCa = await vcek(
+    leaked.subject,
+    ask.subject,
+    askKeys.privateKey,
+    leakedKeys.publicKey,
+    chipA,
+    oldTcb,
+    caExtensions(),
   );
+  await assert.rejects(run(leakedCa), hasRule('CHAIN_ISSUER_CONSTRAINT', 'pathLenConstraint'));
+  // ... and under an ASK without one, the chain shape (exactly VCEK, ASK, ARK) does.
+  const unlimited = { ...roots, ask: await inter('SEV-Milan', '04', null) };
+  await assert.rejects(run(leakedCa, unlimited), hasCode('CHAIN_INCOMPLETE', 'CHAIN'));
 });

@@ -20,6 +20,7 @@ import { BoundedMemo } from '../memo.js';
 import { certInfo, crlInfo, crlSignedBy, type CertInfo, type CrlInfo } from '../pki/cert-cache.js';
 import {
   buildSignedPath,
+  checkCrlSigner,
   checkPathCrls,
   checkPinned,
   checkValidity,
@@ -550,8 +551,11 @@ export async function verifyCollateralSignatures(
   );
   const pckCrlPath = await path(p.pckCrlChain, 'PCK CRL issuer chain');
   // The PCK CRL is applied to the PCK chain per call (verify.ts); here it must be what the
-  // leaf of its own issuer chain signed, as the TCB Info and QE Identity are.
-  if (!(await crlSignedBy(p.pckCrl, pckCrlPath.certs[0] as CertInfo, 'collateral.pck_crl'))) {
+  // leaf of its own issuer chain signed, as the TCB Info and QE Identity are, and that leaf
+  // must be allowed to sign CRLs.
+  const pckCrlSigner = pckCrlPath.certs[0] as CertInfo;
+  checkCrlSigner(pckCrlSigner, 'PCK CRL issuer chain');
+  if (!(await crlSignedBy(p.pckCrl, pckCrlSigner, 'collateral.pck_crl'))) {
     throw evidenceError(
       'COLLATERAL_SIGNATURE_INVALID',
       'PCK CRL is not signed by its issuer chain',

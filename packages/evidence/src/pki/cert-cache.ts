@@ -20,6 +20,13 @@
 import { evidenceError } from '../error-codes.js';
 import { BoundedMemo, bytesKey } from '../memo.js';
 import {
+  OID_BASIC_CONSTRAINTS,
+  OID_KEY_USAGE,
+  parseBasicConstraints,
+  parseKeyUsage,
+  type BasicConstraints,
+} from './ca-extensions.js';
+import {
   DER_BIT_STRING,
   DER_INTEGER,
   DER_SEQUENCE,
@@ -51,6 +58,12 @@ export interface CertInfo {
   readonly serial: string;
   /** Extension values (extnValue contents) by OID. */
   readonly extensions: ReadonlyMap<string, Uint8Array>;
+  /** The OIDs of the extensions marked critical. */
+  readonly criticalExtensions: readonly string[];
+  /** basicConstraints, decoded strictly (ca-extensions.ts); undefined when absent. */
+  readonly basicConstraints: BasicConstraints | undefined;
+  /** keyUsage as a mask of `KEY_USAGE` bits, decoded strictly; undefined when absent. */
+  readonly keyUsage: number | undefined;
 }
 
 const certMemo = new BoundedMemo<CertInfo>(2048);
@@ -60,7 +73,11 @@ function normalizeSerial(s: string): string {
   return t === '' ? '0' : t;
 }
 
-/** Parses (once per exact DER) a certificate. */
+/**
+ * Parses (once per exact DER) a certificate. Its basicConstraints and keyUsage are decoded here,
+ * strictly, so a malformed one is CERT_MALFORMED whether or not the certificate ends up issuing
+ * anything.
+ */
 export function certInfo(der: Uint8Array, field: string): CertInfo {
   const derKey = bytesKey(der);
   const hit = certMemo.get(derKey);
@@ -73,6 +90,7 @@ export function certInfo(der: Uint8Array, field: string): CertInfo {
   let serial: string;
   let spki: Uint8Array;
   const extensions = new Map<string, Uint8Array>();
+  const criticalExtensions: string[] = [];
   try {
     notBefore = cert.notBefore.getTime();
     notAfter = cert.notAfter.getTime();
@@ -86,6 +104,7 @@ export function certInfo(der: Uint8Array, field: string): CertInfo {
       // RFC 5280 section 4.2: an extension appears at most once.
       if (extensions.has(e.type)) throw new Error(`duplicate extension ${e.type}`);
       extensions.set(e.type, new Uint8Array(e.value));
+      if (e.critical) criticalExtensions.push(e.type);
     }
   } catch (cause) {
     throw evidenceError('CERT_MALFORMED', `${field}: unreadable certificate fields`, {
@@ -96,6 +115,8 @@ export function certInfo(der: Uint8Array, field: string): CertInfo {
   if (!Number.isFinite(notBefore) || !Number.isFinite(notAfter)) {
     throw evidenceError('CERT_MALFORMED', `${field}: bad validity`, { details: { field } });
   }
+  const bc = extensions.get(OID_BASIC_CONSTRAINTS);
+  const ku = extensions.get(OID_KEY_USAGE);
   return certMemo.set(derKey, {
     cert,
     der: new Uint8Array(der),
@@ -108,6 +129,10 @@ export function certInfo(der: Uint8Array, field: string): CertInfo {
     notAfter,
     serial,
     extensions,
+    criticalExtensions,
+    basicConstraints:
+      bc === undefined ? undefined : parseBasicConstraints(bc, `${field}.basicConstraints`),
+    keyUsage: ku === undefined ? undefined : parseKeyUsage(ku, `${field}.keyUsage`),
   });
 }
 

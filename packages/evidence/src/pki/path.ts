@@ -9,18 +9,22 @@
  * The work is split by what it depends on. {@link buildSignedPath} depends only on certificate
  * bytes, so callers memoise its result: it walks from the leaf by issuer name (exact DER) and
  * verifies every signature over the raw bytes before any certificate reaches the full X.509
- * parser, up to a self-signed certificate, and (for DCAP) refuses a carried certificate that is
- * not on the path. What depends on the call is checked every time by the caller:
+ * parser, up to a self-signed certificate, (for DCAP) refuses a carried certificate that is not
+ * on the path, and then holds every certificate that issues another to what its extensions
+ * allow (section 6.1.4 (k), (l), (m), (n) and (o): {@link checkIssuers}). What depends on the
+ * call is checked every time by the caller:
  * {@link checkPinned} (the top's key is a pinned root's key, never compared by name: Intel's
  * test root has the production root's name), {@link checkValidity} (every certificate valid at
  * `now`) and the CRL checks, {@link checkPathCrls} and {@link checkCrl} (each CRL signed by the
- * issuer it names, current at `now`, and revoking only certificates that issuer signed).
+ * issuer it names, which may sign CRLs, current at `now`, and revoking only certificates that
+ * issuer signed).
  *
  * `verifyChain` (chain.ts) composes these for callers holding parsed certificates; the DCAP and
  * SNP verifiers call them directly so they can memoise the signed path.
  */
 import { isCloisterError } from '@cloister/errors';
 import { evidenceError } from '../error-codes.js';
+import { KEY_USAGE, OID_BASIC_CONSTRAINTS, OID_KEY_USAGE } from './ca-extensions.js';
 import {
   certInfo,
   crlSignedBy,
@@ -32,7 +36,10 @@ import {
 } from './cert-cache.js';
 import type { TrustAnchor } from './x509.js';
 
-/** A path whose signatures verify, leaf first, ending in a self-signed certificate. */
+/**
+ * A path whose signatures verify and whose issuers may issue, leaf first, ending in a
+ * self-signed certificate.
+ */
 export interface SignedPath {
   readonly certs: readonly CertInfo[];
   readonly top: CertInfo;
@@ -97,6 +104,7 @@ export function offeredCerts(ders: readonly Uint8Array[], label: string): RawCer
  *    Callers list pinned certificates first, so a carried copy is used only when no pinned one
  *    fits.
  *
+ * Every certificate that issues another on the path must be allowed to ({@link checkIssuers}).
  * Whether the top is pinned, and the validity periods, are not checked here (they depend on the
  * call): see {@link checkPinned} and {@link checkValidity}.
  */
@@ -164,7 +172,108 @@ export async function buildSignedPath(
     }
   }
   const certs = raw.map((r, i) => certInfo(r.der, `${label}[${i}]`));
+  checkIssuers(certs, label);
   return { certs, top: certs[certs.length - 1] as CertInfo };
+}
+
+/** The extensions the checks below process: any other marked critical refuses the path. */
+const PROCESSED_EXTENSIONS: ReadonlySet<string> = new Set([OID_BASIC_CONSTRAINTS, OID_KEY_USAGE]);
+
+function issuerRefused(
+  label: string,
+  c: CertInfo,
+  position: number,
+  rule: string,
+  why: string,
+  extra: Record<string, unknown> = {},
+): never {
+  throw evidenceError(
+    'CHAIN_ISSUER_CONSTRAINT',
+    `${label}: certificate ${position} "${c.subject}" ${why}`,
+    { details: { subject: c.subject, position, rule, ...extra } },
+  );
+}
+
+/**
+ * RFC 5280 section 6.1.4 (k), (l), (m), (n) and (o) on a path (leaf first, signatures verified):
+ * every certificate that issues the one before it must have basicConstraints with cA TRUE, a
+ * keyUsage (when present) with keyCertSign, and a pathLenConstraint (when present) of at least
+ * the number of intermediates below it; and no certificate may carry a critical extension
+ * other than those two (sections 6.1.4 (o) and 6.1.5 (f): a critical extension that is not
+ * processed must refuse the certificate, and none of the vendor chains marks any other one
+ * critical). Stops a certificate that is not a CA, such as an Intel PCK certificate (CA:FALSE)
+ * or an AMD VCEK whose key was extracted from a chip, from issuing certificates that chain to
+ * the pinned root, also on paths no chain-shape rule pins (verifyChain).
+ *
+ * The builder ends a path at its first self-issued certificate, so every intermediate counts
+ * towards a pathLenConstraint (section 6.1.4 (l) skips only self-issued ones).
+ *
+ * The self-signed top is held to the same rules, although RFC 5280 takes a trust anchor as a
+ * name and a key and leaves its extensions unchecked (RFC 5937 makes that optional). Our
+ * anchors are certificates pinned by key, and the top of a path may be a copy carried with the
+ * evidence (Intel quotes carry the root) rather than the pinned bytes: the certificate actually
+ * on the path must say it is a CA. Every root pinned here (Intel SGX Root CA, AMD ARKs, the sim
+ * root) has cA TRUE and keyCertSign, and the Intel root's pathLenConstraint 1 is honoured by its
+ * PCK CAs, so this costs nothing and refuses a self-signed end-entity certificate pinned as a
+ * root by mistake.
+ */
+function checkIssuers(certs: readonly CertInfo[], label: string): void {
+  certs.forEach((c, i) => {
+    const unknown = c.criticalExtensions.find((oid) => !PROCESSED_EXTENSIONS.has(oid));
+    if (unknown !== undefined) {
+      throw evidenceError(
+        'CHAIN_CRITICAL_EXTENSION',
+        `${label}: certificate ${i} "${c.subject}" has critical extension ${unknown}, which is not processed`,
+        { details: { subject: c.subject, position: i, extension: unknown } },
+      );
+    }
+    if (i === 0) return;
+    const bc = c.basicConstraints;
+    if (bc === undefined || !bc.ca) {
+      issuerRefused(
+        label,
+        c,
+        i,
+        'basicConstraints.cA',
+        `issues certificate ${i - 1} but is not a CA (${bc === undefined ? 'no basicConstraints' : 'cA FALSE'})`,
+      );
+    }
+    if (c.keyUsage !== undefined && (c.keyUsage & KEY_USAGE.keyCertSign) === 0) {
+      issuerRefused(
+        label,
+        c,
+        i,
+        'keyUsage.keyCertSign',
+        `issues certificate ${i - 1} but its keyUsage lacks keyCertSign`,
+      );
+    }
+    // certs[1 .. i-1] are the intermediates below c.
+    if (bc.pathLen !== undefined && i - 1 > bc.pathLen) {
+      issuerRefused(
+        label,
+        c,
+        i,
+        'pathLenConstraint',
+        `allows ${bc.pathLen} intermediate(s) below it, the path has ${i - 1}`,
+        { pathLenConstraint: bc.pathLen, intermediatesBelow: i - 1 },
+      );
+    }
+  });
+}
+
+/**
+ * Throws CHAIN_ISSUER_CONSTRAINT when `issuer` has a keyUsage without cRLSign (RFC 5280 section
+ * 6.3.3 (f)). Stops a CRL signed by a key that its certificate does not allow to sign CRLs
+ * (AMD's ASK may sign only certificates) from standing in for the issuer's real CRL.
+ */
+export function checkCrlSigner(issuer: CertInfo, label: string): void {
+  if (issuer.keyUsage !== undefined && (issuer.keyUsage & KEY_USAGE.cRLSign) === 0) {
+    throw evidenceError(
+      'CHAIN_ISSUER_CONSTRAINT',
+      `${label}: CRL issuer "${issuer.subject}" signs a CRL but its keyUsage lacks cRLSign`,
+      { details: { subject: issuer.subject, rule: 'keyUsage.cRLSign' } },
+    );
+  }
 }
 
 /**
@@ -255,7 +364,8 @@ function checkNotRevoked(crl: CrlInfo, cert: CertInfo, now: number, label: strin
 }
 
 /**
- * Checks `cert` against `crl` of its issuer `issuer`: the CRL must be signed by the issuer's key
+ * Checks `cert` against `crl` of its issuer `issuer`: the issuer must be allowed to sign CRLs
+ * ({@link checkCrlSigner}), the CRL must be signed by the issuer's key
  * (COLLATERAL_SIGNATURE_INVALID; verified over the exact TBSCertList like a certificate, so an
  * unsupported or inconsistent signature algorithm is CERT_MALFORMED), current at `now`
  * (COLLATERAL_EXPIRED), and must not list `cert` (CHAIN_REVOKED). Stops use of a revoked
@@ -268,6 +378,7 @@ export async function checkCrl(
   now: number,
   label: string,
 ): Promise<void> {
+  checkCrlSigner(issuer, label);
   if (!(await crlSignedBy(crl, issuer, `${label} CRL of "${crl.issuer}"`))) {
     throw evidenceError(
       'COLLATERAL_SIGNATURE_INVALID',
