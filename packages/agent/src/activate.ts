@@ -5,7 +5,8 @@
  * 2. a one-time nonce from `POST /v1/activate/challenge`;
  * 3. evidence over `activationReportData(nonce, SPKI)`, which binds both, so the coordinator
  *    knows the key it encrypts to was made inside this TEE for this request;
- * 4. `POST /v1/activate` with the evidence and a CSR for the key;
+ * 4. `POST /v1/activate` with the evidence and a CSR for the key (a renewal adds the instance
+ *    id, signed with the instance's current mesh key over the nonce and the new keys);
  * 5. the bundle decrypted with the private key, then checked (schema, certificate for our key
  *    and workload, coordinator TLS identity against the bundle's root) before it is used.
  */
@@ -18,6 +19,7 @@ import {
   ChallengeResponseSchema,
   ReleaseInstanceResponseSchema,
   releaseSignedBytes,
+  renewalSignedBytes,
   activationReportData,
   checkBody,
   decryptBundle,
@@ -113,8 +115,12 @@ export interface ActivateOptions {
   readonly client: CoordinatorClient;
   readonly workload: string;
   readonly provider: EvidenceProvider;
-  /** Set when renewing: keeps the instance (and its per-instance secrets). */
-  readonly instanceId?: string;
+  /**
+   * Set when renewing: the instance's latest activation. The renewal keeps the instance (and its
+   * per-instance secrets) and is signed with that activation's mesh key, which the coordinator
+   * recorded as the instance's: the instance id alone authorises nothing.
+   */
+  readonly renew?: Pick<Activation, 'instanceId' | 'mesh'>;
   /** Image workloads: the pulled image manifest, for key release (`openWorkloadImage`). */
   readonly image?: ImageKeyRequest;
   /**
@@ -156,7 +162,15 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
       ? { csr: await buildCsr(key, o.workload) }
       : { publicKey: toBase64Url(key.spkiDer) }),
     bundleKey: toBase64Url(bundleKey.raw),
-    ...(o.instanceId === undefined ? {} : { instanceId: o.instanceId }),
+    ...(o.renew === undefined
+      ? {}
+      : {
+          instanceId: o.renew.instanceId,
+          instanceSignature: signWithMeshKey(
+            o.renew.mesh,
+            renewalSignedBytes(o.renew.instanceId, challenge.nonce, reportData),
+          ),
+        }),
     ...(o.image === undefined ? {} : { image: o.image }),
   };
   const res = checkResponse(
@@ -178,6 +192,16 @@ export async function activate(o: ActivateOptions): Promise<Activation> {
 }
 
 /**
+ * ECDSA P-256 / SHA-256, raw r||s, base64url, with the instance's mesh key: the activation key,
+ * or the one the coordinator made when a template hands the key to the program (`.mesh.key`).
+ * That is the key the coordinator recorded for the instance (`MeshIdentity.keyPem` is it).
+ */
+function signWithMeshKey(mesh: Pick<MeshIdentity, 'keyPem'>, bytes: Uint8Array): string {
+  const key = createPrivateKey(mesh.keyPem);
+  return toBase64Url(nodeSign('sha256', bytes, { key, dsaEncoding: 'ieee-p1363' }));
+}
+
+/**
  * Releases an instance when its agent stops (frees its `maxInstances` slot, so the workload can
  * be started again). Signed with the mesh key of the instance's latest activation over a fresh
  * nonce, so nobody else can release it and a captured release cannot be replayed. That is the
@@ -193,15 +217,15 @@ export async function releaseInstance(
     await client.postJson('/v1/activate/challenge', {}),
     'challenge',
   );
-  const signature = nodeSign('sha256', releaseSignedBytes(activation.instanceId, challenge.nonce), {
-    key: createPrivateKey(activation.mesh.keyPem),
-    dsaEncoding: 'ieee-p1363',
-  });
+  const signature = signWithMeshKey(
+    activation.mesh,
+    releaseSignedBytes(activation.instanceId, challenge.nonce),
+  );
   checkResponse(
     ReleaseInstanceResponseSchema,
     await client.deleteJson(`/v1/instances/${activation.instanceId}`, {
       nonce: challenge.nonce,
-      signature: toBase64Url(signature),
+      signature,
     }),
     'release',
   );

@@ -320,16 +320,15 @@ async function activateAndRun(
           client,
           workload: o.workload,
           provider: o.provider,
-          instanceId: current.instanceId,
+          renew: current,
         });
-        if (stopped) {
-          // The coordinator now holds this activation's key: the release must be signed with it.
-          current = next;
-          return;
-        }
+        // The coordinator now holds this activation's key: the next renewal and the release
+        // must be signed with it, also when writing its files fails below (the next renewal
+        // writes them again).
+        current = next;
+        if (stopped) return;
         await writeBundleFiles(root, next.bundle, next.mesh);
         proxy?.updateCredentials(meshCredentials(next.mesh));
-        current = next;
         failedSinceExpiry = 0;
         log.info('certificate renewed', { notAfter: next.mesh.notAfter.toISOString() });
         o.onRenewed?.(next.mesh);

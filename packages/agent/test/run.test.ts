@@ -18,7 +18,7 @@ import { simProvider } from '../src/providers/sim.js';
 import { resolveExecutable } from '../src/launch.js';
 import { createIntermediate, createRoot, issueLeaf } from './test-pki.js';
 import type { Issued } from './test-pki.js';
-import { startStub } from './stub-coordinator.js';
+import { renewedInstance, startStub } from './stub-coordinator.js';
 import type { StubOptions } from './stub-coordinator.js';
 
 const TD = 'shop.test';
@@ -336,9 +336,10 @@ test('renewal re-attests for the same instance and swaps the mesh files', async 
   assert.ok(stub.requests.length >= 3);
   const first = stub.requests[0];
   const second = stub.requests[1];
-  assert.equal(first?.instanceId, undefined);
-  assert.ok(second?.instanceId !== undefined);
-  assert.equal(stub.requests[2]?.instanceId, second?.instanceId);
+  assert.ok(first !== undefined && second !== undefined);
+  assert.equal(renewedInstance(first), undefined);
+  assert.ok(renewedInstance(second) !== undefined);
+  assert.equal(renewedInstance(stub.requests[2] ?? first), renewedInstance(second));
   // The file on disk carries the renewed certificate.
   assert.equal(renewedSerials[0]?.toLowerCase(), renewedSerials[1]?.toLowerCase());
   assert.notEqual(renewedSerials[0], renewedSerials[2]);
@@ -347,6 +348,44 @@ test('renewal re-attests for the same instance and swaps the mesh files', async 
     true,
   );
   await stub.close();
+});
+
+test('renewals are signed with the mesh key the coordinator made (.mesh.key)', async (t) => {
+  // The stub refuses a renewal not signed by the instance's current mesh key: here the key of
+  // the last bundle, never the agent's own activation key.
+  const stub = await stubWith({
+    renewAfterMs: 200,
+    meshKeyInBundle: true,
+    args: ['app', '-c', 'while [ ! -e "$DIR/stop" ]; do sleep 0.05; done; exit 0'],
+  });
+  t.after(() => stub.close());
+  const o = await agentOpts(stub.url);
+  const dir = o.env?.['DIR'] as string;
+  const keys: string[] = [];
+  const warnings: string[] = [];
+  const stop = () => void writeFile(join(dir, 'stop'), '');
+  const status = await runAgent({
+    ...o,
+    minRenewIntervalMs: 50,
+    // A refused renewal stops the program too, so that the test fails instead of waiting.
+    log: {
+      info: () => undefined,
+      warn: (msg) => {
+        warnings.push(msg);
+        stop();
+      },
+    },
+    onRenewed: (m) => {
+      keys.push(m.keyPem);
+      if (keys.length === 2) stop();
+    },
+    // The stub has no release route.
+    release: false,
+  });
+  assert.equal(status, 0);
+  assert.deepEqual(warnings, [], 'no renewal was refused');
+  assert.ok(keys.length >= 2);
+  assert.notEqual(keys[0], keys[1]);
 });
 
 test('a renewal refused as COORDINATOR_NOT_FOUND is final: no more renewals, the program runs on', async () => {
@@ -373,7 +412,7 @@ test('a renewal refused as COORDINATOR_NOT_FOUND is final: no more renewals, the
   });
   await stopped;
   assert.equal(status, 7, "the program's own status");
-  const renewals = stub.requests.filter((r) => r.instanceId !== undefined);
+  const renewals = stub.requests.filter((r) => renewedInstance(r) !== undefined);
   assert.equal(renewals.length, 1, 'one renewal, not retried');
   assert.equal(warnings.filter((w) => /no longer knows/.test(w.msg)).length, 1);
   assert.equal(warnings[0]?.fields?.['cause'], 'COORDINATOR_NOT_FOUND');

@@ -1,13 +1,14 @@
 /**
  * A small HTTPS coordinator for agent tests: challenge, activate (verifying the sim evidence,
- * its binding to the nonce and the CSR key, and the measurement), GET manifest. Bundles are
- * real JWEs made with the protocol package's encryptBundle.
+ * its binding to the nonce and the CSR key, the measurement and, for a renewal, the signature
+ * by the instance's current mesh key), GET manifest. Bundles are real JWEs made with the
+ * protocol package's encryptBundle.
  */
 import 'reflect-metadata';
 import { createServer } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { randomBytes, webcrypto } from 'node:crypto';
+import { randomBytes, verify as nodeVerify, webcrypto } from 'node:crypto';
 import { once } from 'node:events';
 import * as x509 from '@peculiar/x509';
 import {
@@ -17,6 +18,7 @@ import {
   fromBase64Url,
   manifestHash,
   nonceFromBase64Url,
+  renewalSignedBytes,
   toBase64Url,
 } from '@cloister/protocol';
 import type { ActivateRequest, ActivationBundle, Manifest } from '@cloister/protocol';
@@ -48,6 +50,13 @@ export interface StubOptions {
   readonly refuse?: { status: number; code: string };
   /** Answer renewals (activations naming an instance) with this problem instead. */
   readonly refuseRenewal?: { status: number; code: string };
+  /** Make the mesh key and ship it in the bundle, as a coordinator does for `.mesh.key`. */
+  readonly meshKeyInBundle?: boolean;
+}
+
+/** The instance a request renews, if it is a renewal. */
+export function renewedInstance(r: ActivateRequest): string | undefined {
+  return 'instanceId' in r ? r.instanceId : undefined;
 }
 
 export interface Stub {
@@ -82,6 +91,8 @@ export async function startStub(o: StubOptions): Promise<Stub> {
   const nonces = new Set<string>();
   const requests: ActivateRequest[] = [];
   const serials: string[] = [];
+  /** Instance id -> SPKI DER of its current mesh key (what a renewal must be signed with). */
+  const meshKeys = new Map<string, Buffer>();
   const hash = await manifestHash(o.manifest);
   let seq = 0;
   const stub: Stub = {
@@ -105,7 +116,7 @@ export async function startStub(o: StubOptions): Promise<Stub> {
   const activate = async (body: ActivateRequest, res: ServerResponse) => {
     requests.push(body);
     if (o.refuse !== undefined) return problem(res, o.refuse.status, o.refuse.code);
-    if (o.refuseRenewal !== undefined && body.instanceId !== undefined)
+    if (o.refuseRenewal !== undefined && renewedInstance(body) !== undefined)
       return problem(res, o.refuseRenewal.status, o.refuseRenewal.code);
     if (!nonces.delete(body.nonce)) return problem(res, 403, 'NONCE_UNKNOWN');
     let spki: Uint8Array;
@@ -126,22 +137,43 @@ export async function startStub(o: StubOptions): Promise<Stub> {
     const expected = await activationReportData(nonceFromBase64Url(body.nonce), spki, bundleKey);
     if (claims.reportData !== toHex(expected)) return problem(res, 403, 'BINDING');
     if (claims.measurement !== toHex(o.measurement)) return problem(res, 403, 'MEASUREMENT');
-    const publicKey = await webcrypto.subtle.importKey(
-      'spki',
-      spki,
-      { name: 'ECDSA', namedCurve: 'P-256' },
-      true,
-      ['verify'],
-    );
-    const leaf = await issueLeaf(o.meshCa, [`spiffe://${td}/${o.certWorkload ?? body.workload}`], {
-      publicKey,
-    });
+    if ('instanceId' in body) {
+      const key = meshKeys.get(body.instanceId);
+      if (key === undefined) return problem(res, 404, 'COORDINATOR_NOT_FOUND');
+      const signed = nodeVerify(
+        'sha256',
+        renewalSignedBytes(body.instanceId, body.nonce, expected),
+        { key, format: 'der', type: 'spki', dsaEncoding: 'ieee-p1363' },
+        fromBase64Url(body.instanceSignature),
+      );
+      if (!signed) return problem(res, 401, 'COORDINATOR_SIGNATURE_INVALID');
+    }
+    const instanceId = renewedInstance(body) ?? randomBytes(8).toString('hex');
+    const uri = `spiffe://${td}/${o.certWorkload ?? body.workload}`;
+    const leaf =
+      o.meshKeyInBundle === true
+        ? await issueLeaf(o.meshCa, [uri])
+        : await issueLeaf(o.meshCa, [uri], {
+            publicKey: await webcrypto.subtle.importKey(
+              'spki',
+              spki,
+              { name: 'ECDSA', namedCurve: 'P-256' },
+              true,
+              ['verify'],
+            ),
+          });
+    meshKeys.set(instanceId, Buffer.from(leaf.cert.publicKey.rawData));
     serials.push(leaf.cert.serialNumber);
     let bundle: ActivationBundle = {
       files: Object.fromEntries(Object.entries(o.files ?? {}).map(([k, v]) => [k, toBase64Url(v)])),
       env: o.env ?? {},
       args: o.args ?? [],
-      mesh: { cert: leaf.certPem, rootCa: o.root.certPem, intermediateCa: o.meshCa.certPem },
+      mesh: {
+        cert: leaf.certPem,
+        ...(o.meshKeyInBundle === true ? { key: leaf.keyPem } : {}),
+        rootCa: o.root.certPem,
+        intermediateCa: o.meshCa.certPem,
+      },
       renewAfter: new Date(Date.now() + (o.renewAfterMs ?? 3_600_000)).toISOString(),
     };
     if (stub.bundleOverride !== undefined) bundle = stub.bundleOverride(bundle);
@@ -150,7 +182,7 @@ export async function startStub(o: StubOptions): Promise<Stub> {
       bundle: await encryptBundle(bundle, sealTo),
       certificate: `${leaf.certPem}\n${o.meshCa.certPem}`,
       expiresAt: leaf.cert.notAfter.toISOString(),
-      instanceId: body.instanceId ?? randomBytes(8).toString('hex'),
+      instanceId,
     });
   };
 

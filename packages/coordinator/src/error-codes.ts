@@ -38,7 +38,7 @@ export const COORDINATOR_ERRORS = defineErrorCodes({
   COORDINATOR_SIGNATURE_INVALID: {
     kind: 'unauthorized',
     summary:
-      'A detached owner signature does not verify, names an unknown owner, or signs a different transition.',
+      "A detached signature does not verify: an owner's (unknown owner, or a different transition), or an instance release or renewal not signed by the instance's current mesh key (`details.rule`).",
   },
   COORDINATOR_THRESHOLD_NOT_MET: {
     kind: 'unauthorized',
@@ -51,7 +51,7 @@ export const COORDINATOR_ERRORS = defineErrorCodes({
   COORDINATOR_HISTORY_CONFLICT: {
     kind: 'conflict',
     summary:
-      'The update names a previous transition that is not the current history head; fetch the head and sign again.',
+      'The update names a previous transition that is not the current history head (fetch the head and sign again), or the manifest or the instance changed while the request was checked (retry).',
   },
   COORDINATOR_HISTORY_BROKEN: {
     kind: 'internal',

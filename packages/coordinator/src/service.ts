@@ -19,6 +19,7 @@ import {
   ownerSignedBytes,
   releaseSignedBytes,
   renderWorkload,
+  renewalSignedBytes,
   secretDigest,
   transitionHash,
   transitionSignedBytes,
@@ -138,8 +139,8 @@ export interface InstanceRecord {
   readonly perInstance: Record<string, StoredSecret>;
   /**
    * SPKI DER (base64url) of the instance's current mesh key: the key whose signature releases
-   * the instance. Absent in records written before release existed (those cannot be released
-   * and simply expire).
+   * or renews the instance. Absent in records written before release existed (those can be
+   * neither released nor renewed, and simply expire).
    */
   readonly meshSpki?: string;
 }
@@ -147,6 +148,51 @@ export interface InstanceRecord {
 const b64u = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
 const fromB64u = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64url'));
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/**
+ * Checks that `signature` (ECDSA P-256 / SHA-256, raw r||s, base64url) over `signed` was made
+ * with the instance's current mesh key (`meshSpki`, SPKI DER base64url). Knowing an instance id
+ * is not enough to act for the instance: every mesh peer sees the id in its certificate. A
+ * malformed signature, or a record without a key, is a bad signature.
+ */
+function checkInstanceSignature(
+  what: 'release' | 'renewal',
+  meshSpki: string | undefined,
+  signed: Uint8Array,
+  signature: string,
+): void {
+  let ok = false;
+  try {
+    ok =
+      meshSpki !== undefined &&
+      nodeVerify(
+        'sha256',
+        signed,
+        {
+          key: Buffer.from(meshSpki, 'base64url'),
+          format: 'der',
+          type: 'spki',
+          dsaEncoding: 'ieee-p1363',
+        },
+        fromB64u(signature),
+      );
+  } catch {
+    ok = false;
+  }
+  if (!ok) {
+    throw coordinatorError(
+      'COORDINATOR_SIGNATURE_INVALID',
+      `the ${what} is not signed by the instance's mesh key`,
+      {
+        details: {
+          rule: `${what}.signature`,
+          expected: `ECDSA P-256 over ${what}SignedBytes`,
+          actual: 'invalid',
+        },
+      },
+    );
+  }
+}
 
 /**
  * A new instance id: 32 hex digits, the activation time in ms (48 bits) followed by 80 random
@@ -572,7 +618,9 @@ export class CoordinatorService {
    * 3. evidence is verified by its TEE's verifier (signatures, chain, collateral, TCB);
    * 4. the report data must bind this nonce and this agent key (relay, key substitution);
    * 5. the claims are appraised against the workload's package (wrong code, debug, old SVN);
-   * 6. the instance limit is enforced in the same transaction that records the instance.
+   * 6. a renewal must be signed by the instance's current mesh key (a sibling taking over an
+   *    instance whose id it learned), checked again in the commit;
+   * 7. the instance limit is enforced in the same transaction that records the instance.
    */
   async activate(body: ActivateBody): Promise<ActivateResponse> {
     const started = process.hrtime.bigint();
@@ -667,7 +715,8 @@ export class CoordinatorService {
 
     // Binding: stops replay of evidence made for another nonce and relay of evidence made for
     // other keys (the bundle is sealed to the bundle key the evidence vouches for).
-    const expected = hex(await activationReportData(nonce, spki, bundleKey));
+    const reportData = await activationReportData(nonce, spki, bundleKey);
+    const expected = hex(reportData);
     if (verified.claims.reportData.toLowerCase() !== expected) {
       throw coordinatorError(
         'COORDINATOR_BINDING_MISMATCH',
@@ -699,16 +748,9 @@ export class CoordinatorService {
       );
     }
 
-    // Image workloads: the keys of the pinned image's layers, for an agent that proved it runs
-    // this workload's package (appraised above), before anything is committed.
-    const layerKeys =
-      body.image === undefined
-        ? undefined
-        : await releaseImageKeys(workload.image, body.image, this.#o.imageKey);
-
     // Renewal keeps the instance (and its per-instance secrets); anything else is new.
     let prior: InstanceRecord | undefined;
-    if (body.instanceId !== undefined) {
+    if ('instanceId' in body) {
       prior = this.#o.store.get<InstanceRecord>('instances', body.instanceId);
       if (prior === undefined || prior.workload !== body.workload) {
         throw coordinatorError(
@@ -723,7 +765,26 @@ export class CoordinatorService {
           },
         );
       }
+      // Attested siblings of a workload run the same code, and the id is in the instance's
+      // certificate that every mesh peer sees: without this, any of them could renew another
+      // instance, take its per-instance secrets and replace its key. Only the holder of the
+      // instance's current mesh key renews it; the signature covers this nonce and the report
+      // data, so it cannot be moved onto a request for other keys.
+      checkInstanceSignature(
+        'renewal',
+        prior.meshSpki,
+        renewalSignedBytes(prior.id, body.nonce, reportData),
+        body.instanceSignature,
+      );
     }
+
+    // Image workloads: the keys of the pinned image's layers, for an agent that proved it runs
+    // this workload's package (appraised above), before anything is committed.
+    const layerKeys =
+      body.image === undefined
+        ? undefined
+        : await releaseImageKeys(workload.image, body.image, this.#o.imageKey);
+
     const instanceId = prior?.id ?? newInstanceId(now);
     const perInstance: Record<string, StoredSecret> = { ...(prior?.perInstance ?? {}) };
     for (const [name, def] of Object.entries(cur.manifest.secrets ?? {})) {
@@ -796,16 +857,26 @@ export class CoordinatorService {
           },
         );
       }
-      if (prior !== undefined && !this.#o.store.get<InstanceRecord>('instances', instanceId)) {
-        // Released, or purged (expired past retention), while this renewal was verified: it
-        // does not come back.
-        throw coordinatorError(
-          'COORDINATOR_NOT_FOUND',
-          'the instance was released or expired past retention',
-          {
-            details: { rule: 'instanceId', expected: 'a recorded instance', actual: instanceId },
-          },
-        );
+      if (prior !== undefined) {
+        const again = this.#o.store.get<InstanceRecord>('instances', instanceId);
+        if (again === undefined) {
+          // Released, or purged (expired past retention), while this renewal was verified: it
+          // does not come back.
+          throw coordinatorError(
+            'COORDINATOR_NOT_FOUND',
+            'the instance was released or expired past retention',
+            {
+              details: { rule: 'instanceId', expected: 'a recorded instance', actual: instanceId },
+            },
+          );
+        }
+        // Renewed by another request meanwhile (a new key): the key this renewal was signed
+        // with no longer speaks for the instance, and the other renewal's record stays.
+        if (again.meshSpki !== prior.meshSpki) {
+          throw coordinatorError('COORDINATOR_HISTORY_CONFLICT', 'the instance changed; retry', {
+            details: { rule: 'instance.key', expected: 'unchanged', actual: 'renewed' },
+          });
+        }
       }
       const max = workload.maxInstances;
       // Renewing a still-live instance keeps its slot; anything else takes a new one. The
@@ -923,35 +994,12 @@ export class CoordinatorService {
         details: { rule: 'instanceId', expected: 'a recorded instance', actual: id },
       });
     }
-    let ok = false;
-    try {
-      ok = nodeVerify(
-        'sha256',
-        releaseSignedBytes(id, body.nonce),
-        {
-          key: Buffer.from(rec.meshSpki, 'base64url'),
-          format: 'der',
-          type: 'spki',
-          dsaEncoding: 'ieee-p1363',
-        },
-        fromB64u(body.signature),
-      );
-    } catch {
-      ok = false;
-    }
-    if (!ok) {
-      throw coordinatorError(
-        'COORDINATOR_SIGNATURE_INVALID',
-        "the release is not signed by the instance's mesh key",
-        {
-          details: {
-            rule: 'release.signature',
-            expected: 'ECDSA P-256 over releaseSignedBytes',
-            actual: 'invalid',
-          },
-        },
-      );
-    }
+    checkInstanceSignature(
+      'release',
+      rec.meshSpki,
+      releaseSignedBytes(id, body.nonce),
+      body.signature,
+    );
     let undo: LiveUndo | undefined;
     try {
       await this.#o.store.commit(() => {

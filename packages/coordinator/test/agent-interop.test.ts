@@ -16,6 +16,16 @@ import type { Manifest } from '@cloister/protocol';
 import { installManifest, startFixture } from './helpers.js';
 import type { Fixture } from './helpers.js';
 
+/** Matches the agent's error for a coordinator refusal with `code`. */
+function refusedWith(code: string): (e: unknown) => boolean {
+  return (e) => {
+    const err = e as { code?: string; details?: { problem?: { code?: string } } };
+    assert.equal(err.code, 'AGENT_COORDINATOR_REFUSED', String(e));
+    assert.equal(err.details?.problem?.code, code, JSON.stringify(err.details));
+    return true;
+  };
+}
+
 describe('agent interop', () => {
   let f: Fixture;
   const program = new TextEncoder().encode('#!/bin/sh\necho hello\n');
@@ -35,6 +45,14 @@ describe('agent interop', () => {
           files: { '/run/secrets/key': '{{ hex .secrets.k }}' },
           env: { INSTANCE: '{{ string .instance.id }}' },
         },
+        // The coordinator makes this workload's mesh key and ships it in the bundle.
+        keyed: {
+          package: 'app',
+          files: {
+            '/run/secrets/key': '{{ hex .secrets.k }}',
+            '/run/tls/key.pem': '{{ pem .mesh.key }}',
+          },
+        },
       },
       secrets: { k: { type: 'symmetric', bits: 128, perInstance: true } },
       policy: { allowSimulation: true },
@@ -49,15 +67,15 @@ describe('agent interop', () => {
     const first = await activate({ client, workload: 'web', provider, keyForm: 'csr' });
     assert.equal(first.bundle.env.INSTANCE, first.instanceId);
     assert.equal(first.bundle.mesh.rootCa.trim(), f.coord.rootCaPem.trim());
-    const renewed = await activate({
-      client,
-      workload: 'web',
-      provider,
-      instanceId: first.instanceId,
-    });
+    const renewed = await activate({ client, workload: 'web', provider, renew: first });
     assert.equal(renewed.instanceId, first.instanceId);
     assert.equal(renewed.bundle.files['/run/secrets/key'], first.bundle.files['/run/secrets/key']);
     assert.ok(renewed.renewAfter.getTime() > Date.now());
+    // The key of the activation the instance has since renewed no longer renews it.
+    await assert.rejects(
+      activate({ client, workload: 'web', provider, renew: first }),
+      refusedWith('COORDINATOR_SIGNATURE_INVALID'),
+    );
     // Another program on the same sim platform is refused.
     const other = simProvider({ dir: f.simDir, executable: program, args: [...args, '--debug'] });
     await assert.rejects(activate({ client, workload: 'web', provider: other }), (e: unknown) => {
@@ -68,6 +86,32 @@ describe('agent interop', () => {
       assert.equal(problem.details?.rule, 'measurement');
       return true;
     });
+  });
+
+  it('renews and releases with the mesh key the coordinator made (.mesh.key)', async () => {
+    const client = new CoordinatorClient({ url: f.coord.url });
+    const provider = simProvider({ dir: f.simDir, executable: program, args });
+    const first = await activate({ client, workload: 'keyed', provider });
+    assert.ok(first.bundle.mesh.key !== undefined);
+    assert.equal(first.mesh.keyPem, first.bundle.mesh.key);
+    // Each renewal is signed with the key of the one before (a new key every time).
+    const second = await activate({ client, workload: 'keyed', provider, renew: first });
+    const third = await activate({ client, workload: 'keyed', provider, renew: second });
+    assert.equal(third.instanceId, first.instanceId);
+    assert.notEqual(third.mesh.keyPem, second.mesh.keyPem);
+    const secret = first.bundle.files['/run/secrets/key'];
+    assert.equal(third.bundle.files['/run/secrets/key'], secret);
+    // The agent's own activation key is not the instance's key here.
+    await assert.rejects(
+      activate({
+        client,
+        workload: 'keyed',
+        provider,
+        renew: { instanceId: third.instanceId, mesh: { ...third.mesh, keyPem: third.key.keyPem } },
+      }),
+      refusedWith('COORDINATOR_SIGNATURE_INVALID'),
+    );
+    await releaseInstance(client, third);
   });
 
   it('the instance limit is a refusal, not a retry; a released slot can be reused', async () => {

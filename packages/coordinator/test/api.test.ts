@@ -412,7 +412,10 @@ describe('coordinator API (in process)', () => {
     assert.notEqual(ids[0], ids[1]);
     const p = problem((await simActivation(f)).r, 429, 'COORDINATOR_TOO_MANY_INSTANCES');
     assert.equal((p.details as Record<string, unknown>).rule, 'maxInstances');
-    const renewed = await simActivation(f, { instanceId: ids[0] as string });
+    const renewed = await simActivation(f, {
+      instanceId: ids[0] as string,
+      instanceKey: bundles[0]?.keys.privateKey as CryptoKey,
+    });
     assert.equal(renewed.r.statusCode, 200, renewed.r.body);
     assert.equal(renewed.r.json<{ instanceId: string }>().instanceId, ids[0]);
     const b0 = await decryptBundle(

@@ -34,6 +34,7 @@ import {
   agentKey,
   MEASUREMENT,
   ownerKey,
+  renewalSignature,
   signTransition,
   simEvidence,
   simHardware,
@@ -253,6 +254,12 @@ describe('durability under SIGKILL', () => {
       csr: agent.csr,
       bundleKey: agent.bundleKey,
       instanceId: first.instanceId,
+      instanceSignature: await renewalSignature(
+        first.keys.privateKey,
+        first.instanceId,
+        nonce,
+        agent,
+      ),
     });
     assert.equal(renew.status, 200, JSON.stringify(renew.json));
     const b = await decryptBundle(first.bundle, first.bundlePrivate);

@@ -14,6 +14,7 @@ import {
   checkBody,
   manifestHash,
   nonceFromBase64Url,
+  renewalSignedBytes,
   signAsOwner,
   toBase64Url,
   transitionHash,
@@ -241,12 +242,43 @@ export async function simEvidence(
 }
 
 /**
+ * The `instanceSignature` of a renewal of `instanceId` for `nonce` and the new agent's keys,
+ * made with `key` (ECDSA P-256, raw r||s, base64url).
+ */
+export async function renewalSignature(
+  key: CryptoKey,
+  instanceId: string,
+  nonce: string,
+  agent: Pick<FakeAgent, 'spki' | 'bundleRaw'>,
+): Promise<string> {
+  const reportData = await activationReportData(
+    nonceFromBase64Url(nonce),
+    agent.spki,
+    agent.bundleRaw,
+  );
+  const sig = await webcrypto.subtle.sign(
+    { name: 'ECDSA', hash: 'SHA-256' },
+    key,
+    renewalSignedBytes(instanceId, nonce, reportData),
+  );
+  return toBase64Url(new Uint8Array(sig));
+}
+
+/**
  * One activation of `workload` (default `frontend`) with sim evidence for a fresh agent, or with
- * `instanceId` a renewal; `measurement` and `debug` change what the evidence claims.
+ * `instanceId` a renewal, signed with `instanceKey` (the instance's current mesh key; without
+ * it, the new agent's own key, which is never the instance's: a sibling's attempt);
+ * `measurement` and `debug` change what the evidence claims.
  */
 export async function simActivation(
   f: Fixture,
-  o: { workload?: string; instanceId?: string; measurement?: string; debug?: boolean } = {},
+  o: {
+    workload?: string;
+    instanceId?: string;
+    instanceKey?: CryptoKey;
+    measurement?: string;
+    debug?: boolean;
+  } = {},
 ) {
   const agent = await agentKey();
   const ch = await f.coord.server.inject({ method: 'POST', url: '/v1/activate/challenge' });
@@ -265,7 +297,17 @@ export async function simActivation(
       evidence,
       csr: agent.csr,
       bundleKey: agent.bundleKey,
-      ...(o.instanceId === undefined ? {} : { instanceId: o.instanceId }),
+      ...(o.instanceId === undefined
+        ? {}
+        : {
+            instanceId: o.instanceId,
+            instanceSignature: await renewalSignature(
+              o.instanceKey ?? agent.keys.privateKey,
+              o.instanceId,
+              nonce,
+              agent,
+            ),
+          }),
     },
   });
   return { r, agent, nonce, evidence };

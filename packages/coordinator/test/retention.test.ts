@@ -84,17 +84,30 @@ interface Activated {
   readonly expiresAt: number;
   /** The per-instance secret of the bundle (hex), for frontend instances. */
   readonly instanceKey: string | undefined;
+  /** The mesh key of this activation (what a renewal is signed with). */
+  readonly key: CryptoKey;
 }
 
-/** Activates (or with `instanceId` renews) one instance at the fixture's current clock. */
+/**
+ * Activates (or with `instanceId` renews, signed with `instanceKey`) one instance at the
+ * fixture's current clock.
+ */
 async function activate(
   f: Fixture,
-  o: { workload?: string; instanceId?: string } = {},
+  o: { workload?: string; instanceId?: string; instanceKey?: CryptoKey } = {},
 ): Promise<Activated> {
   const { r, agent } = await simActivation(f, o);
   const body = r.json<Record<string, unknown>>();
+  const key = agent.keys.privateKey;
   if (r.statusCode !== 200) {
-    return { status: r.statusCode, body, instanceId: '', expiresAt: NaN, instanceKey: undefined };
+    return {
+      status: r.statusCode,
+      body,
+      instanceId: '',
+      expiresAt: NaN,
+      instanceKey: undefined,
+      key,
+    };
   }
   const out = checkBody(ROUTES.activate.response, body);
   const bundle = await decryptBundle(out.bundle, agent.bundlePrivate);
@@ -104,6 +117,7 @@ async function activate(
     instanceId: out.instanceId,
     expiresAt: Date.parse(out.expiresAt),
     instanceKey: bundle.env['INSTANCE_KEY'],
+    key,
   };
 }
 
@@ -157,7 +171,7 @@ describe('instance retention', () => {
 
   it('keeps an instance expired within retention: it renews with its secrets', async () => {
     assert.ok(recent.expiresAt < clock.t, 'recent has expired');
-    const renewed = await activate(f, { instanceId: recent.instanceId });
+    const renewed = await activate(f, { instanceId: recent.instanceId, instanceKey: recent.key });
     assert.equal(renewed.status, 200, JSON.stringify(renewed.body));
     assert.equal(renewed.instanceId, recent.instanceId);
     assert.ok(recent.instanceKey !== undefined && recent.instanceKey.length > 0);
@@ -175,7 +189,7 @@ describe('instance retention', () => {
       (await f.coord.server.inject({ method: 'GET', url: '/v1/status' })).json(),
     );
     assert.equal(st.instances?.['frontend'], 2);
-    const renewed = await activate(f, { instanceId: live.instanceId });
+    const renewed = await activate(f, { instanceId: live.instanceId, instanceKey: live.key });
     assert.equal(renewed.status, 200, JSON.stringify(renewed.body));
     assert.equal(renewed.instanceKey, live.instanceKey);
   });
@@ -252,7 +266,7 @@ describe('instance retention: batches, races, timer', () => {
       );
       let renewal: Activated;
       try {
-        renewal = await activate(f, { instanceId: a.instanceId });
+        renewal = await activate(f, { instanceId: a.instanceId, instanceKey: a.key });
       } finally {
         spy.mock.restore();
       }

@@ -19,6 +19,7 @@
 import { Type } from '@sinclair/typebox';
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { toHex } from './bytes.js';
 import { protocolError } from './error-codes.js';
 import { ClosedRecord, ManifestSchema, Name } from './manifest/schema.js';
 
@@ -101,34 +102,45 @@ export const BundleKey = Type.String({
   description: 'X25519 public key (32 bytes), base64url',
 });
 
+/** An instance id as a request names it (the coordinator's are 32 hex digits). */
+const InstanceIdField = Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' });
+
+/** ECDSA P-256 / SHA-256, raw r||s (IEEE P1363, 64 bytes), base64url. */
+const P256Signature = Type.String({
+  pattern: '^[A-Za-z0-9_-]{86}$',
+  description: 'ECDSA P-256 signature, raw r||s (64 bytes), base64url',
+});
+
+const ActivateFields = {
+  workload: Name,
+  nonce: NonceB64,
+  evidence: EvidenceSchema,
+  bundleKey: BundleKey,
+  image: Type.Optional(ImageKeyRequestSchema),
+};
+const Csr = PemText('CERTIFICATE REQUEST');
+const PublicKey = Base64Url({ maxLength: 1024 });
+/**
+ * A renewal names its instance and proves it holds the instance's current mesh key: the id
+ * alone proves nothing, since every mesh peer sees it in the instance's certificate.
+ */
+const RenewalFields = { instanceId: InstanceIdField, instanceSignature: P256Signature };
+
 /**
  * Activation: exactly one of `csr` (PEM PKCS#10) or `publicKey` (SPKI DER, base64url) names the
  * agent's fresh P-256 key, the key of its mesh certificate; `bundleKey` is its fresh X25519 key,
  * the one the bundle is sealed to. `activationReportData` binds both.
+ *
+ * A renewal adds `instanceId` and `instanceSignature` (always both): ECDSA P-256 / SHA-256, raw
+ * r||s, by the instance's current mesh key over `renewalSignedBytes(instanceId, nonce, report
+ * data)`.
  */
 export const ActivateRequestSchema = Type.Union([
+  Type.Object({ ...ActivateFields, csr: Csr }, { additionalProperties: false }),
+  Type.Object({ ...ActivateFields, csr: Csr, ...RenewalFields }, { additionalProperties: false }),
+  Type.Object({ ...ActivateFields, publicKey: PublicKey }, { additionalProperties: false }),
   Type.Object(
-    {
-      workload: Name,
-      nonce: NonceB64,
-      evidence: EvidenceSchema,
-      csr: PemText('CERTIFICATE REQUEST'),
-      bundleKey: BundleKey,
-      instanceId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' })),
-      image: Type.Optional(ImageKeyRequestSchema),
-    },
-    { additionalProperties: false },
-  ),
-  Type.Object(
-    {
-      workload: Name,
-      nonce: NonceB64,
-      evidence: EvidenceSchema,
-      publicKey: Base64Url({ maxLength: 1024 }),
-      bundleKey: BundleKey,
-      instanceId: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' })),
-      image: Type.Optional(ImageKeyRequestSchema),
-    },
+    { ...ActivateFields, publicKey: PublicKey, ...RenewalFields },
     { additionalProperties: false },
   ),
 ]);
@@ -354,6 +366,22 @@ export const InstanceIdPattern = '^[0-9a-f]{32}$';
 /** The bytes an instance release signs: a domain label, the instance id and the nonce. */
 export function releaseSignedBytes(instanceId: string, nonce: string): Uint8Array {
   return new TextEncoder().encode(`cloister/instance-release/v1\u0000${instanceId}\u0000${nonce}`);
+}
+
+/**
+ * The bytes an instance renewal signs with the instance's current mesh key: a domain label, the
+ * instance id, the nonce and the renewal's report data (`activationReportData(nonce, SPKI,
+ * bundle key)`, lowercase hex). The report data binds the new keys, so the signature cannot be
+ * moved onto a request that installs other keys, nor onto another nonce.
+ */
+export function renewalSignedBytes(
+  instanceId: string,
+  nonce: string,
+  reportData: Uint8Array,
+): Uint8Array {
+  return new TextEncoder().encode(
+    `cloister/instance-renewal/v1\u0000${instanceId}\u0000${nonce}\u0000${toHex(reportData)}`,
+  );
 }
 
 /** Route table: method, URL and body/response schemas, ready for Fastify. */

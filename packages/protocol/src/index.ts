@@ -150,6 +150,7 @@ export {
   ImageKeyResponseSchema,
   InstanceIdPattern,
   releaseSignedBytes,
+  renewalSignedBytes,
 } from './api.js';
 export type {
   EvidenceType,

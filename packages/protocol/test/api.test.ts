@@ -11,7 +11,10 @@ import {
   encryptBundle,
   problemFromError,
   protocolError,
+  releaseSignedBytes,
+  renewalSignedBytes,
   ROUTES,
+  toBase64Url,
 } from '@cloister/protocol';
 import type { ActivationBundle } from '@cloister/protocol';
 import { CompactEncrypt } from 'jose';
@@ -108,6 +111,52 @@ test('request schemas: exactly one of csr or publicKey; errors list field paths'
   }
   assert.equal(ROUTES.activate.url, '/v1/activate');
   assert.equal(ROUTES.setSecret.method, 'PUT');
+});
+
+test('renewals: instanceId and instanceSignature come together; the signature is 64 bytes', () => {
+  const base = {
+    workload: 'web',
+    nonce: 'A'.repeat(43),
+    evidence: { type: 'sim', data: 'AAAA' },
+    bundleKey: 'B'.repeat(43),
+  };
+  const sig = toBase64Url(new Uint8Array(64).fill(7));
+  const instanceId = 'ab'.repeat(16);
+  for (const keyForm of [{ publicKey: 'AAAA' }, { csr: '-----BEGIN CERTIFICATE REQUEST-----' }]) {
+    checkBody(ActivateRequestSchema, { ...base, ...keyForm, instanceId, instanceSignature: sig });
+    for (const bad of [
+      { instanceId },
+      { instanceSignature: sig },
+      { instanceId, instanceSignature: '' },
+      { instanceId, instanceSignature: sig.slice(1) },
+      { instanceId, instanceSignature: `${sig}A` },
+      { instanceId, instanceSignature: `${sig.slice(1)}=` },
+      { instanceId, instanceSignature: `${sig.slice(1)}+` },
+      { instanceId: 'a/b', instanceSignature: sig },
+    ]) {
+      assert.throws(
+        () => checkBody(ActivateRequestSchema, { ...base, ...keyForm, ...bad }),
+        (e: unknown) => isCloisterError(e) && e.code === 'REQUEST_INVALID',
+        JSON.stringify(bad),
+      );
+    }
+  }
+});
+
+test('renewalSignedBytes: a label, then the id, the nonce and the report data, NUL-separated', () => {
+  const rd = new Uint8Array(64).fill(0xab);
+  const text = new TextDecoder().decode(renewalSignedBytes('id1', 'n'.repeat(43), rd));
+  assert.equal(text, `cloister/instance-renewal/v1\0id1\0${'n'.repeat(43)}\0${'ab'.repeat(64)}`);
+  // Not the bytes a release signs for the same instance and nonce (one key signs both).
+  assert.notDeepEqual(
+    renewalSignedBytes('id1', 'n'.repeat(43), rd).subarray(0, 40),
+    releaseSignedBytes('id1', 'n'.repeat(43)).subarray(0, 40),
+  );
+  // Each field is delimited: moving a byte from one to the next changes the bytes.
+  assert.notDeepEqual(
+    renewalSignedBytes('id1', 'nonce', rd),
+    renewalSignedBytes('id', '1nonce', rd),
+  );
 });
 
 test('problem+json: code and status; internal errors leak nothing', () => {
