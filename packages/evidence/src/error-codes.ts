@@ -75,7 +75,7 @@ export const EVIDENCE_ERRORS = defineErrorCodes({
     kind: 'rejected',
     layer: 'CHAIN',
     summary:
-      'A certificate signs a certificate or CRL that its extensions do not allow: no basicConstraints cA, a keyUsage without keyCertSign or cRLSign, or its pathLenConstraint exceeded.',
+      'A certificate signs what its extensions do not allow: certificates without basicConstraints cA, without keyCertSign in its keyUsage or beyond its pathLenConstraint; a CRL without cRLSign in its keyUsage; evidence or collateral without digitalSignature in its keyUsage.',
   },
   CHAIN_CRITICAL_EXTENSION: {
     kind: 'rejected',
@@ -110,6 +110,12 @@ export const EVIDENCE_ERRORS = defineErrorCodes({
     kind: 'rejected',
     layer: 'COLLATERAL',
     summary: 'TCB info, QE identity or a CRL is not valid at the verification time.',
+  },
+  COLLATERAL_CRL_CRITICAL: {
+    kind: 'rejected',
+    layer: 'COLLATERAL',
+    summary:
+      'A CRL or one of its entries carries a critical extension the verifier does not process (a partial, delta or indirect CRL), so the CRL cannot be used.',
   },
   COLLATERAL_MISMATCH: {
     kind: 'rejected',

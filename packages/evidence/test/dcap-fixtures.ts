@@ -16,6 +16,7 @@ import {
   seq,
   tlv,
   type Ca,
+  type CertOptions,
   type CrlOptions,
 } from './pki-fixtures.js';
 
@@ -86,16 +87,18 @@ function sgxExtension(): Uint8Array {
 /** What Intel's PCK Platform and Processor CAs carry: cA TRUE, pathLenConstraint 0. */
 export const INTEL_PCK_CA = { ...CA, basicConstraints: { ca: true, pathLen: 0 } } as const;
 
-/** A PCK certificate `ca` issues (it must be named as an Intel PCK CA). */
+/** A PCK certificate `ca` issues (it must be named as an Intel PCK CA); `o` replaces options. */
 export const makePck = (
   ca: Ca,
   serial: string,
   name = 'CN=Test PCK Certificate, O=Cloister Test',
+  o: CertOptions = {},
 ): Promise<Ca> =>
   makeCert(ca, name, {
     ...END_ENTITY,
     serial,
     extensions: [['1.2.840.113741.1.13.1', sgxExtension()]],
+    ...o,
   });
 
 /**

@@ -80,7 +80,13 @@ test(
     const c = JSON.parse(readVectorText('sgx/phala-sgx-v3.collateral.json')) as IntelCollateralJson;
     fc.assert(
       fc.property(
-        fc.constantFrom('tcb_info', 'qe_identity', 'pck_crl', 'tcb_info_issuer_chain'),
+        fc.constantFrom(
+          'tcb_info',
+          'qe_identity',
+          'pck_crl',
+          'root_ca_crl',
+          'tcb_info_issuer_chain',
+        ),
         fc.nat(),
         fc.string({ maxLength: 8 }),
         (k, at, ins) => {

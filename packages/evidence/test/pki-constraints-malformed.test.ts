@@ -4,13 +4,27 @@
  * both at the decoder and inside a signed intermediate certificate on a path. The decoder
  * either returns the value whose exact DER is the input or throws CERT_MALFORMED; a path either
  * verifies as before or is refused with a CloisterError, never a TypeError or RangeError.
+ *
+ * Then CRL extensions (RFC 5280 sections 5.2, 5.3) on a real Intel PCK CRL: each of its
+ * extensions marked critical, and byte changes of its extension areas, both as they are (the
+ * signature breaks) and re-signed under a test key (so the extension handling itself decides).
+ * The CRL either applies as before or is refused with a CloisterError.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { isCloisterError } from '@cloister/errors';
-import { trustAnchor, verifyChain } from '@cloister/evidence';
-import { hasCode } from '@cloister/testkit';
+import { isCloisterError, VerificationError } from '@cloister/errors';
+import {
+  checkCrl,
+  parseCertificate,
+  parseCrl,
+  parseDcapQuote,
+  parsePemCertificates,
+  trustAnchor,
+  verifyChain,
+  type IntelCollateralJson,
+} from '@cloister/evidence';
+import { hasCode, readVector, readVectorText, requireVectors } from '@cloister/testkit';
 import {
   OID_BASIC_CONSTRAINTS,
   OID_KEY_USAGE,
@@ -18,7 +32,25 @@ import {
   parseKeyUsage,
   type BasicConstraints,
 } from '../src/pki/ca-extensions.js';
-import { CA, der, hierarchy, makeCert, NOW, type CertOptions } from './pki-fixtures.js';
+import { crlInfo } from '../src/pki/cert-cache.js';
+import { readDer } from '../src/pki/der.js';
+import {
+  ALG,
+  CA,
+  children,
+  der,
+  hierarchy,
+  makeCert,
+  makeRoot,
+  nodeKey,
+  nodeSigner,
+  NOW,
+  seq,
+  tlv,
+  type CertOptions,
+} from './pki-fixtures.js';
+
+const dir = requireVectors();
 
 const bytes = (hex: string): Uint8Array =>
   Uint8Array.from(Buffer.from(hex.replace(/ /g, ''), 'hex'));
@@ -245,3 +277,262 @@ test('property: an intermediate carrying random basicConstraints or keyUsage byt
   // Both outcomes were exercised.
   assert.ok(seen.accepted > 0 && seen.refused > 0, JSON.stringify(seen));
 });
+
+// CRL extensions on a real CRL.
+
+/** A real PCK Platform CA CRL (cRLNumber, authorityKeyIdentifier, a reasonCode per entry). */
+const REAL_CRL = {
+  collateral: 'tdx/phala-tdx-v4.collateral.json',
+  quote: 'tdx/phala-tdx-v4.quote.bin',
+  now: new Date('2025-07-01T00:00:00Z'),
+};
+
+/** One TLV of a DER value, located by its absolute offsets in the whole CRL. */
+interface Located {
+  readonly tag: number;
+  readonly start: number;
+  readonly end: number;
+  readonly content: Uint8Array;
+}
+
+/** The TLVs filling `content`, a view into `whole`, with offsets into `whole`. */
+function located(whole: Uint8Array, content: Uint8Array): Located[] {
+  const base = content.byteOffset - whole.byteOffset;
+  const out: Located[] = [];
+  for (let off = 0; off < content.length;) {
+    const n = readDer(content, off, 'test');
+    out.push({ tag: n.tag, start: base + off, end: base + n.end, content: n.content });
+    off = n.end;
+  }
+  return out;
+}
+
+/**
+ * The parts of a DER CRL (version 2, with entries and extensions) the tests edit: its
+ * TBSCertList and fields, the crlExtensions ([0]) and each entry's crlEntryExtensions, as
+ * absolute ranges.
+ */
+function crlLayout(d: Uint8Array) {
+  const [tbs] = located(d, readDer(d, 0, 'test').content);
+  assert.ok(tbs);
+  const fields = located(d, tbs.content);
+  // version, signature, issuer, thisUpdate, nextUpdate, revokedCertificates, [0] crlExtensions
+  const [revoked, extensions] = fields.slice(5);
+  assert.ok(fields.length === 7 && revoked?.tag === 0x30 && extensions?.tag === 0xa0);
+  const entries = located(d, revoked.content);
+  const entryExtensions = entries.map((e) => {
+    const x = located(d, e.content)[2];
+    assert.ok(x?.tag === 0x30);
+    return x;
+  });
+  const bytes = (l: Located): Uint8Array => d.subarray(l.start, l.end);
+  return {
+    tbs,
+    fields: fields.map(bytes),
+    entries: entries.map(bytes),
+    extensions,
+    entryExtensions,
+  };
+}
+
+/** `tbs` (a TBSCertList TLV declaring ECDSA with SHA-256) signed by `key` as a DER CRL. */
+function signCrl(tbs: Uint8Array, key: CryptoKey): Uint8Array {
+  const sig = nodeSigner(nodeKey(key), 'SHA-256')(tbs);
+  return seq(tbs, ALG.ecdsa('SHA-256'), tlv(0x03, Uint8Array.of(0, ...sig)));
+}
+
+/** An Extension TLV with `critical` TRUE inserted after its OID. */
+function markCritical(ext: Uint8Array): Uint8Array {
+  const [oid, ...rest] = children(ext);
+  assert.ok(oid !== undefined && rest.length === 1, 'a non-critical extension');
+  return seq(oid, Uint8Array.of(0x01, 0x01, 0xff), ...rest);
+}
+
+/**
+ * The real CRL, checked as it is for a PCK it covers under its real issuer; and copies of its
+ * TBSCertList re-signed under a test CA, checked for a leaf they do not list. `short` is the
+ * real CRL cut to its first and last entries (Intel's entries are all alike) and re-signed, so
+ * edits of it parse quickly.
+ */
+async function realCrlSetup() {
+  const c = JSON.parse(readVectorText(REAL_CRL.collateral)) as IntelCollateralJson;
+  const crl = new Uint8Array(Buffer.from(c.pck_crl, 'hex'));
+  const [ca] = parsePemCertificates(c.pck_crl_issuer_chain);
+  const pckDer = parseDcapQuote(readVector(REAL_CRL.quote)).pckChain.certificates[0];
+  assert.ok(ca && pckDer);
+  const pck = parseCertificate(pckDer);
+  const testCa = await makeRoot('CN=Re-signing CRL issuer, O=Cloister Test');
+  const testLeaf = await makeCert(testCa, 'CN=Covered leaf, O=Cloister Test', { serial: '05' });
+  const sign = (tbs: Uint8Array): Uint8Array => signCrl(tbs, testCa.keys.privateKey);
+  const layout = crlLayout(crl);
+  const f = layout.fields;
+  const cut = [layout.entries[0], layout.entries.at(-1)] as Uint8Array[];
+  const short = sign(seq(...f.slice(0, 5), seq(...cut), f[6] as Uint8Array));
+  const shortLayout = crlLayout(short);
+  // Edits stay inside the TBSCertList, so its range is the same in every edited copy.
+  const { tbs } = shortLayout;
+  const resign = (d: Uint8Array): Uint8Array => sign(d.subarray(tbs.start, tbs.end));
+  return {
+    crl,
+    layout,
+    short,
+    shortLayout,
+    sign,
+    resign,
+    asIs: (d: Uint8Array) => checkCrl(parseCrl(d), ca, pck, REAL_CRL.now, 'real CRL'),
+    /** A test-signed CRL, checked under the test CA. */
+    signed: (d: Uint8Array) =>
+      checkCrl(parseCrl(d), testCa.cert, testLeaf.cert, REAL_CRL.now, 're-signed'),
+  };
+}
+
+test(
+  'a real CRL with one of its own extensions marked critical is unusable',
+  { skip: dir === undefined },
+  async () => {
+    const r = await realCrlSetup();
+    await r.asIs(r.crl);
+    const f = r.layout.fields;
+    await r.signed(r.sign(seq(...f)));
+    const exts = children(children(f[6] as Uint8Array)[0] as Uint8Array);
+    const [entry, ...entries] = r.layout.entries;
+    const [serial, date, entryExts] = children(entry as Uint8Array);
+    // cRLNumber and authorityKeyIdentifier, in that order, as Intel writes them.
+    assert.equal(exts.length, 2);
+    const variants: [string, 'crl' | 'entry', Uint8Array[]][] = [
+      ...['2.5.29.20', '2.5.29.35'].map((oid, i): [string, 'crl', Uint8Array[]] => [
+        oid,
+        'crl',
+        [...f.slice(0, 6), tlv(0xa0, seq(...exts.map((e, j) => (j === i ? markCritical(e) : e))))],
+      ]),
+      [
+        '2.5.29.21',
+        'entry',
+        [
+          ...f.slice(0, 5),
+          seq(
+            seq(
+              serial as Uint8Array,
+              date as Uint8Array,
+              seq(...children(entryExts as Uint8Array).map(markCritical)),
+            ),
+            ...entries,
+          ),
+          f[6] as Uint8Array,
+        ],
+      ],
+    ];
+    for (const [oid, scope, fields] of variants) {
+      await assert.rejects(
+        r.signed(r.sign(seq(...fields))),
+        (e: unknown) => {
+          hasCode('COLLATERAL_CRL_CRITICAL', 'COLLATERAL')(e);
+          const d = (e as VerificationError).details ?? {};
+          assert.deepEqual([d['extension'], d['scope']], [oid, scope]);
+          return true;
+        },
+        oid,
+      );
+    }
+  },
+);
+
+/** Runs `check`: it resolves, or rejects with a CloisterError `allowed` accepts. */
+async function outcomeOf(
+  check: () => Promise<void>,
+  allowed: (e: VerificationError) => boolean,
+): Promise<'applied' | 'refused'> {
+  try {
+    await check();
+    return 'applied';
+  } catch (e) {
+    assert.ok(isCloisterError(e), `not a CloisterError: ${String(e)}`);
+    assert.ok(e instanceof VerificationError && allowed(e), `${e.code}: ${e.message}`);
+    return 'refused';
+  }
+}
+
+/** Re-signed, an edit of the extension areas may only break the encoding or mark one critical. */
+const extensionRefusal = (e: VerificationError): boolean =>
+  e.layer === 'PARSE' || e.code === 'COLLATERAL_CRL_CRITICAL';
+
+/** Every byte of `areas` of `d`, changed by each of `xors` in turn. */
+function* byteChanges(d: Uint8Array, areas: readonly Located[], xors: readonly number[]) {
+  for (const a of areas) {
+    for (let at = a.start; at < a.end; at++) {
+      for (const x of xors) {
+        const m = new Uint8Array(d);
+        m[at] = (m[at] as number) ^ x;
+        yield { at, m };
+      }
+    }
+  }
+}
+
+test(
+  "every byte of a real CRL's extension areas changed: refused as it is, applied as before or refused re-signed",
+  { skip: dir === undefined },
+  async () => {
+    const r = await realCrlSetup();
+    // As it is, a changed signed byte never verifies.
+    const real = r.layout;
+    for (const { at, m } of byteChanges(
+      r.crl,
+      [real.extensions, real.entryExtensions[0] as Located],
+      [0x01],
+    )) {
+      assert.equal(
+        await outcomeOf(
+          () => r.asIs(m),
+          () => true,
+        ),
+        'refused',
+        `offset ${at}`,
+      );
+    }
+    // Re-signed, the extension handling decides: the CRL applies as before (the same serials
+    // revoked) or is refused.
+    const revoked = [...crlInfo(r.short, 'short CRL').revoked.keys()];
+    const { extensions, entryExtensions } = r.shortLayout;
+    const seen = { applied: 0, refused: 0 };
+    for (const { at, m } of byteChanges(
+      r.short,
+      [extensions, ...entryExtensions],
+      [0x01, 0x80, 0xff],
+    )) {
+      const signed = r.resign(m);
+      const o = await outcomeOf(() => r.signed(signed), extensionRefusal);
+      seen[o]++;
+      if (o === 'applied') {
+        assert.deepEqual([...crlInfo(signed, 'edited').revoked.keys()], revoked, `offset ${at}`);
+      }
+    }
+    assert.ok(seen.applied > 0 && seen.refused > 0, JSON.stringify(seen));
+  },
+);
+
+test(
+  "property: random edits of a real CRL's extension areas, re-signed, apply as before or are refused",
+  { skip: dir === undefined },
+  async () => {
+    const r = await realCrlSetup();
+    const areas = [r.shortLayout.extensions, ...r.shortLayout.entryExtensions];
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.nat(areas.length - 1), fc.nat(), fc.integer({ min: 0, max: 255 })), {
+          minLength: 1,
+          maxLength: 3,
+        }),
+        async (edits) => {
+          const m = new Uint8Array(r.short);
+          for (const [which, at, v] of edits) {
+            const a = areas[which] as Located;
+            m[a.start + (at % (a.end - a.start))] = v;
+          }
+          await outcomeOf(() => r.signed(r.resign(m)), extensionRefusal);
+        },
+      ),
+      { numRuns: 500, seed: 0xc41 },
+    );
+  },
+);

@@ -1,22 +1,44 @@
 /**
  * What a certificate's extensions allow it to sign (RFC 5280 section 6.1.4 (k), (l), (m), (n),
- * (o), section 6.3.3 (f)), enforced by the shared path builder (src/pki/path.ts): a certificate
- * that issues another must be a CA (basicConstraints cA TRUE) with keyCertSign when it has a
- * keyUsage, within its pathLenConstraint; a CRL issuer with a keyUsage must have cRLSign; no
- * certificate on a path may carry a critical extension the verifier does not process. Synthetic
- * hierarchies through the public `verifyChain` / `checkCrl` and the DCAP verifier, and the real
- * vendor CAs, which must all pass.
+ * (o), section 6.3.3 (f), section 4.2.1.3), enforced by the shared path builder
+ * (src/pki/path.ts): a certificate that issues another must be a CA (basicConstraints cA TRUE)
+ * with keyCertSign when it has a keyUsage, within its pathLenConstraint; a CRL issuer with a
+ * keyUsage must have cRLSign; a leaf whose key signs evidence or collateral must have
+ * digitalSignature when it has a keyUsage; no certificate on a path may carry a critical
+ * extension the verifier does not process, and no CRL or CRL entry either (sections 5.2, 5.3).
+ * Synthetic hierarchies through the public `verifyChain` / `checkCrl` and the DCAP and sim
+ * verifiers, and the real vendor certificates and CRLs, which must all pass.
  */
+import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { Name } from '@peculiar/x509';
 import type { CloisterError } from '@cloister/errors';
-import { checkCrl, SNP_ROOTS, trustAnchor, verifyChain, verifyDcapQuote } from '@cloister/evidence';
-import type { ChainOptions, Certificate } from '@cloister/evidence';
-import { hasCode } from '@cloister/testkit';
+import {
+  checkCrl,
+  createSimReport,
+  parseCertificates,
+  parseDcapQuote,
+  parsePemCertificates,
+  SNP_ROOTS,
+  trustAnchor,
+  verifyChain,
+  verifyDcapQuote,
+  verifySimReport,
+} from '@cloister/evidence';
+import type { ChainOptions, Certificate, IntelCollateralJson } from '@cloister/evidence';
+import { hasCode, readVector, readVectorText, requireVectors } from '@cloister/testkit';
 import { INTEL_SGX_ROOT_CA_DER } from '../src/dcap/intel-root.js';
 import { KEY_USAGE } from '../src/pki/ca-extensions.js';
-import { certInfo } from '../src/pki/cert-cache.js';
-import { DCAP_NOW, intelCollateral, intelShaped, makePck, sgxQuote } from './dcap-fixtures.js';
+import { certInfo, crlInfo } from '../src/pki/cert-cache.js';
+import {
+  crlHex,
+  DCAP_NOW,
+  intelCollateral,
+  intelShaped,
+  makePck,
+  sgxQuote,
+} from './dcap-fixtures.js';
 import {
   CA,
   der,
@@ -27,8 +49,12 @@ import {
   makeCrl,
   makeRoot,
   NOW,
+  seq,
+  tlv,
   type Ca,
 } from './pki-fixtures.js';
+
+const dir = requireVectors();
 
 const opts = (root: Ca, extra: Partial<ChainOptions> = {}): ChainOptions => ({
   roots: [trustAnchor('test root', der(root.cert))],
@@ -224,3 +250,278 @@ test('the real vendor CAs carry what their role needs (AMD ASK keyUsage as AMD e
     }
   }
 });
+
+// CRL extensions (RFC 5280 sections 5.2 and 5.3).
+
+const OID_CRL_NUMBER = '2.5.29.20';
+const OID_REASON_CODE = '2.5.29.21';
+const OID_DELTA_CRL_INDICATOR = '2.5.29.27';
+const OID_ISSUING_DISTRIBUTION_POINT = '2.5.29.28';
+const OID_CERTIFICATE_ISSUER = '2.5.29.29';
+const OID_PRIVATE = '1.3.6.1.4.1.55555.2';
+/** IssuingDistributionPoint with onlyContainsUserCerts TRUE: a partial CRL (end entities only). */
+const ONLY_USER_CERTS = seq(tlv(0x81, Uint8Array.of(0xff)));
+const INTEGER_1 = Uint8Array.of(0x02, 0x01, 0x01);
+const KEY_COMPROMISE = Uint8Array.of(0x0a, 0x01, 0x01);
+/** GeneralNames with one directoryName: what a certificateIssuer entry extension holds. */
+const directoryName = (name: string): Uint8Array =>
+  seq(tlv(0xa4, new Uint8Array(new Name(name).toArrayBuffer())));
+
+/** COLLATERAL_CRL_CRITICAL naming `extension`, in the CRL itself or in one of its entries. */
+const unusableCrl =
+  (extension: string, scope: 'crl' | 'entry') =>
+  (e: unknown): boolean => {
+    hasCode('COLLATERAL_CRL_CRITICAL', 'COLLATERAL')(e);
+    const d = (e as CloisterError).details ?? {};
+    assert.equal(d['extension'], extension);
+    assert.equal(d['scope'], scope);
+    assert.equal(typeof d['crlIssuer'], 'string');
+    return true;
+  };
+
+test('a CRL with a critical extension it does not process is unusable (a partial or delta CRL); non-critical, it applies', async () => {
+  const h = await hierarchy({ leaf: { serial: '05' } });
+  const chain = certs(h.leaf, h.inter);
+  const other = await makeRoot('CN=Not the issuer, O=Cloister Test');
+  for (const [oid, value] of [
+    [OID_ISSUING_DISTRIBUTION_POINT, ONLY_USER_CERTS],
+    [OID_DELTA_CRL_INDICATOR, INTEGER_1],
+    [OID_PRIVATE, Uint8Array.of(0x05, 0x00)],
+  ] as const) {
+    const critical = await makeCrl(h.inter, { extensions: [[oid, value, true]] });
+    await assert.rejects(
+      verifyChain(chain, opts(h.root, { crls: [critical] })),
+      unusableCrl(oid, 'crl'),
+      oid,
+    );
+    await assert.rejects(
+      checkCrl(critical, h.inter.cert, h.leaf.cert, NOW, 'test'),
+      unusableCrl(oid, 'crl'),
+      oid,
+    );
+    // Its signature is checked first: a forged one says so.
+    const forged = await makeCrl(h.inter, {
+      extensions: [[oid, value, true]],
+      signer: other.keys.privateKey,
+    });
+    await assert.rejects(
+      checkCrl(forged, h.inter.cert, h.leaf.cert, NOW, 'test'),
+      hasCode('COLLATERAL_SIGNATURE_INVALID', 'COLLATERAL'),
+      oid,
+    );
+    // Not critical, the extension is not read and the CRL is used: it passes the leaf, or
+    // revokes it when it lists it.
+    const plain = (revoke: string[]) =>
+      makeCrl(h.inter, { revoke, extensions: [[oid, value, false]] });
+    await verifyChain(chain, opts(h.root, { crls: [await plain(['7f'])] }));
+    await assert.rejects(
+      verifyChain(chain, opts(h.root, { crls: [await plain(['05'])] })),
+      hasCode('CHAIN_REVOKED', 'CHAIN'),
+      oid,
+    );
+  }
+});
+
+test('a CRL entry with a critical extension (an indirect CRL: certificateIssuer) makes the whole CRL unusable', async () => {
+  const h = await hierarchy({ leaf: { serial: '05' } });
+  const chain = certs(h.leaf, h.inter);
+  const issuer = directoryName('CN=Another CA, O=Cloister Test');
+  for (const [oid, value] of [
+    [OID_CERTIFICATE_ISSUER, issuer],
+    [OID_REASON_CODE, KEY_COMPROMISE],
+  ] as const) {
+    // The entry is another certificate's: the CRL is still unusable for every certificate.
+    const critical = await makeCrl(h.inter, {
+      revoke: ['7f'],
+      entryExtensions: [[oid, value, true]],
+    });
+    await assert.rejects(
+      verifyChain(chain, opts(h.root, { crls: [critical] })),
+      unusableCrl(oid, 'entry'),
+      oid,
+    );
+    await assert.rejects(
+      checkCrl(critical, h.inter.cert, h.leaf.cert, NOW, 'test'),
+      unusableCrl(oid, 'entry'),
+      oid,
+    );
+  }
+  // Not critical: what Intel's CRLs carry (cRLNumber, a reasonCode per entry), and a
+  // certificateIssuer, which is not read.
+  const plain = (revoke: string[]) =>
+    makeCrl(h.inter, {
+      revoke,
+      extensions: [[OID_CRL_NUMBER, INTEGER_1]],
+      entryExtensions: [
+        [OID_REASON_CODE, KEY_COMPROMISE],
+        [OID_CERTIFICATE_ISSUER, issuer, false],
+      ],
+    });
+  await verifyChain(chain, opts(h.root, { crls: [await plain(['7f'])] }));
+  await assert.rejects(
+    verifyChain(chain, opts(h.root, { crls: [await plain(['7f', '05'])] })),
+    hasCode('CHAIN_REVOKED', 'CHAIN'),
+  );
+});
+
+test('DCAP: a PCK CRL or root CA CRL with a critical extension is unusable', async () => {
+  const i = await intelShaped();
+  const roots = [trustAnchor('test root', der(i.root.cert))];
+  const quote = await sgxQuote(i.pck, [i.pck, i.pckCa, i.root]);
+  const run = async (o: Parameters<typeof intelCollateral>[1]) =>
+    verifyDcapQuote(quote, { collateral: await intelCollateral(i, o), now: DCAP_NOW, roots });
+  const partial = [[OID_ISSUING_DISTRIBUTION_POINT, ONLY_USER_CERTS, true]] as const;
+  await assert.rejects(
+    run({ pck_crl: await crlHex(i.pckCa, { extensions: partial }) }),
+    unusableCrl(OID_ISSUING_DISTRIBUTION_POINT, 'crl'),
+  );
+  const indirect = [
+    [OID_CERTIFICATE_ISSUER, directoryName('CN=Another CA, O=Cloister Test'), true],
+  ] as const;
+  await assert.rejects(
+    run({ root_ca_crl: await crlHex(i.root, { revoke: ['7f'], entryExtensions: indirect }) }),
+    unusableCrl(OID_CERTIFICATE_ISSUER, 'entry'),
+  );
+  // The same extensions, not critical.
+  await run({
+    pck_crl: await crlHex(i.pckCa, {
+      extensions: [[OID_ISSUING_DISTRIBUTION_POINT, ONLY_USER_CERTS]],
+    }),
+    root_ca_crl: await crlHex(i.root, {
+      revoke: ['7f'],
+      entryExtensions: [[OID_CERTIFICATE_ISSUER, indirect[0][1]]],
+    }),
+  });
+});
+
+test(
+  'the real Intel CRLs, and their entries, carry no critical extension',
+  { skip: dir === undefined },
+  () => {
+    const crls: [string, Uint8Array][] = [
+      ['tdx/gtdx-pckcrl-platform.der', readVector('tdx/gtdx-pckcrl-platform.der')],
+      ['tdx/gtdx-rootcrl.der', readVector('tdx/gtdx-rootcrl.der')],
+    ];
+    for (const f of [
+      'sgx/phala-sgx-v3.collateral.json',
+      'tdx/phala-tdx-v4.collateral.json',
+      'tdx/gtdx-v4-spr.collateral.json',
+      'tdx/phala-fmspc90c06f-2026-02.collateral.json',
+    ]) {
+      const c = JSON.parse(readVectorText(f)) as IntelCollateralJson;
+      crls.push([`${f} pck_crl`, Buffer.from(c.pck_crl, 'hex')]);
+      crls.push([`${f} root_ca_crl`, Buffer.from(c.root_ca_crl, 'hex')]);
+    }
+    let entries = 0;
+    for (const [name, d] of crls) {
+      const info = crlInfo(new Uint8Array(d), name);
+      assert.deepEqual(info.criticalExtensions, [], name);
+      assert.deepEqual(info.criticalEntryExtensions, [], name);
+      entries += info.revoked.size;
+    }
+    // The entries (each with a reasonCode) were read too.
+    assert.ok(entries > 0);
+  },
+);
+
+// A leaf's keyUsage (RFC 5280 section 4.2.1.3) where its key signs evidence or collateral.
+
+test('a PCK, TCB Signing or sim platform certificate whose keyUsage lacks digitalSignature signs nothing', async () => {
+  const i = await intelShaped();
+  const roots = [trustAnchor('test root', der(i.root.cert))];
+  const collateral = await intelCollateral(i);
+  const quote = (pck: Ca) => sgxQuote(pck, [pck, i.pckCa, i.root]);
+  const run = async (pck: Ca, c = collateral) =>
+    verifyDcapQuote(await quote(pck), { collateral: c, now: DCAP_NOW, roots });
+  // The PCK signs the QE report: nonRepudiation alone, or keyAgreement, is not enough, with
+  // or without collateral.
+  for (const [serial, keyUsage] of [
+    ['0d', KU.nonRepudiation],
+    ['0e', KU.keyAgreement | KU.keyEncipherment],
+  ] as const) {
+    const pck = await makePck(i.pckCa, serial, undefined, { keyUsage });
+    await assert.rejects(run(pck), refused('keyUsage.digitalSignature', 0));
+    await assert.rejects(
+      verifyDcapQuote(await quote(pck), { now: DCAP_NOW, roots }),
+      refused('keyUsage.digitalSignature', 0),
+    );
+  }
+  // Without a keyUsage, nothing is asked of it.
+  assert.equal((await run(await makePck(i.pckCa, '0f', undefined, { keyUsage: null }))).tee, 'sgx');
+  // The TCB Signing certificate signs TCB Info and QE Identity.
+  const tcbSigning = await makeCert(i.root, i.tcbSigning.cert.subject, {
+    ...END_ENTITY,
+    keyUsage: KU.nonRepudiation,
+    keys: i.tcbSigning.keys,
+    serial: '1a',
+  });
+  await assert.rejects(
+    run(i.pck, await intelCollateral({ ...i, tcbSigning })),
+    refused('keyUsage.digitalSignature', 0),
+  );
+  assert.equal((await run(i.pck)).tee, 'sgx');
+
+  // The sim platform certificate signs sim reports.
+  const simRoot = await makeRoot('CN=Key usage sim root, O=Cloister Test');
+  const sim = async (keyUsage: number | null) => {
+    const platform = await makeCert(simRoot, 'CN=Key usage sim platform, O=Cloister Test', {
+      ...END_ENTITY,
+      keyUsage,
+    });
+    const report = await createSimReport({
+      platformKey: platform.keys.privateKey,
+      platformCertDer: der(platform.cert),
+      platformSpkiDer: new Uint8Array(platform.cert.publicKey.rawData),
+      measurement: new Uint8Array(48),
+      reportData: new Uint8Array(64),
+    });
+    return verifySimReport(report, {
+      now: NOW,
+      roots: [trustAnchor('sim root', der(simRoot.cert))],
+      allowSimulation: true,
+    });
+  };
+  await assert.rejects(sim(KU.keyCertSign), refused('keyUsage.digitalSignature', 0));
+  await assert.rejects(sim(KU.nonRepudiation), refused('keyUsage.digitalSignature', 0));
+  assert.equal((await sim(KU.digitalSignature)).tee, 'sim');
+  assert.equal((await sim(null)).tee, 'sim');
+});
+
+test(
+  'the real signing leaves: Intel PCK and TCB Signing have digitalSignature, AMD VCEK and VLEK no keyUsage',
+  { skip: dir === undefined },
+  () => {
+    const intel: Uint8Array[] = [];
+    for (const q of ['sgx/phala-sgx-v3', 'tdx/phala-tdx-v4', 'tdx/gtdx-v5']) {
+      for (const d of parseDcapQuote(readVector(`${q}.quote.bin`)).pckChain.certificates) {
+        intel.push(d);
+      }
+    }
+    for (const f of [
+      'sgx/phala-sgx-v3.collateral.json',
+      'tdx/phala-tdx-v4.collateral.json',
+      'tdx/phala-fmspc90c06f-2026-02.collateral.json',
+    ]) {
+      const c = JSON.parse(readVectorText(f)) as IntelCollateralJson;
+      for (const p of parsePemCertificates(c.tcb_info_issuer_chain)) intel.push(der(p));
+    }
+    const leaves = intel
+      .map((d) => certInfo(d, 'Intel certificate'))
+      .filter((c) => /CN=Intel SGX (PCK Certificate|TCB Signing)/.test(c.subject));
+    assert.ok(leaves.some((c) => c.subject.includes('PCK Certificate')));
+    assert.ok(leaves.some((c) => c.subject.includes('TCB Signing')));
+    for (const c of leaves) {
+      assert.equal(c.keyUsage, KEY_USAGE.digitalSignature | KEY_USAGE.nonRepudiation, c.subject);
+    }
+    for (const f of [
+      'snp/gsev-milan-v2.vcek.der',
+      'snp/oak-genoa-v5.vcek.der',
+      'snp/oak-turin-v5.vcek.der',
+      'snp/trustee-milan-vlek-v3.vlek.der',
+    ]) {
+      const [c] = parseCertificates(readVector(f));
+      assert.ok(c);
+      assert.equal(certInfo(der(c), f).keyUsage, undefined, f);
+    }
+  },
+);

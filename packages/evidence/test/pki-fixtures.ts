@@ -40,9 +40,15 @@ export interface CertOptions {
   readonly basicConstraints?: { readonly ca: boolean; readonly pathLen?: number } | null;
   /** keyUsage (critical, `x509.KeyUsageFlags`); `null` leaves it out. Defaults as basicConstraints. */
   readonly keyUsage?: number | null;
-  /** Extensions as (OID, extnValue content, critical?), non-critical unless the flag says so. */
-  readonly extensions?: readonly (readonly [string, Uint8Array, boolean?])[];
+  /** Extensions beside basicConstraints and keyUsage (see {@link ExtensionSpec}). */
+  readonly extensions?: readonly ExtensionSpec[];
 }
+
+/** An extension as (OID, extnValue content, critical?), non-critical unless the flag says so. */
+export type ExtensionSpec = readonly [string, Uint8Array, boolean?];
+
+const toExtensions = (specs: readonly ExtensionSpec[] = []): x509.Extension[] =>
+  specs.map(([oid, v, critical]) => new x509.Extension(oid, critical === true, arrayBufferView(v)));
 
 export const KU = x509.KeyUsageFlags;
 
@@ -66,9 +72,7 @@ function extensionsOf(o: CertOptions, defaults: CertOptions): x509.Extension[] {
       ? []
       : [new x509.BasicConstraintsExtension(bc.ca, bc.pathLen, true)]),
     ...(ku === null || ku === undefined ? [] : [new x509.KeyUsagesExtension(ku, true)]),
-    ...(o.extensions ?? []).map(
-      ([oid, v, critical]) => new x509.Extension(oid, critical === true, arrayBufferView(v)),
-    ),
+    ...toExtensions(o.extensions),
   ];
 }
 
@@ -125,6 +129,10 @@ export interface CrlOptions {
   readonly nextUpdate?: Date;
   /** Signs with this key instead of the issuer's (a forged CRL). */
   readonly signer?: CryptoKey;
+  /** CRL extensions (RFC 5280 section 5.2). */
+  readonly extensions?: readonly ExtensionSpec[];
+  /** Extensions of every revoked entry (section 5.3). */
+  readonly entryExtensions?: readonly ExtensionSpec[];
 }
 
 /** A CRL naming `issuer`. */
@@ -136,7 +144,9 @@ export async function makeCrl(issuer: Ca, o: CrlOptions = {}): Promise<x509.X509
     entries: (o.revoke ?? []).map((serialNumber) => ({
       serialNumber,
       revocationDate: o.revokedAt ?? FROM,
+      extensions: toExtensions(o.entryExtensions),
     })),
+    extensions: toExtensions(o.extensions),
     signingKey: o.signer ?? issuer.keys.privateKey,
     signingAlgorithm: SIGN,
   });

@@ -55,6 +55,8 @@ interface LeafOptions {
   omit?: readonly string[];
   cspId?: string | null;
   keyPair?: CryptoKeyPair;
+  /** A keyUsage extension (`KU` flags); AMD's VCEKs and VLEKs carry none. */
+  keyUsage?: number;
 }
 
 const ARC = '1.3.6.1.4.1.3704.1';
@@ -117,6 +119,9 @@ async function hierarchy(
     if (kind === 'vcek') exts.push(['hwID', new x509.Extension(`${ARC}.4`, false, hwValue)]);
     if (kind === 'vlek' && o.cspId !== null) {
       exts.push(['cspID', strExt(`${ARC}.5`, o.cspId ?? 'CN=csp.example')]);
+    }
+    if (o.keyUsage !== undefined) {
+      exts.push(['keyUsage', new x509.KeyUsagesExtension(o.keyUsage, true)]);
     }
     const issuer = kind === 'vcek' ? ask : asvk;
     const cert = await x509.X509CertificateGenerator.create({
@@ -232,6 +237,31 @@ test('synthetic hierarchy: CRL revocation, expiry and forgery', async () => {
     verifySnpReport(r, { now: NOW, vcek: a.cert, roots, collateral: { crl: new Uint8Array(8) } }),
     hasCode('CERT_MALFORMED', 'PARSE'),
   );
+});
+
+test('synthetic hierarchy: a VCEK or VLEK with a keyUsage must allow digitalSignature', async () => {
+  const h = await hierarchy('Milan');
+  const roots = { Milan: h.roots };
+  for (const kind of ['vcek', 'vlek'] as const) {
+    const run = async (keyUsage?: number) => {
+      const l = await h.leaf({ kind, ...(keyUsage === undefined ? {} : { keyUsage }) });
+      const r = await report(
+        l.keys.privateKey,
+        kind === 'vcek' ? {} : { signingKey: 1, chip: new Uint8Array(64) },
+      );
+      return verifySnpReport(r, { now: NOW, vcek: l.cert, roots });
+    };
+    for (const bad of [KU.keyAgreement, KU.nonRepudiation | KU.keyEncipherment]) {
+      await assert.rejects(run(bad), (e: unknown) => {
+        hasCode('CHAIN_ISSUER_CONSTRAINT', 'CHAIN')(e);
+        assert.equal((e as VerificationError).details?.['rule'], 'keyUsage.digitalSignature');
+        return true;
+      });
+    }
+    // AMD's shape (no keyUsage) and a keyUsage with digitalSignature verify.
+    assert.equal((await run()).signingKey, kind);
+    assert.equal((await run(KU.digitalSignature)).signingKey, kind);
+  }
 });
 
 test('synthetic hierarchy: VCEK extensions must be present and match', async () => {

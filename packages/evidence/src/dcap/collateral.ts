@@ -21,6 +21,7 @@ import { certInfo, crlInfo, crlSignedBy, type CertInfo, type CrlInfo } from '../
 import {
   buildSignedPath,
   checkCrlSigner,
+  checkLeafSigner,
   checkPathCrls,
   checkPinned,
   checkValidity,
@@ -532,6 +533,7 @@ export async function verifyCollateralSignatures(
         details: { certificates: sp.certs.length },
       });
     }
+    checkLeafSigner(sp.certs[0] as CertInfo, label);
     return sp;
   };
   const tcbInfoPath = await signerPath(p.tcbInfoChain, 'TCB Info issuer chain');

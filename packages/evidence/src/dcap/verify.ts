@@ -30,6 +30,7 @@ import { certInfo, extensionValue, type CertInfo, type RawCert } from '../pki/ce
 import {
   anchorRawCert,
   buildSignedPath,
+  checkLeafSigner,
   checkPathCrls,
   checkPinned,
   checkValidity,
@@ -216,6 +217,8 @@ async function pckEntry(chainRaw: Uint8Array, anchors: readonly TrustAnchor[]): 
     });
   }
   const leaf = path.certs[0] as CertInfo;
+  // The PCK key signs the QE report.
+  checkLeafSigner(leaf, 'PCK chain');
   const { ext, ca } = pckFacts(leaf);
   return { path, leaf, pck: { ...ext, ca, subject: leaf.subject, issuer: leaf.issuer } };
 }

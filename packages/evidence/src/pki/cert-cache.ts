@@ -146,6 +146,10 @@ export interface CrlInfo {
   readonly nextUpdate: number;
   /** Revoked serial (normalised) -> revocation time. */
   readonly revoked: ReadonlyMap<string, number>;
+  /** The OIDs of the CRL extensions marked critical (RFC 5280 section 5.2). */
+  readonly criticalExtensions: readonly string[];
+  /** The OIDs of the entry extensions marked critical in any entry, once each (section 5.3). */
+  readonly criticalEntryExtensions: readonly string[];
 }
 
 const crlMemo = new BoundedMemo<CrlInfo>(256);
@@ -185,19 +189,29 @@ async function signedBy(
   return ok;
 }
 
-/** Parses (once per exact DER) a CRL. Its signature is checked by {@link crlSignedBy}. */
+/**
+ * Parses (once per exact DER) a CRL. Its signature is checked by {@link crlSignedBy}; its
+ * critical extensions, CRL and entry ones, are recorded here (the library decodes them lazily:
+ * they are read now, inside the guard, so a malformed one is CERT_MALFORMED here) and refused
+ * where the CRL is applied (pki/path.ts `checkCrl`).
+ */
 export function crlInfo(der: Uint8Array, field: string): CrlInfo {
   const derKey = bytesKey(der);
   const hit = crlMemo.get(derKey);
   if (hit !== undefined) return hit;
   const crl = parseCrl(der, field);
   const revoked = new Map<string, number>();
+  const criticalExtensions: string[] = [];
+  const criticalEntryExtensions = new Set<string>();
   let issuer: string;
   let thisUpdate: number;
   let nextUpdate: number;
   try {
-    for (const e of crl.entries)
+    for (const e of crl.entries) {
       revoked.set(normalizeSerial(e.serialNumber), e.revocationDate.getTime());
+      for (const x of e.extensions) if (x.critical) criticalEntryExtensions.add(x.type);
+    }
+    for (const x of crl.extensions) if (x.critical) criticalExtensions.push(x.type);
     issuer = crl.issuer;
     thisUpdate = crl.thisUpdate.getTime();
     nextUpdate = crl.nextUpdate === undefined ? Infinity : crl.nextUpdate.getTime();
@@ -214,6 +228,8 @@ export function crlInfo(der: Uint8Array, field: string): CrlInfo {
     thisUpdate,
     nextUpdate,
     revoked,
+    criticalExtensions,
+    criticalEntryExtensions: [...criticalEntryExtensions],
   });
 }
 

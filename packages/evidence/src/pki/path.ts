@@ -16,8 +16,9 @@
  * {@link checkPinned} (the top's key is a pinned root's key, never compared by name: Intel's
  * test root has the production root's name), {@link checkValidity} (every certificate valid at
  * `now`) and the CRL checks, {@link checkPathCrls} and {@link checkCrl} (each CRL signed by the
- * issuer it names, which may sign CRLs, current at `now`, and revoking only certificates that
- * issuer signed).
+ * issuer it names, which may sign CRLs, free of critical extensions, current at `now`, and
+ * revoking only certificates that issuer signed). Verifiers whose leaf key signs evidence or
+ * collateral also hold it to its keyUsage ({@link checkLeafSigner}).
  *
  * `verifyChain` (chain.ts) composes these for callers holding parsed certificates; the DCAP and
  * SNP verifiers call them directly so they can memoise the signed path.
@@ -277,6 +278,24 @@ export function checkCrlSigner(issuer: CertInfo, label: string): void {
 }
 
 /**
+ * Throws CHAIN_ISSUER_CONSTRAINT when `leaf`, whose key signs evidence or collateral (the Intel
+ * PCK certificate a QE report, the TCB Signing certificate TCB Info and QE Identity, an AMD VCEK
+ * or VLEK an SNP report, the sim platform certificate a sim report), has a keyUsage without
+ * digitalSignature (RFC 5280 section 4.2.1.3). Stops a key that its certificate allows only
+ * other uses (key agreement, encipherment, certificate signing) from vouching for evidence. A
+ * leaf without keyUsage is accepted: AMD's VCEKs and VLEKs carry none.
+ */
+export function checkLeafSigner(leaf: CertInfo, label: string): void {
+  if (leaf.keyUsage !== undefined && (leaf.keyUsage & KEY_USAGE.digitalSignature) === 0) {
+    throw evidenceError(
+      'CHAIN_ISSUER_CONSTRAINT',
+      `${label}: the signing certificate "${leaf.subject}" has a keyUsage without digitalSignature`,
+      { details: { subject: leaf.subject, position: 0, rule: 'keyUsage.digitalSignature' } },
+    );
+  }
+}
+
+/**
  * Throws CHAIN_UNTRUSTED_ROOT unless the path's self-signed top has a pinned root's key; returns
  * that root.
  */
@@ -364,12 +383,36 @@ function checkNotRevoked(crl: CrlInfo, cert: CertInfo, now: number, label: strin
 }
 
 /**
+ * Throws COLLATERAL_CRL_CRITICAL when `crl` or one of its entries has a critical extension (RFC
+ * 5280 sections 5.2 and 5.3: such a CRL must not be used to determine the status of any
+ * certificate). The verifier reads a CRL's issuer, window and serials only, so it processes
+ * none: a critical extension says the CRL means something those do not show. Stops a partial
+ * CRL (issuingDistributionPoint scoped to some certificates or reasons), a delta CRL
+ * (deltaCRLIndicator) or an indirect CRL (an entry's certificateIssuer naming another CA) from
+ * being read as the complete CRL of its issuer, on which an unlisted certificate is not
+ * revoked. The real Intel CRLs carry cRLNumber, authorityKeyIdentifier and entry reasonCodes,
+ * none of them critical.
+ */
+function checkCrlExtensions(crl: CrlInfo, label: string): void {
+  const inCrl = crl.criticalExtensions[0];
+  const oid = inCrl ?? crl.criticalEntryExtensions[0];
+  if (oid === undefined) return;
+  const scope = inCrl === undefined ? 'entry' : 'crl';
+  throw evidenceError(
+    'COLLATERAL_CRL_CRITICAL',
+    `${label}: CRL of "${crl.issuer}" has critical ${scope === 'crl' ? '' : 'entry '}extension ${oid}, which is not processed`,
+    { details: { crlIssuer: crl.issuer, extension: oid, scope } },
+  );
+}
+
+/**
  * Checks `cert` against `crl` of its issuer `issuer`: the issuer must be allowed to sign CRLs
  * ({@link checkCrlSigner}), the CRL must be signed by the issuer's key
  * (COLLATERAL_SIGNATURE_INVALID; verified over the exact TBSCertList like a certificate, so an
- * unsupported or inconsistent signature algorithm is CERT_MALFORMED), current at `now`
- * (COLLATERAL_EXPIRED), and must not list `cert` (CHAIN_REVOKED). Stops use of a revoked
- * intermediate or leaf key, and replay of an expired CRL.
+ * unsupported or inconsistent signature algorithm is CERT_MALFORMED), have no critical
+ * extension ({@link checkCrlExtensions}), be current at `now` (COLLATERAL_EXPIRED), and must
+ * not list `cert` (CHAIN_REVOKED). Stops use of a revoked intermediate or leaf key, replay of
+ * an expired CRL, and a partial, delta or indirect CRL read as a complete one.
  */
 export async function checkCrl(
   crl: CrlInfo,
@@ -386,6 +429,7 @@ export async function checkCrl(
       { details: { crlIssuer: crl.issuer } },
     );
   }
+  checkCrlExtensions(crl, label);
   checkCrlWindow(crl, now, label);
   checkNotRevoked(crl, cert, now, label);
 }

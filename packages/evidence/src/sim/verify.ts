@@ -15,6 +15,7 @@ import { rawCert, type CertInfo } from '../pki/cert-cache.js';
 import {
   anchorRawCert,
   buildSignedPath,
+  checkLeafSigner,
   checkPinned,
   checkValidity,
   verificationTime,
@@ -133,6 +134,8 @@ async function verifyPlatform(
     checkPinned(path, roots, label);
     checkValidity(path, now, label);
     const leaf = path.certs[0] as CertInfo;
+    // The platform key signs the reports.
+    checkLeafSigner(leaf, label);
     const spki = new Uint8Array(leaf.cert.publicKey.rawData);
     return {
       key: await importEcSpki('P-256', spki, 'sim platform key'),

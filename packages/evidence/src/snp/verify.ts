@@ -18,11 +18,12 @@ import { ecdsaVerify, importEcSpki } from '../crypto.js';
 import { evidenceError } from '../error-codes.js';
 import type { SnpClaims, SnpProduct } from '../claims.js';
 import type { CollateralSource, SnpCollateral } from '../collateral/types.js';
-import { crlInfo, rawCert, type RawCert } from '../pki/cert-cache.js';
+import { crlInfo, rawCert, type CertInfo, type RawCert } from '../pki/cert-cache.js';
 import type { VerifiedChain } from '../pki/chain.js';
 import {
   anchorRawCert,
   buildSignedPath,
+  checkLeafSigner,
   checkPathCrls,
   checkPinned,
   checkValidity,
@@ -280,6 +281,8 @@ export async function verifySnpReport(
         details: { certificates: path.certs.length },
       });
     }
+    // The VCEK/VLEK key signs the report (AMD's carry no keyUsage; one that does must allow it).
+    checkLeafSigner(path.certs[0] as CertInfo, label);
     const root = checkPinned(path, [productRoots.ark], label);
     chain = { path, verified: { path: path.certs.map((c) => c.cert), root } };
     if (byKind === undefined) {
