@@ -180,11 +180,17 @@ export class CoordinatorClient {
     return this.#send('DELETE', path, JSON.stringify(body));
   }
 
-  getJson(path: string): Promise<unknown> {
-    return this.#send('GET', path, undefined);
+  /** GETs; resolves with the parsed JSON body of a 2xx answer. `signal` aborts the request. */
+  getJson(path: string, signal?: AbortSignal): Promise<unknown> {
+    return this.#send('GET', path, undefined, signal);
   }
 
-  #send(method: string, path: string, body: string | undefined): Promise<unknown> {
+  #send(
+    method: string,
+    path: string,
+    body: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
     const target = new URL(path, this.url);
     const rootCa = this.#rootCa;
     return new Promise((resolve, reject) => {
@@ -194,6 +200,7 @@ export class CoordinatorClient {
           method,
           agent: false,
           timeout: this.#timeoutMs,
+          ...(signal === undefined ? {} : { signal }),
           headers: {
             accept: 'application/json, application/problem+json',
             ...(body === undefined

@@ -60,6 +60,7 @@ export type {
   MeshProxyOptions,
   MeshCredentials,
   MeshEvent,
+  IngressAccess,
   IngressRoute,
   EgressRoute,
 } from './mesh/proxy.js';

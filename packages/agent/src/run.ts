@@ -6,7 +6,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { ManifestResponseSchema, checkBody } from '@cloister/protocol';
-import type { ActivationBundle, ImageKeyRequest, Manifest } from '@cloister/protocol';
+import type { ActivationBundle, ImageKeyRequest, ManifestResponse } from '@cloister/protocol';
 import { isCloisterError } from '@cloister/errors';
 import { activate, releaseInstance } from './activate.js';
 import type { Activation } from './activate.js';
@@ -29,6 +29,8 @@ import type { ImageWorkloadOptions, WorkloadImage } from './image-workload.js';
 import { launch } from './launch.js';
 import { startMeshProxy } from './mesh/proxy.js';
 import type { MeshCredentials, MeshEvent, MeshProxy } from './mesh/proxy.js';
+import { meshRefresher } from './mesh/refresh.js';
+import type { MeshRefresher } from './mesh/refresh.js';
 import { meshRoutes } from './mesh/routes.js';
 import type { PeerMap } from './mesh/routes.js';
 import type { EvidenceProvider } from './providers/types.js';
@@ -73,6 +75,10 @@ export interface RunAgentOptions {
   /** Keep retrying an unreachable coordinator this long at startup (default 0). */
   readonly retryForMs?: number;
   readonly log?: AgentLog;
+  /**
+   * Mesh proxy events. Default: refusals, revocations and errors are logged as warnings
+   * (accepted connections are not, one line each would flood a busy service's log).
+   */
   readonly onMeshEvent?: (e: MeshEvent) => void;
   /** Base of the default files root (tests); default /dev/shm. */
   readonly shmDir?: string;
@@ -87,6 +93,11 @@ export interface RunAgentOptions {
   readonly minRenewIntervalMs?: number;
   /** Called after each successful renewal (tests). */
   readonly onRenewed?: (mesh: MeshIdentity) => void;
+  /**
+   * How often to re-read the manifest and apply its mesh allow-lists to the running proxy
+   * (default 30 s; 0: only after renewals). docs/mesh.md "Manifest updates".
+   */
+  readonly manifestRefreshMs?: number;
 }
 
 const silent: AgentLog = { info: () => undefined, warn: () => undefined };
@@ -164,10 +175,19 @@ async function writeMeshFiles(root: string, mesh: MeshIdentity): Promise<void> {
   }
 }
 
-async function fetchManifest(client: CoordinatorClient): Promise<Manifest> {
-  const body = await client.getJson('/v1/manifest');
+function meshEventLog(log: AgentLog): (e: MeshEvent) => void {
+  return (e) => {
+    if (e.type !== 'accepted') log.warn(`mesh connection ${e.type}`, { ...e });
+  };
+}
+
+async function fetchManifest(
+  client: CoordinatorClient,
+  signal?: AbortSignal,
+): Promise<ManifestResponse> {
+  const body = await client.getJson('/v1/manifest', signal);
   try {
-    return checkBody(ManifestResponseSchema, body, 'manifest').manifest;
+    return checkBody(ManifestResponseSchema, body, 'manifest');
   } catch (cause) {
     throw agentError(
       'AGENT_COORDINATOR_BAD_RESPONSE',
@@ -279,12 +299,14 @@ async function activateAndRun(
   if (o.init !== undefined) return 0;
 
   let proxy: MeshProxy | undefined;
+  let refresher: MeshRefresher | undefined;
+  let refreshTimer: NodeJS.Timeout | undefined;
   let renewTimer: NodeJS.Timeout | undefined;
   let stopped = false;
   // The renewal in flight, awaited before the files root is removed (else it could recreate it).
   let renewing: Promise<void> | undefined;
   try {
-    const manifest = await fetchManifest(client);
+    const { manifest, manifestHash, seq } = await fetchManifest(client);
     const routes = meshRoutes(manifest, o.workload, o.peers ?? {}, o.meshBind);
     if (routes.ingress.length > 0 || routes.egress.length > 0) {
       proxy = await startMeshProxy({
@@ -292,12 +314,30 @@ async function activateAndRun(
         ingress: routes.ingress,
         egress: routes.egress,
         credentials: meshCredentials(current.mesh),
-        ...(o.onMeshEvent === undefined ? {} : { onEvent: o.onMeshEvent }),
+        onEvent: o.onMeshEvent ?? meshEventLog(log),
       });
       log.info('mesh proxy listening', {
         ingress: proxy.ingress.map((a) => a.port),
         egress: proxy.egress.map((a) => `${a.address}:${a.port}`),
       });
+    }
+    // A manifest update that revokes a peer's egress must reach this proxy's allow-lists
+    // promptly, not at the next restart: re-read it periodically and after each renewal.
+    refresher = meshRefresher({
+      fetch: (signal) => fetchManifest(client, signal),
+      workload: o.workload,
+      ...(o.peers === undefined ? {} : { peers: o.peers }),
+      ...(o.meshBind === undefined ? {} : { bind: o.meshBind }),
+      started: { manifestHash, seq },
+      routes,
+      ...(proxy === undefined ? {} : { proxy }),
+      log,
+    });
+    const refreshMs = o.manifestRefreshMs ?? 30_000;
+    // Without routes there is no allow-list to keep fresh; renewals still report new routes.
+    if (refreshMs > 0 && proxy !== undefined) {
+      refreshTimer = setInterval(() => void refresher?.refresh(), Math.min(refreshMs, 2 ** 31 - 1));
+      refreshTimer.unref();
     }
 
     // Renewal re-attests for the same instance before the certificate expires and rewrites the
@@ -331,6 +371,9 @@ async function activateAndRun(
         proxy?.updateCredentials(meshCredentials(next.mesh));
         failedSinceExpiry = 0;
         log.info('certificate renewed', { notAfter: next.mesh.notAfter.toISOString() });
+        // Re-read the manifest at each renewal too: with the timer off, this is when an
+        // update reaches the allow-lists.
+        void refresher?.refresh();
         o.onRenewed?.(next.mesh);
         scheduleRenewal(next.renewAfter);
       } catch (e) {
@@ -398,7 +441,9 @@ async function activateAndRun(
   } finally {
     stopped = true;
     if (renewTimer !== undefined) clearTimeout(renewTimer);
+    clearInterval(refreshTimer);
     await renewing;
+    await refresher?.stop();
     await proxy?.close();
     if (o.init === undefined && o.release !== false) {
       // A clean stop frees the instance's slot (maxInstances), so the workload can be started

@@ -60,14 +60,13 @@ test('cloister agent: usage errors exit 2', async () => {
   assert.equal((await cli([...base, '--tee', 'sim', '--', 'no-such-program-xyz'])).code, 2);
   const r = await cli([...base, '--tee', 'sim', '--json', '--', 'sh']);
   assert.equal(r.code, 2); // no --sim-dir and no CLOISTER_SIM_DIR in this environment
-  // --retry-for takes decimal seconds, nothing Number() would also read.
-  for (const bad of ['', ' ', '0x10', '1e3', '-1', 'NaN'])
-    assert.equal(
-      (await cli([...base, '--retry-for', bad, '--tee', 'sim', '--sim-dir', simDir, '--', 'sh']))
-        .code,
-      2,
-      JSON.stringify(bad),
-    );
+  // --retry-for and --manifest-refresh take decimal seconds, nothing Number() would also read.
+  for (const option of ['--retry-for', '--manifest-refresh'])
+    for (const bad of ['', ' ', '0x10', '1e3', '-1', 'NaN']) {
+      const r = await cli([...base, option, bad, '--tee', 'sim', '--sim-dir', simDir, '--', 'sh']);
+      assert.equal(r.code, 2, `${option} ${JSON.stringify(bad)}`);
+      assert.match(r.err, new RegExp(`${option} takes a number of seconds`));
+    }
 });
 
 /** A stub coordinator for workload `web` that accepts `measurement` and delivers one file. */
@@ -115,6 +114,8 @@ test('cloister agent: exec mode passes the exit code through; --init measures th
     rootCaFile,
     '--files-dir',
     join(tmp, 'files'),
+    '--manifest-refresh',
+    '0.5',
     '--',
     'sh',
     '-c',

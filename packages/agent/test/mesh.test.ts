@@ -301,3 +301,63 @@ test('idle connections and silent handshakes are cut by their timeouts', async (
   await once(idle, 'close');
   assert.ok(events.some((e) => e.type === 'accepted'));
 });
+
+/** A TLS client of an ingress, with `c`'s certificate or none; open until the test ends it. */
+async function meshClient(port: number, c?: MeshCredentials) {
+  const s = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    ca: root.certPem,
+    ...(c === undefined ? {} : { key: c.key, cert: c.cert }),
+    checkServerIdentity: () => undefined,
+  });
+  s.on('error', () => undefined);
+  await once(s, 'secureConnect');
+  return s;
+}
+
+test('updateRoutes: a revoked peer loses its open connection and is refused from then on', async () => {
+  const { be, ing, port } = await setupPair(['frontend', 'intruder']);
+  const kept = await meshClient(port, creds.frontend);
+  const revoked = await meshClient(port, creds.intruder);
+  await waitFor(() => be.conns === 2);
+  kept.write('still ');
+  assert.equal(ing.p.updateRoutes([{ port: 0, allow: ['frontend'] }]), 1);
+  await once(revoked, 'close');
+  assert.ok(ing.events.some((e) => e.type === 'revoked' && e.peer === 'intruder'));
+  // The peer still allowed keeps its connection; the revoked one cannot come back.
+  assert.equal(await roundTrip(kept, 'here'), 'STILL HERE');
+  const { port: local } = await egressTo('backend', 'intruder', port);
+  assert.equal(await roundTrip(connect(local, '127.0.0.1'), 'again'), '');
+  assert.equal(be.conns, 2);
+  // A newly allowed workload gets in without a restart.
+  ing.p.updateRoutes([{ port: 0, allow: ['frontend', 'intruder'] }]);
+  const { port: local2 } = await egressTo('backend', 'intruder', port);
+  assert.equal(await roundTrip(connect(local2, '127.0.0.1'), 'back'), 'BACK');
+  // A port the proxy does not listen on, or external on a mesh-only listener: nothing swapped.
+  assert.throws(
+    () =>
+      ing.p.updateRoutes([
+        { port: 0, allow: [] },
+        { port: 1, allow: [] },
+      ]),
+    { code: 'AGENT_MESH_CONFIG_INVALID' },
+  );
+  assert.throws(() => ing.p.updateRoutes([{ port: 0, allow: [], external: true }]), {
+    code: 'AGENT_MESH_CONFIG_INVALID',
+  });
+  assert.equal(await roundTrip(await meshClient(port, creds.intruder), 'kept'), 'KEPT');
+});
+
+test('updateRoutes: revoking external closes and refuses clients without a certificate', async () => {
+  const { be, ing, port } = await setupPair(['frontend'], true);
+  const anonymous = await meshClient(port);
+  const member = await meshClient(port, creds.frontend);
+  await waitFor(() => be.conns === 2);
+  assert.equal(ing.p.updateRoutes([{ port: 0, allow: ['frontend'], external: false }]), 1);
+  await once(anonymous, 'close');
+  assert.ok(ing.events.some((e) => e.type === 'revoked' && e.peer === 'external'));
+  assert.equal(await roundTrip(member, 'member'), 'MEMBER');
+  assert.equal(await roundTrip(await meshClient(port), 'anyone'), '');
+  assert.equal(be.conns, 2);
+});

@@ -1,10 +1,12 @@
 import { test, before, after } from 'node:test';
+import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -13,7 +15,8 @@ import { exportSimHardware, generateSimHardware, simMeasurement } from '@cloiste
 import type { SimHardware } from '@cloister/evidence';
 import type { Manifest } from '@cloister/protocol';
 import { jittered, runAgent, MESH_FILES, renewalRetryMs } from '../src/run.js';
-import type { RunAgentOptions } from '../src/run.js';
+import type { AgentLog, RunAgentOptions } from '../src/run.js';
+import type { MeshEvent } from '../src/mesh/proxy.js';
 import { simProvider } from '../src/providers/sim.js';
 import { resolveExecutable } from '../src/launch.js';
 import { createIntermediate, createRoot, issueLeaf } from './test-pki.js';
@@ -419,19 +422,23 @@ test('a renewal refused as COORDINATOR_NOT_FOUND is final: no more renewals, the
   await stub.close();
 });
 
-test('the mesh proxy starts from the manifest: an allowed peer reaches the program', async () => {
-  const free = async () => {
-    const s = createServer().listen(0, '127.0.0.1');
-    await once(s, 'listening');
-    const p = (s.address() as AddressInfo).port;
-    s.close();
-    return p;
-  };
-  const backend = createServer((c) => c.pipe(c)).listen(0, '127.0.0.1');
-  await once(backend, 'listening');
-  const to = (backend.address() as AddressInfo).port;
-  const port = await free();
-  const m: Manifest = {
+async function freePort(): Promise<number> {
+  const s = createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const p = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+async function until(pred: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const give = Date.now() + ms;
+  while (!pred() && Date.now() < give) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(pred(), `timed out waiting for ${what}`);
+}
+
+/** `web` listens on mesh port `port` for its program on `to`; `client`'s egress reaches it. */
+function meshManifest(port: number, to: number, more: Manifest['workloads'] = {}): Manifest {
+  return {
     ...manifest(),
     workloads: {
       web: { package: 'dev', mesh: { ingress: [{ port, to }] } },
@@ -439,47 +446,204 @@ test('the mesh proxy starts from the manifest: an allowed peer reaches the progr
         package: 'dev',
         mesh: { egress: [{ listen: '127.0.0.1:9999', workload: 'web', port }] },
       },
+      ...more,
     },
   };
-  const stub = await stubWith({
-    manifest: m,
-    args: ['app', '-c', 'touch "$DIR/ready"; while [ ! -e "$DIR/stop" ]; do sleep 0.05; done'],
-  });
-  const o = await agentOpts(stub.url, { meshBind: '127.0.0.1' });
-  const dir = o.env?.['DIR'] as string;
-  const running = runAgent(o);
-  while (!existsSync(join(dir, 'ready'))) await new Promise((r) => setTimeout(r, 20));
-  const clientCert = await issueLeaf(meshCa, [`spiffe://${TD}/client`]);
+}
+
+/** A TLS connection to `port` as workload `name`, with a valid certificate from the mesh CA. */
+async function connectAs(name: string, port: number): Promise<TLSSocket> {
+  const leaf = await issueLeaf(meshCa, [`spiffe://${TD}/${name}`]);
   const s = tlsConnect({
     host: '127.0.0.1',
     port,
     ca: root.certPem,
-    key: clientCert.keyPem,
-    cert: `${clientCert.certPem}\n${meshCa.certPem}`,
+    key: leaf.keyPem,
+    cert: `${leaf.certPem}\n${meshCa.certPem}`,
     checkServerIdentity: () => undefined,
   });
-  await once(s, 'secureConnect');
-  s.write('ping');
-  const [data] = (await once(s, 'data')) as [Buffer];
-  assert.equal(data.toString(), 'ping');
+  s.on('error', () => undefined);
+  return s;
+}
+
+/** Sends `msg`; resolves with what comes back, or '' when the connection is closed instead. */
+function echo(s: TLSSocket, msg: string): Promise<string> {
+  s.write(msg);
+  return new Promise((resolve) => {
+    s.once('data', (d: Buffer) => resolve(d.toString()));
+    s.once('close', () => resolve(''));
+  });
+}
+
+interface LogLine {
+  level: 'info' | 'warn';
+  msg: string;
+  fields: Record<string, unknown> | undefined;
+}
+
+function logTo(lines: LogLine[]): AgentLog {
+  return {
+    info: (msg, fields) => lines.push({ level: 'info', msg, fields }),
+    warn: (msg, fields) => lines.push({ level: 'warn', msg, fields }),
+  };
+}
+
+/**
+ * Runs the agent as `web` of `meshManifest` (an echo server stands in for its program's port;
+ * the program itself loops until `stop`), until the test ends.
+ */
+async function meshAgent(
+  t: TestContext,
+  extra: Partial<RunAgentOptions> = {},
+  stubExtra: Partial<StubOptions> = {},
+) {
+  const backend = createServer((c) => c.pipe(c)).listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  const to = (backend.address() as AddressInfo).port;
+  const port = await freePort();
+  const stub = await stubWith({
+    manifest: meshManifest(port, to),
+    args: ['app', '-c', 'touch "$DIR/ready"; while [ ! -e "$DIR/stop" ]; do sleep 0.05; done'],
+    ...stubExtra,
+  });
+  const o = await agentOpts(stub.url, { meshBind: '127.0.0.1', ...extra });
+  const dir = o.env?.['DIR'] as string;
+  let exited = false;
+  const running = runAgent(o).finally(() => {
+    exited = true;
+  });
+  const stop = () => writeFile(join(dir, 'stop'), '');
+  t.after(async () => {
+    await stop();
+    await running.catch(() => undefined);
+    backend.close();
+    await stub.close();
+  });
+  await until(() => existsSync(join(dir, 'ready')) || exited, 'the program');
+  return { port, to, stub, running, stop, exited: () => exited };
+}
+
+test('the mesh proxy starts from the manifest: an allowed peer reaches the program', async (t) => {
+  const logs: LogLine[] = [];
+  const a = await meshAgent(t, { log: logTo(logs) });
+  const s = await connectAs('client', a.port);
+  assert.equal(await echo(s, 'ping'), 'ping');
   s.destroy();
-  // A workload the manifest does not connect to web is refused.
-  const intruder = await issueLeaf(meshCa, [`spiffe://${TD}/intruder`]);
-  const bad = tlsConnect({
-    host: '127.0.0.1',
-    port,
-    ca: root.certPem,
-    key: intruder.keyPem,
-    cert: `${intruder.certPem}\n${meshCa.certPem}`,
-    checkServerIdentity: () => undefined,
+  // A workload the manifest does not connect to web is refused, and (no onMeshEvent given)
+  // the refusal is logged; the accepted connection is not.
+  assert.equal(await echo(await connectAs('intruder', a.port), 'x'), '');
+  const refused = logs.find((l) => l.msg === 'mesh connection refused');
+  assert.equal(refused?.level, 'warn');
+  assert.equal(refused?.fields?.['peer'], `spiffe://${TD}/intruder`);
+  assert.equal(refused?.fields?.['reason'], 'workload not allowed');
+  assert.equal(
+    logs.some((l) => l.msg === 'mesh connection accepted'),
+    false,
+  );
+  await a.stop();
+  assert.equal(await a.running, 0);
+});
+
+test('a manifest update that revokes a peer closes its connections and refuses new ones', async (t) => {
+  const events: MeshEvent[] = [];
+  const logs: LogLine[] = [];
+  const a = await meshAgent(t, {
+    manifestRefreshMs: 50,
+    log: logTo(logs),
+    onMeshEvent: (e) => events.push(e),
   });
-  bad.on('error', () => undefined);
-  bad.write('x');
-  await once(bad, 'close');
-  await writeFile(join(dir, 'stop'), '');
-  assert.equal(await running, 0);
-  backend.close();
-  await stub.close();
+  const held = await connectAs('client', a.port);
+  assert.equal(await echo(held, 'ping'), 'ping');
+  // The owners drop client's egress to web.
+  await a.stub.setManifest(meshManifest(a.port, a.to, { client: { package: 'dev' } }));
+  await until(() => held.destroyed, 'the open connection to close');
+  assert.deepEqual(
+    events.filter((e) => e.type === 'revoked'),
+    [{ type: 'revoked', route: `ingress:${a.port}`, peer: 'client' }],
+  );
+  const update = logs.find((l) => l.msg === 'mesh allow-lists updated');
+  assert.deepEqual(update?.fields?.['ingress'], [{ port: a.port, allow: [], external: false }]);
+  // A new connection with a valid certificate for client is refused.
+  assert.equal(await echo(await connectAs('client', a.port), 'again'), '');
+  assert.ok(events.some((e) => e.type === 'refused' && e.peer === `spiffe://${TD}/client`));
+  assert.equal(a.exited(), false, 'the program runs on');
+  await a.stop();
+  assert.equal(await a.running, 0);
+});
+
+test('without the timer, a renewal picks up the manifest update', async (t) => {
+  const logs: LogLine[] = [];
+  const renewed: unknown[] = [];
+  const a = await meshAgent(
+    t,
+    {
+      manifestRefreshMs: 0,
+      minRenewIntervalMs: 50,
+      log: logTo(logs),
+      onRenewed: (m) => renewed.push(m),
+    },
+    { renewAfterMs: 300 },
+  );
+  const held = await connectAs('client', a.port);
+  assert.equal(await echo(held, 'ping'), 'ping');
+  await a.stub.setManifest(meshManifest(a.port, a.to, { client: { package: 'dev' } }));
+  await until(() => held.destroyed, 'the open connection to close');
+  assert.ok(renewed.length >= 1, 'closed after a renewal');
+  assert.equal(logs.filter((l) => l.msg === 'mesh allow-lists updated').length, 1);
+  await a.stop();
+  assert.equal(await a.running, 0);
+});
+
+test('a change that needs a restart is logged; a failed refresh or a manifest without this workload keeps the allow-list', async (t) => {
+  const logs: LogLine[] = [];
+  const a = await meshAgent(t, { manifestRefreshMs: 50, log: logTo(logs) });
+  const warned = (re: RegExp) => logs.find((l) => l.level === 'warn' && re.test(l.msg));
+  // The coordinator is down: the refresh fails and client keeps its access.
+  a.stub.manifestDown = true;
+  await until(() => warned(/manifest refresh failed/) !== undefined, 'a failed refresh');
+  assert.equal(
+    warned(/manifest refresh failed/)?.fields?.['code'],
+    'AGENT_COORDINATOR_UNREACHABLE',
+  );
+  assert.equal(await echo(await connectAs('client', a.port), 'down'), 'down');
+  a.stub.manifestDown = false;
+  // A second ingress port: only a restart listens on it; nothing else changes.
+  const added = await freePort();
+  const m = meshManifest(a.port, a.to);
+  const web = m.workloads['web'] as Manifest['workloads'][string];
+  const twoPorts: Manifest = {
+    ...m,
+    workloads: {
+      ...m.workloads,
+      web: {
+        ...web,
+        mesh: {
+          ingress: [
+            { port: a.port, to: a.to },
+            { port: added, to: a.to },
+          ],
+        },
+      },
+    },
+  };
+  await a.stub.setManifest(twoPorts);
+  await until(() => warned(/restart/) !== undefined, 'the restart warning');
+  assert.deepEqual(warned(/restart/)?.fields?.['changes'], [`ingress ${added} added`]);
+  assert.equal(
+    logs.some((l) => l.msg === 'mesh allow-lists updated'),
+    false,
+  );
+  const probe = createConnection(added, '127.0.0.1');
+  const [err] = (await once(probe, 'error')) as [Error & { code?: string }];
+  assert.equal(err.code, 'ECONNREFUSED');
+  assert.equal(await echo(await connectAs('client', a.port), 'same'), 'same');
+  // A manifest without web: the allow-list stays (until renewals fail), with a warning.
+  await a.stub.setManifest({ ...m, workloads: { other: { package: 'dev' } } });
+  await until(() => warned(/no longer names this workload/) !== undefined, 'the removal warning');
+  assert.equal(await echo(await connectAs('client', a.port), 'kept'), 'kept');
+  assert.equal(a.exited(), false);
+  await a.stop();
+  assert.equal(await a.running, 0);
 });
 
 test('an unreachable coordinator is retried at startup for --retry-for', async () => {

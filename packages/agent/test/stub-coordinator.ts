@@ -1,8 +1,8 @@
 /**
  * A small HTTPS coordinator for agent tests: challenge, activate (verifying the sim evidence,
  * its binding to the nonce and the CSR key, the measurement and, for a renewal, the signature
- * by the instance's current mesh key), GET manifest. Bundles are real JWEs made with the
- * protocol package's encryptBundle.
+ * by the instance's current mesh key), GET manifest (which a test can update or take down).
+ * Bundles are real JWEs made with the protocol package's encryptBundle.
  */
 import 'reflect-metadata';
 import { createServer } from 'node:https';
@@ -65,6 +65,10 @@ export interface Stub {
   readonly serials: string[];
   /** Change the bundle for later activations. */
   bundleOverride?: (b: ActivationBundle) => ActivationBundle;
+  /** Answer GET /v1/manifest with 503 while true (a coordinator that is down). */
+  manifestDown?: boolean;
+  /** Updates the manifest GET /v1/manifest serves, with the next history seq. */
+  setManifest(m: Manifest): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -93,12 +97,14 @@ export async function startStub(o: StubOptions): Promise<Stub> {
   const serials: string[] = [];
   /** Instance id -> SPKI DER of its current mesh key (what a renewal must be signed with). */
   const meshKeys = new Map<string, Buffer>();
-  const hash = await manifestHash(o.manifest);
-  let seq = 0;
+  let served = { manifest: o.manifest, manifestHash: await manifestHash(o.manifest), seq: 0 };
   const stub: Stub = {
     url: '',
     requests,
     serials,
+    setManifest: async (manifest) => {
+      served = { manifest, manifestHash: await manifestHash(manifest), seq: served.seq + 1 };
+    },
     close: async () => {
       server.closeAllConnections();
       server.close();
@@ -202,7 +208,8 @@ export async function startStub(o: StubOptions): Promise<Stub> {
           }
           if (route === 'POST /v1/activate') return activate(body as ActivateRequest, res);
           if (route === 'GET /v1/manifest') {
-            return send(res, 200, { manifest: o.manifest, manifestHash: hash, seq: seq++ * 0 });
+            if (stub.manifestDown === true) return problem(res, 503, 'COORDINATOR_UNAVAILABLE');
+            return send(res, 200, served);
           }
           return problem(res, 404, 'NOT_FOUND');
         })

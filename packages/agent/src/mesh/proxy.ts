@@ -15,6 +15,10 @@
  * timeouts bound what a slow or silent peer can hold. Certificates are swapped on renewal
  * without a restart: ingress servers get `setSecureContext`, egress builds each new connection
  * from the current context; connections already open keep theirs.
+ *
+ * Who may use an ingress is swapped without a restart too (`updateRoutes`, after a manifest
+ * update): new connections are judged by the new allow-list, and open connections of a peer it
+ * no longer admits are closed, so that a revoked workload loses its access at once.
  */
 import { connect as netConnect, createServer as createNetServer, isIP } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
@@ -58,9 +62,21 @@ export interface EgressRoute {
   readonly port: number;
 }
 
+/** Who may use a running ingress listener (`MeshProxy.updateRoutes`). */
+export interface IngressAccess {
+  /** The route's `port`, as the proxy was started with it. */
+  readonly port: number;
+  /** Workloads allowed in. */
+  readonly allow: readonly string[];
+  /** Admit clients without a certificate; only a listener started `external` can. */
+  readonly external?: boolean;
+}
+
 export type MeshEvent =
   | { type: 'accepted'; route: string; peer: string }
   | { type: 'refused'; route: string; reason: string; peer?: string }
+  /** An open connection closed because its peer is no longer allowed in. */
+  | { type: 'revoked'; route: string; peer: string }
   | { type: 'error'; route: string; reason: string };
 
 export interface MeshProxyOptions {
@@ -80,6 +96,13 @@ export interface MeshProxy {
   readonly egress: readonly AddressInfo[];
   /** Uses new certificates for every connection opened from now on. */
   updateCredentials(credentials: MeshCredentials): void;
+  /**
+   * Swaps the allow-lists of the named ingress listeners, all at once, and closes the open
+   * connections of peers they no longer admit; returns how many it closed. Throws
+   * AGENT_MESH_CONFIG_INVALID, and swaps nothing, for a port the proxy does not listen on or
+   * `external` on a listener started without it (its TLS server demands certificates).
+   */
+  updateRoutes(access: readonly IngressAccess[]): number;
   /** Stops listening and tears down open connections. */
   close(): Promise<void>;
 }
@@ -191,12 +214,31 @@ export async function startMeshProxy(options: MeshProxyOptions): Promise<MeshPro
     await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   };
 
+  /**
+   * Per ingress listener: who may use it now and its open connections with their peer (the
+   * workload, or undefined for a client without a certificate).
+   */
+  const listeners: {
+    readonly route: IngressRoute;
+    readonly name: string;
+    allowed: ReadonlySet<string>;
+    external: boolean;
+    readonly open: Map<TLSSocket, string | undefined>;
+  }[] = [];
+
   const ingressAddrs: AddressInfo[] = [];
   const egressAddrs: AddressInfo[] = [];
   try {
     for (const route of options.ingress) {
       const name = `ingress:${route.port}`;
-      const allowed = new Set(route.allow);
+      const live = {
+        route,
+        name,
+        allowed: new Set(route.allow) as ReadonlySet<string>,
+        external: route.external === true,
+        open: new Map<TLSSocket, string | undefined>(),
+      };
+      listeners.push(live);
       const server = createTlsServer({
         ...contextOptions(credentials),
         requestCert: true,
@@ -222,11 +264,12 @@ export async function startMeshProxy(options: MeshProxyOptions): Promise<MeshPro
           );
           s.destroy();
         };
+        // Judged by the allow-list in force now: `updateRoutes` may have swapped it since the
+        // listener started.
         const cert = s.getPeerCertificate();
-        let peer: string;
+        let peer: string | undefined;
         if (cert.raw === undefined) {
-          if (route.external !== true) return refuse('no client certificate');
-          peer = 'external';
+          if (!live.external) return refuse('no client certificate');
         } else {
           // A certificate is checked even on an external ingress: one not from our CA is an
           // impersonation attempt, not an anonymous client.
@@ -235,10 +278,13 @@ export async function startMeshProxy(options: MeshProxyOptions): Promise<MeshPro
           const id = spiffeIdOfCert(cert.raw);
           const w = workloadOf(id, td);
           // Stops a valid mesh workload that this one does not expect from reaching it.
-          if (w === null || !allowed.has(w)) return refuse('workload not allowed', id ?? 'none');
+          if (w === null || !live.allowed.has(w))
+            return refuse('workload not allowed', id ?? 'none');
           peer = w;
         }
-        emit({ type: 'accepted', route: name, peer });
+        emit({ type: 'accepted', route: name, peer: peer ?? 'external' });
+        live.open.set(s, peer);
+        s.once('close', () => live.open.delete(s));
         const backend = netConnect({ host: '127.0.0.1', port: route.to, allowHalfOpen: true });
         track(backend);
         splice(s, backend);
@@ -323,6 +369,43 @@ export async function startMeshProxy(options: MeshProxyOptions): Promise<MeshPro
       for (const s of tlsServers) s.setSecureContext(opts);
       clientContext = ctx;
       credentials = next;
+    },
+    updateRoutes(access) {
+      const targets = access.map((a) => {
+        const found = listeners.filter((l) => l.route.port === a.port);
+        if (found.length === 0) {
+          throw agentError('AGENT_MESH_CONFIG_INVALID', `no ingress listener on port ${a.port}`, {
+            details: { port: a.port },
+          });
+        }
+        if (a.external === true && found.some((l) => l.route.external !== true)) {
+          throw agentError(
+            'AGENT_MESH_CONFIG_INVALID',
+            `ingress ${a.port} was started without external: a restart admits external clients`,
+            { details: { port: a.port } },
+          );
+        }
+        return { a, found };
+      });
+      for (const { a, found } of targets) {
+        for (const l of found) {
+          l.allowed = new Set(a.allow);
+          l.external = a.external === true;
+        }
+      }
+      // A revoked workload must not keep the access it already had: a connection it opened
+      // before the manifest update would otherwise last as long as it kept it busy.
+      let closed = 0;
+      for (const l of listeners) {
+        for (const [s, peer] of l.open) {
+          if (peer === undefined ? l.external : l.allowed.has(peer)) continue;
+          l.open.delete(s);
+          emit({ type: 'revoked', route: l.name, peer: peer ?? 'external' });
+          s.destroy();
+          closed++;
+        }
+      }
+      return closed;
     },
     close,
   };

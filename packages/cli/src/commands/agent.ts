@@ -4,7 +4,7 @@
  *
  *   cloister agent --coordinator URL --workload NAME --tee sim|tsm|gramine
  *                  [--root-ca FILE] [--sim-dir DIR] [--files-dir DIR] [--init DIR]
- *                  [--peer NAME=HOST[:PORT]]... -- CMD ARGS...
+ *                  [--peer NAME=HOST[:PORT]]... [--manifest-refresh SECONDS] -- CMD ARGS...
  *   cloister agent ... --image REF --image-digest sha256:... [--image-key PATH] [--runc PATH]
  *
  * Exits with the program's status (128 + signal number when it was killed); with `--init` it
@@ -44,6 +44,7 @@ interface AgentOptions {
   peer: string[];
   meshBind?: string;
   retryFor: string;
+  manifestRefresh: string;
   json?: boolean;
   image?: string;
   imageDigest?: string;
@@ -58,6 +59,13 @@ async function readText(file: string, what: string): Promise<string> {
   } catch (cause) {
     throw agentError('AGENT_USAGE', `cannot read ${what} ${file}`, { cause, details: { file } });
   }
+}
+
+/** Decimal seconds only: Number() would also take '', ' ', '0x10' or '1e3'. */
+function seconds(text: string, option: string): number {
+  const n = /^\d{1,9}(\.\d+)?$/.test(text) ? Number(text) : NaN;
+  if (!Number.isFinite(n)) throw agentError('AGENT_USAGE', `${option} takes a number of seconds`);
+  return n;
 }
 
 function logger(ctx: CommandContext, json: boolean): AgentLog {
@@ -102,6 +110,11 @@ export function registerAgent(program: Command, ctx: CommandContext): void {
     .option('--mesh-bind <addr>', 'address the mesh ingress listens on (default 0.0.0.0)')
     .option('--retry-for <seconds>', 'retry an unreachable coordinator this long at startup', '60')
     .option(
+      '--manifest-refresh <seconds>',
+      're-read the manifest this often to apply mesh allow-list changes (0: only on renewal)',
+      '30',
+    )
+    .option(
       '--image <ref>',
       'run this OCI image under runc: oci:DIR[:TAG], docker-archive:FILE, docker://...',
     )
@@ -132,11 +145,8 @@ export function registerAgent(program: Command, ctx: CommandContext): void {
       if (opts.init !== undefined && command.length > 0) {
         throw agentError('AGENT_USAGE', '--init writes files only: do not give a program');
       }
-      // Decimal seconds only: Number() would also take '', ' ', '0x10' or '1e3'.
-      const retry = /^\d{1,9}(\.\d+)?$/.test(opts.retryFor) ? Number(opts.retryFor) : NaN;
-      if (!Number.isFinite(retry)) {
-        throw agentError('AGENT_USAGE', '--retry-for takes a number of seconds');
-      }
+      const retry = seconds(opts.retryFor, '--retry-for');
+      const refresh = seconds(opts.manifestRefresh, '--manifest-refresh');
       const [cmd, ...args] = command;
       const executable = cmd === undefined ? undefined : resolveExecutable(cmd);
       let provider: EvidenceProvider;
@@ -177,6 +187,7 @@ export function registerAgent(program: Command, ctx: CommandContext): void {
         log,
         peers,
         retryForMs: retry * 1000,
+        manifestRefreshMs: refresh * 1000,
         ...(opts.rootCa === undefined ? {} : { rootCa: await readText(opts.rootCa, '--root-ca') }),
         ...(opts.filesDir === undefined ? {} : { filesDir: opts.filesDir }),
         ...(opts.init === undefined ? {} : { init: opts.init }),
