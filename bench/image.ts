@@ -497,6 +497,33 @@ export async function benchImage(): Promise<Record<string, unknown>> {
         },
       },
     };
+    // The issue's targets, judged on the steady figures: at least 5x skopeo both ways, at least
+    // half the slowest primitive, and peak RSS flat in the image size (within 15 %).
+    const targetLines = (): string[] => {
+      const verdict = (ok: boolean): string => (ok ? 'met' : 'not met');
+      const vsSkopeo = (a: keyof typeof res, b: keyof typeof res): string =>
+        haveSkopeo
+          ? `${fmt(med(a, 'steady') / med(b, 'steady'), 2)}x ${verdict(med(a, 'steady') / med(b, 'steady') >= 5)}`
+          : 'n/a';
+      const half = (k: keyof typeof res, limit: number): string =>
+        `${fmt(med(k, 'steady') / limit, 2)} ${verdict(med(k, 'steady') / limit >= 0.5)}`;
+      const flat = (big: (number | undefined)[], small: number | undefined): boolean =>
+        small !== undefined && big.every((x) => x !== undefined && x <= small * 1.15);
+      const rssFlat =
+        flat(
+          res.oursEnc.map((x) => x.rssMiB),
+          smallEnc.maxRssMiB,
+        ) &&
+        flat(
+          res.oursDec.map((x) => x.rssMiB),
+          smallDec.maxRssMiB,
+        );
+      return [
+        `targets  >= 5x skopeo: encrypt ${vsSkopeo('oursEnc', 'skopeoEnc')}, decrypt ${vsSkopeo('oursDec', 'skopeoDec')};  with skopeo's work: encrypt ${vsSkopeo('oursEncUnchecked', 'skopeoEnc')}, decrypt ${vsSkopeo('oursDecUnchecked', 'skopeoDec')}`,
+        `         >= 0.5 of the slowest primitive: encrypt ${half('oursEnc', slowest)}, decrypt ${half('oursDec', slowest)};  with skopeo's work: encrypt ${half('oursEncUnchecked', uncheckedSlowest)}, decrypt ${half('oursDecUnchecked', uncheckedSlowest)}`,
+        `         peak RSS flat in the image size (${bigMiB} MiB within 15 % of ${smallMiB} MiB): ${verdict(rssFlat)}`,
+      ];
+    };
     const sk = (k: 'skopeoEnc' | 'skopeoDec', f: keyof Run): string =>
       haveSkopeo ? `${fmt(med(k, f))} (${perRun(k, f)})` : 'n/a';
     const ratio = (a: keyof typeof res, b: keyof typeof res, f: keyof Run): string =>
@@ -530,6 +557,7 @@ export async function benchImage(): Promise<Record<string, unknown>> {
         `         --no-verify-diff-ids (no inflate, one SHA-256 less): slowest primitive ${fmt(uncheckedSlowest)} MB/s, all on ${cores} cores ${fmt(uncheckedAllCores)} MB/s encrypting, ${fmt(uncheckedDecryptAllCores)} decrypting;`,
         `         encrypt ${fmt(med('oursEncUnchecked', 'steady') / uncheckedSlowest, 2)} and ${fmt(med('oursEncUnchecked', 'steady') / uncheckedAllCores, 2)}, decrypt ${fmt(med('oursDecUnchecked', 'steady') / uncheckedSlowest, 2)} and ${fmt(med('oursDecUnchecked', 'steady') / uncheckedDecryptAllCores, 2)} of them`,
         `peak RSS MiB  cloister encrypt ${rssList(res.oursEnc.map((x) => x.rssMiB))} (${bigMiB} MiB image) vs ${fmt(smallEnc.maxRssMiB ?? NaN)} (${smallMiB} MiB, also ${layers} layers);  decrypt ${rssList(res.oursDec.map((x) => x.rssMiB))} vs ${fmt(smallDec.maxRssMiB ?? NaN)};  skopeo ${rssList(res.skopeoEnc.map((x) => x.rssMiB))} / ${rssList(res.skopeoDec.map((x) => x.rssMiB))}`,
+        ...targetLines(),
       ].join('\n'),
     );
     return out;
