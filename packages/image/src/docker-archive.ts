@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { digestHex, fileDigest, sha256Digest, type Digest } from './digest.js';
 import { imageError } from './error-codes.js';
-import { MAX_METADATA_BYTES, arr, obj, str, utf8 } from './json.js';
+import { MAX_METADATA_BYTES, arr, obj, refuseGoFieldTwins, str, utf8 } from './json.js';
 import {
   MEDIA_TYPES,
   descriptorJson,
@@ -196,7 +196,11 @@ export class DockerArchiveSource implements ImageSource {
       if ((cause as { code?: string }).code?.startsWith('IMAGE_')) throw cause;
       throw imageError('IMAGE_MALFORMED', 'manifest.json is not JSON', { cause });
     }
-    const parsed = entries.map((e, i) => obj(e, `manifest.json[${i}]`));
+    const parsed = entries.map((e, i) => {
+      const o = obj(e, `manifest.json[${i}]`);
+      refuseGoFieldTwins(o, ['Config', 'RepoTags', 'Layers'], `manifest.json[${i}]`);
+      return o;
+    });
     const chosen =
       this.#ref === undefined
         ? parsed.length === 1

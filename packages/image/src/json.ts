@@ -73,6 +73,47 @@ function checkStructure(text: string, what: string): void {
   }
 }
 
+/**
+ * A key as Go's encoding/json compares it with a struct field's name: ASCII letters without
+ * case, and the four non-ASCII letters whose simple case mapping is ASCII (the Kelvin sign and
+ * long s, dotted and dotless i) read as the letter they map to.
+ */
+function goFold(key: string): string {
+  return key.replace(/[a-z\u0130\u0131\u017f\u212a]/g, (c) =>
+    c === '\u0130' || c === '\u0131'
+      ? 'I'
+      : c === '\u017f'
+        ? 'S'
+        : c === '\u212a'
+          ? 'K'
+          : c.toUpperCase(),
+  );
+}
+
+/**
+ * Refuses an object with a key that Go's encoding/json would read as one of `fields` but that
+ * is not spelt exactly so: Go matches struct fields case-insensitively and keeps the last match,
+ * so `{"digest":A,"Digest":B}` is A here and B in containers/image and containerd, a parser
+ * differential behind one digest. `fields` are the struct fields this code reads from `o`; map
+ * keys (annotations, labels) are matched exactly by Go and are not checked.
+ */
+export function refuseGoFieldTwins(
+  o: Record<string, unknown>,
+  fields: readonly string[],
+  what: string,
+): void {
+  const wanted = new Map(fields.map((f) => [goFold(f), f]));
+  for (const key of Object.keys(o)) {
+    const field = wanted.get(goFold(key));
+    if (field !== undefined && field !== key)
+      throw imageError(
+        'IMAGE_MALFORMED',
+        `${what} has key ${JSON.stringify(key)}, which Go reads as its field ${field}`,
+        { details: { what, key, field } },
+      );
+  }
+}
+
 /** Field readers with the path in the error, for hand-validated shapes. */
 export function str(o: Record<string, unknown>, key: string, what: string): string {
   const v = o[key];

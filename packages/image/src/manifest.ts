@@ -6,7 +6,16 @@
  */
 import { imageError } from './error-codes.js';
 import { parseDigest, type Digest } from './digest.js';
-import { MAX_METADATA_BYTES, arr, obj, optStr, parseStrictJson, str, strRecord } from './json.js';
+import {
+  MAX_METADATA_BYTES,
+  arr,
+  obj,
+  optStr,
+  parseStrictJson,
+  refuseGoFieldTwins,
+  str,
+  strRecord,
+} from './json.js';
 
 export const MEDIA_TYPES = {
   ociManifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -123,6 +132,24 @@ export function ociLayerMediaType(mediaType: string): string {
   return encrypted ? `${base}+encrypted` : base;
 }
 
+/**
+ * The struct fields read below, per document (json.ts `refuseGoFieldTwins`): image-spec's
+ * Descriptor, Platform, Manifest and Index (Docker's schema 2 uses the same names), and the
+ * parts of the image config Cloister reads.
+ */
+const DESCRIPTOR_FIELDS = ['mediaType', 'digest', 'size', 'annotations', 'platform', 'urls'];
+const PLATFORM_FIELDS = ['os', 'architecture', 'variant'];
+const MANIFEST_FIELDS = [
+  'schemaVersion',
+  'mediaType',
+  'config',
+  'layers',
+  'manifests',
+  'annotations',
+  'subject',
+];
+const CONFIG_FIELDS = ['os', 'architecture', 'variant', 'config', 'rootfs'];
+
 function safeSize(v: unknown, field: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
     throw imageError('IMAGE_MALFORMED', `${field} must be a non-negative integer`, {
@@ -134,6 +161,7 @@ function safeSize(v: unknown, field: string): number {
 /** Validates one descriptor object. */
 export function parseDescriptor(v: unknown, what: string): Descriptor {
   const o = obj(v, what);
+  refuseGoFieldTwins(o, DESCRIPTOR_FIELDS, what);
   const d: {
     mediaType: string;
     digest: Digest;
@@ -148,6 +176,7 @@ export function parseDescriptor(v: unknown, what: string): Descriptor {
   if (o.annotations !== undefined) d.annotations = strRecord(o.annotations, `${what}.annotations`);
   if (o.platform !== undefined) {
     const p = obj(o.platform, `${what}.platform`);
+    refuseGoFieldTwins(p, PLATFORM_FIELDS, `${what}.platform`);
     const variant = optStr(p, 'variant', `${what}.platform`);
     d.platform = {
       os: str(p, 'os', `${what}.platform`),
@@ -169,6 +198,7 @@ export function parseManifestOrIndex(
   maxBytes: number = MAX_METADATA_BYTES,
 ): ImageManifest | ImageIndex {
   const raw = parseStrictJson(bytes, 'manifest', maxBytes);
+  refuseGoFieldTwins(raw, MANIFEST_FIELDS, 'manifest');
   if (raw.schemaVersion !== 2)
     throw imageError('IMAGE_UNSUPPORTED', 'only schemaVersion 2 manifests are supported', {
       details: { schemaVersion: String(raw.schemaVersion) },
@@ -261,7 +291,9 @@ function optStrArray(o: Record<string, unknown>, key: string, what: string): str
 /** Parses an image config (OCI config.md; Docker's container image v1 JSON is the same shape). */
 export function parseConfig(bytes: Uint8Array, maxBytes: number = MAX_METADATA_BYTES): ImageConfig {
   const raw = parseStrictJson(bytes, 'config', maxBytes);
+  refuseGoFieldTwins(raw, CONFIG_FIELDS, 'config');
   const rootfs = obj(raw.rootfs, 'config.rootfs');
+  refuseGoFieldTwins(rootfs, ['type', 'diff_ids'], 'config.rootfs');
   if (rootfs.type !== 'layers')
     throw imageError('IMAGE_MALFORMED', 'config.rootfs.type must be "layers"', {
       details: { field: 'config.rootfs.type' },
@@ -270,6 +302,7 @@ export function parseConfig(bytes: Uint8Array, maxBytes: number = MAX_METADATA_B
     parseDigest(d, `config.rootfs.diff_ids[${i}]`),
   );
   const c = raw.config === undefined || raw.config === null ? {} : obj(raw.config, 'config.config');
+  refuseGoFieldTwins(c, ['Entrypoint', 'Cmd', 'Env', 'WorkingDir', 'User'], 'config.config');
   const entrypoint = optStrArray(c, 'Entrypoint', 'config.config');
   const cmd = optStrArray(c, 'Cmd', 'config.config');
   const env = optStrArray(c, 'Env', 'config.config');
