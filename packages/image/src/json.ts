@@ -101,13 +101,14 @@ export function refuseGoFieldTwins(
   o: Record<string, unknown>,
   fields: readonly string[],
   what: string,
+  code: 'IMAGE_MALFORMED' | 'IMAGE_ENC_MALFORMED' = 'IMAGE_MALFORMED',
 ): void {
   const wanted = new Map(fields.map((f) => [goFold(f), f]));
   for (const key of Object.keys(o)) {
     const field = wanted.get(goFold(key));
     if (field !== undefined && field !== key)
       throw imageError(
-        'IMAGE_MALFORMED',
+        code,
         `${what} has key ${JSON.stringify(key)}, which Go reads as its field ${field}`,
         { details: { what, key, field } },
       );

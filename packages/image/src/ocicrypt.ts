@@ -36,7 +36,7 @@ import { fileDigest, parseDigest, type Digest } from './digest.js';
 import { imageError } from './error-codes.js';
 import { FileChunks, FileSink, StreamChunks, type ChunkSource } from './file-chunks.js';
 import { KEY_WRAP_ALGS, type WrapRecipient } from './keys.js';
-import { obj, str } from './json.js';
+import { obj, refuseGoFieldTwins, str } from './json.js';
 import { OffloadedHash, OffloadedTap, type SinkResult, type SinkSpec } from './offload.js';
 import { layerType, type Descriptor } from './manifest.js';
 import type { ImageSource } from './transport.js';
@@ -75,15 +75,26 @@ function unb64(s: unknown, field: string, len?: number): Uint8Array {
   return b;
 }
 
-function parseJson(bytes: Uint8Array, what: string): Record<string, unknown> {
+/**
+ * Parses ocicrypt's options JSON, whose `fields` Go reads into a struct (and whose twins in
+ * another case it would read instead: json.ts `refuseGoFieldTwins`).
+ */
+function parseJson(
+  bytes: Uint8Array,
+  what: string,
+  fields: readonly string[],
+): Record<string, unknown> {
+  let o: Record<string, unknown>;
   try {
-    return obj(JSON.parse(Buffer.from(bytes).toString('utf8')), what);
+    o = obj(JSON.parse(Buffer.from(bytes).toString('utf8')), what);
   } catch (cause) {
     throw imageError('IMAGE_ENC_MALFORMED', `${what} is not a JSON object`, {
       cause,
       details: { what },
     });
   }
+  refuseGoFieldTwins(o, fields, what, 'IMAGE_ENC_MALFORMED');
+  return o;
 }
 
 /** Fresh random key and nonce for one layer (never reused: CTR with a repeated nonce leaks). */
@@ -100,7 +111,7 @@ export function serializePrivateOptions(p: PrivateOptions): Uint8Array {
 
 /** Parses unwrapped PrivateOptions; key and nonce sizes are enforced. */
 export function parsePrivateOptions(bytes: Uint8Array): PrivateOptions {
-  const o = parseJson(bytes, 'private options');
+  const o = parseJson(bytes, 'private options', ['symkey', 'digest', 'cipheroptions']);
   const co = obj(o.cipheroptions ?? {}, 'private options.cipheroptions');
   return {
     symkey: unb64(o.symkey, 'private options.symkey', 32),
@@ -124,7 +135,7 @@ export function parsePublicOptions(annotation: string | undefined): { hmac: Uint
     throw imageError('IMAGE_ENC_MALFORMED', 'encrypted layer has no pubopts annotation', {
       details: { annotation: PUBOPTS_ANNOTATION },
     });
-  const o = parseJson(unb64(annotation, 'pubopts'), 'pubopts');
+  const o = parseJson(unb64(annotation, 'pubopts'), 'pubopts', ['cipher', 'hmac', 'cipheroptions']);
   const cipher = str(o, 'cipher', 'pubopts');
   if (cipher !== CIPHER_AES_CTR_HMAC)
     throw imageError('IMAGE_UNSUPPORTED', `layer cipher ${cipher} is not supported`, {
@@ -205,7 +216,18 @@ export async function unwrapJwe(
   jweBytes: Uint8Array,
   keys: readonly KeyObject[],
 ): Promise<Uint8Array> {
-  const jwe = parseJson(jweBytes, 'JWE');
+  // go-jose's JSON serialization fields (RFC 7516 section 7.2).
+  const jwe = parseJson(jweBytes, 'JWE', [
+    'protected',
+    'unprotected',
+    'header',
+    'recipients',
+    'aad',
+    'encrypted_key',
+    'iv',
+    'ciphertext',
+    'tag',
+  ]);
   for (const key of keys) {
     try {
       const r = Array.isArray(jwe.recipients)

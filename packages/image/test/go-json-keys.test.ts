@@ -6,7 +6,7 @@
  * digest: every field Cloister reads must have no such twin.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -16,6 +16,10 @@ import {
   parseConfig,
   parseDescriptor,
   parseManifestOrIndex,
+  parsePrivateOptions,
+  parsePublicOptions,
+  unwrapJwe,
+  wrapJwe,
 } from '@cloister/image';
 import { makeTar } from './fixtures.js';
 import { tempDir } from './helpers.js';
@@ -141,4 +145,31 @@ test("a docker-archive's manifest.json with a twin of Config or Layers is refuse
     '{"Config":"c.json","RepoTags":[],"Layers":["l.tar"],"layers":["other.tar"]}',
   );
   await assert.rejects(twin.getManifest(), { code: 'IMAGE_MALFORMED' });
+});
+
+test("ocicrypt's options with a twin of symkey, digest, hmac or cipher are refused", () => {
+  const b64 = (n: number, fill: number): string => Buffer.alloc(n, fill).toString('base64');
+  const priv = (extra: string): Uint8Array =>
+    utf8(
+      `{"symkey":"${b64(32, 1)}","digest":"${D1}","cipheroptions":{"nonce":"${b64(16, 2)}"}${extra}}`,
+    );
+  const pub = (extra: string): string =>
+    Buffer.from(
+      `{"cipher":"AES_256_CTR_HMAC_SHA256","hmac":"${b64(32, 3)}","cipheroptions":{}${extra}}`,
+    ).toString('base64');
+  assert.equal(parsePrivateOptions(priv('')).digest, D1);
+  assert.equal(parsePublicOptions(pub('')).hmac.length, 32);
+  for (const extra of [`,"SymKey":"${b64(32, 9)}"`, `,"Digest":"${D2}"`, ',"CipherOptions":{}'])
+    assert.throws(() => parsePrivateOptions(priv(extra)), { code: 'IMAGE_ENC_MALFORMED' });
+  for (const extra of [`,"HMAC":"${b64(32, 9)}"`, ',"Cipher":"x"'])
+    assert.throws(() => parsePublicOptions(pub(extra)), { code: 'IMAGE_ENC_MALFORMED' });
+});
+
+test('a JWE with a twin of one of its members is refused before any key is tried', async () => {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const jwe = await wrapJwe(utf8('key'), [{ key: publicKey, alg: 'ECDH-ES+A256KW' }]);
+  assert.deepEqual(Buffer.from(await unwrapJwe(jwe, [privateKey])).toString(), 'key');
+  const o = JSON.parse(Buffer.from(jwe).toString()) as Record<string, unknown>;
+  const twin = utf8(JSON.stringify({ ...o, Ciphertext: o['ciphertext'] }));
+  await assert.rejects(unwrapJwe(twin, [privateKey]), { code: 'IMAGE_ENC_MALFORMED' });
 });
