@@ -34,7 +34,8 @@ import {
 import type { Digest, ImageSource, PinnedImage, ResolvedImage, RuntimeFile } from '@cloister/image';
 import { agentError } from './error-codes.js';
 import { DEFAULT_SHM, expandFilesToken, mapPath } from './files.js';
-import { FORWARDED_SIGNALS, exitStatus } from './launch.js';
+import { FORWARDED_SIGNALS, exitStatus, programStdio } from './launch.js';
+import type { ProgramStdout } from './launch.js';
 import { hostEnv } from './env.js';
 
 /** The mesh identity directory, bind-mounted as a directory so renewals stay visible. */
@@ -109,6 +110,8 @@ export interface RunImageWorkloadOptions {
   readonly filesRoot: string;
   readonly log?: (msg: string, fields?: Record<string, unknown>) => void;
   readonly onLaunched?: (info: { pid: number; privateDir: string }) => void;
+  /** Where the container's standard output goes (default: inherited). */
+  readonly stdout?: ProgramStdout;
 }
 
 async function loadImageKey(root: string, keyFile: string) {
@@ -246,7 +249,7 @@ async function runContainer(
   try {
     return await new Promise<number>((resolve, reject) => {
       const child = spawn(o.image.runc, ['run', '--bundle', bundleDir, id], {
-        stdio: piped ? ['ignore', 'pipe', 'pipe'] : 'inherit',
+        stdio: piped ? ['ignore', 'pipe', 'pipe'] : programStdio(o.stdout),
         env,
       });
       child.stdout?.on('data', (b: Buffer) => o.image.onStdout?.(b));

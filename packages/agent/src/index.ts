@@ -46,7 +46,7 @@ export {
   expandFilesToken,
 } from './files.js';
 export { launch, resolveExecutable, exitStatus, FORWARDED_SIGNALS } from './launch.js';
-export type { LaunchSpec, Launched } from './launch.js';
+export type { LaunchSpec, Launched, ProgramStdout } from './launch.js';
 export { runAgent, writeBundleFiles, MESH_FILES } from './run.js';
 export { programEnv } from './env.js';
 export type { RunAgentOptions, AgentLog } from './run.js';

@@ -20,6 +20,21 @@ export interface LaunchSpec {
   readonly args: readonly string[];
   readonly env: Readonly<Record<string, string>>;
   readonly cwd?: string;
+  /** Where the program's standard output goes (default: inherited). */
+  readonly stdout?: ProgramStdout;
+}
+
+/**
+ * The program's standard output: this process's (`inherit`), or its standard error, for a
+ * caller whose own standard output is a machine-readable stream (`cloister up --json`).
+ */
+export type ProgramStdout = 'inherit' | 'stderr';
+
+/** spawn's `stdio` for `stdout`: stdin and stderr are always inherited. */
+export function programStdio(
+  stdout: ProgramStdout | undefined,
+): 'inherit' | ['inherit', 2, 'inherit'] {
+  return stdout === 'stderr' ? ['inherit', 2, 'inherit'] : 'inherit';
 }
 
 export interface Launched {
@@ -64,7 +79,7 @@ export function launch(spec: LaunchSpec): Promise<Launched> {
     const child = spawn(spec.executable, [...spec.args], {
       argv0: spec.argv0,
       env: { ...spec.env },
-      stdio: 'inherit',
+      stdio: programStdio(spec.stdout),
       ...(spec.cwd === undefined ? {} : { cwd: spec.cwd }),
     });
     const handlers = FORWARDED_SIGNALS.map((sig) => {

@@ -27,6 +27,7 @@ import {
 import { openWorkloadImage, runImageWorkload } from './image-workload.js';
 import type { ImageWorkloadOptions, WorkloadImage } from './image-workload.js';
 import { launch } from './launch.js';
+import type { ProgramStdout } from './launch.js';
 import { startMeshProxy } from './mesh/proxy.js';
 import type { MeshCredentials, MeshEvent, MeshProxy } from './mesh/proxy.js';
 import { meshRefresher } from './mesh/refresh.js';
@@ -98,6 +99,8 @@ export interface RunAgentOptions {
    * (default 30 s; 0: only after renewals). docs/mesh.md "Manifest updates".
    */
   readonly manifestRefreshMs?: number;
+  /** Where the program's (or container's) standard output goes (default: inherited). */
+  readonly programStdout?: ProgramStdout;
 }
 
 const silent: AgentLog = { info: () => undefined, warn: () => undefined };
@@ -414,6 +417,7 @@ async function activateAndRun(
         bundle: current.bundle,
         filesRoot: root,
         log: (m, f) => log.info(m, f),
+        ...(o.programStdout === undefined ? {} : { stdout: o.programStdout }),
         ...(o.onLaunched === undefined
           ? {}
           : { onLaunched: (i) => o.onLaunched?.({ pid: i.pid, filesRoot: root }) }),
@@ -431,6 +435,7 @@ async function activateAndRun(
       argv0: argv0 ?? program.argv0,
       args: rest,
       env: programEnv(o.env ?? process.env, current.bundle.env, root),
+      ...(o.programStdout === undefined ? {} : { stdout: o.programStdout }),
     });
     o.onLaunched?.({ pid: launched.child.pid ?? -1, filesRoot: root });
     scheduleRenewal(current.renewAfter);

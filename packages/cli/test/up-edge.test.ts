@@ -3,6 +3,7 @@
 // files a local user could plant where keys and the root CA are written.
 import { strict as assert } from 'node:assert';
 import { spawn, execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { createServer } from 'node:net';
 import type { Server } from 'node:net';
 import { chmod, mkdir, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
@@ -317,6 +318,44 @@ describe('cloister up: outcomes', () => {
       assert.equal(docs.at(-1)?.['event'], 'stopped', r.out);
       assert.equal((docs.at(-1)?.['instances'] as { status: number }[])[0]?.status, 1);
       assert.notEqual(r.code, 0);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
+describe('cloister up --json: standard output is only the JSON documents', () => {
+  it("the programs' output goes to standard error", { timeout: 60_000 }, async () => {
+    const t = await tempDir('cloister-up-edge-json-');
+    try {
+      await writeUpDir(t.dir, {
+        job: {
+          command: ['sh', '-c', 'echo said-on-stdout; echo said-on-stderr >&2'],
+          oneShot: true,
+        },
+      });
+      const child = spawn(
+        process.execPath,
+        ['--conditions=source', '--import', 'tsx', entry, 'up', t.dir, '--json'],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const [code] = (await once(child, 'exit')) as [number | null];
+      assert.equal(code, 0, err);
+      const docs = out
+        .trim()
+        .split(/\n(?=\{)/)
+        .map((x) => JSON.parse(x) as Record<string, unknown>);
+      assert.deepEqual(
+        docs.map((d) => d['event']),
+        ['ready', 'stopped'],
+        out,
+      );
+      assert.match(err, /said-on-stdout/);
+      assert.match(err, /said-on-stderr/);
     } finally {
       await t.cleanup();
     }

@@ -27,7 +27,10 @@ export function registerUp(program: Command, ctx: CommandContext): void {
     .argument('<dir>', 'directory with manifest.json, workloads.json and optional secrets/<name>')
     .option('--port <n>', 'coordinator port on 127.0.0.1 (default: a free port)')
     .option('--keep-running', 'keep serving after the one-shot workloads have exited')
-    .option('--json', 'print one JSON document when ready and one when done (logs go to stderr)')
+    .option(
+      '--json',
+      'print one JSON document when ready and one when done (logs and program output go to stderr)',
+    )
     .action(async (dir: string, flags: UpFlags) => {
       // Decimal digits only: Number() would also take '', ' ', '1e3' or '0x50'.
       const port = flags.port === undefined ? undefined : Number(flags.port);
@@ -76,6 +79,8 @@ async function runUp(
     ...(port === undefined ? {} : { port }),
     log: (line) => ctx.io.err(line),
     signal: interrupt,
+    // With --json, standard output carries only the JSON documents.
+    ...(flags.json === true ? { programStdout: 'stderr' as const } : {}),
   });
   if (flags.json === true) {
     const ready = {

@@ -23,7 +23,7 @@ import type { CoordinatorOptions, RunningCoordinator } from '@cloister/coordinat
 import { generateSimHardware, SIM_HARDWARE_FILES } from '@cloister/evidence';
 import { imageMeasuredArgs, resolveExecutable, runAgent, simProvider } from '@cloister/agent';
 import type { ImageWorkloadOptions } from '@cloister/agent';
-import type { AgentLog, PeerMap } from '@cloister/agent';
+import type { AgentLog, PeerMap, ProgramStdout } from '@cloister/agent';
 import { isCloisterError } from '@cloister/errors';
 import { manifestHash, parseManifestText } from '@cloister/protocol';
 import type { Manifest } from '@cloister/protocol';
@@ -48,6 +48,11 @@ export interface UpOptions {
    * and rejects with UP_START_FAILED instead of going on to start the rest.
    */
   readonly signal?: AbortSignal;
+  /**
+   * Where the programs' standard output goes (default: inherited): `stderr` keeps this
+   * process's standard output for machine-readable documents (`up --json`).
+   */
+  readonly programStdout?: ProgramStdout;
 }
 
 export interface UpIngress {
@@ -427,6 +432,7 @@ export async function startUp(dirArg: string, options: UpOptions = {}): Promise<
           meshBind: '127.0.0.1',
           retryForMs: 10_000,
           log: agentLog(prefix, log),
+          ...(options.programStdout === undefined ? {} : { programStdout: options.programStdout }),
           onLaunched: ({ pid }) => {
             inst.pid = pid;
             // Launched after stop() began (its agent was still starting): it must not stay.
