@@ -9,9 +9,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
-import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { webcrypto } from 'node:crypto';
@@ -29,6 +26,7 @@ import { createCoordinator } from '../../coordinator/src/index.js';
 import type { RunningCoordinator } from '../../coordinator/src/index.js';
 import { runAgent } from '../src/run.js';
 import { simProvider } from '../src/providers/sim.js';
+import { freePort } from '@cloister/testkit';
 
 let tmp: string;
 let simDir: string;
@@ -56,14 +54,6 @@ s.on('data', (c) => chunks.push(c));
 s.on('close', () => { fs.writeFileSync(process.env.OUT, Buffer.concat(chunks)); process.exit(chunks.length ? 5 : 6); });
 s.end('hello mesh');
 `;
-
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const p = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
 
 before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'cloister-e2e-agent-'));

@@ -23,6 +23,7 @@ import { createIntermediate, createRoot, issueLeaf } from './test-pki.js';
 import type { Issued } from './test-pki.js';
 import { renewedInstance, startStub } from './stub-coordinator.js';
 import type { StubOptions } from './stub-coordinator.js';
+import { freePort } from '@cloister/testkit';
 
 const TD = 'shop.test';
 const sh = resolveExecutable('sh');
@@ -421,14 +422,6 @@ test('a renewal refused as COORDINATOR_NOT_FOUND is final: no more renewals, the
   assert.equal(warnings[0]?.fields?.['cause'], 'COORDINATOR_NOT_FOUND');
   await stub.close();
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const p = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
 
 async function until(pred: () => boolean, what: string, ms = 10_000): Promise<void> {
   const give = Date.now() + ms;

@@ -2,7 +2,6 @@
 // then clients with mesh identities of their own reaching (or not) a workload's ingress.
 import { strict as assert } from 'node:assert';
 import { readFile, mkdir, writeFile, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,17 +13,7 @@ import { startUp } from '../src/up/runtime.js';
 import type { InstanceResult, UpHandle } from '../src/up/runtime.js';
 import { generateOwnerKey } from '../src/client/local.js';
 import { cli, measure, tempDir } from './helpers.js';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a !== null ? a.port : 0));
-    });
-  });
-}
+import { freePort } from '@cloister/testkit';
 
 /** An HTTP/1.0 GET over a mesh (mTLS) connection; resolves with the body, rejects if refused. */
 function meshGet(port: number, id: Activation['mesh']): Promise<string> {

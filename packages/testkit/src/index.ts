@@ -17,3 +17,4 @@ export type {
 } from './fake-vendor-services.js';
 export { opensslSelfSignedP256 } from './openssl.js';
 export { hasCode } from './assertions.js';
+export { freePort } from './net.js';
