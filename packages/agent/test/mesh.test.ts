@@ -361,3 +361,27 @@ test('updateRoutes: revoking external closes and refuses clients without a certi
   assert.equal(await roundTrip(await meshClient(port), 'anyone'), '');
   assert.equal(be.conns, 2);
 });
+
+test('an ingress resumes no TLS session: every connection shows a certificate that is checked now', async () => {
+  const { port } = await setupPair(['frontend']);
+  const first = await meshClient(port, creds.frontend);
+  // TLS 1.3 sends tickets after the handshake: wait for one, if the server issues any.
+  const session = await Promise.race([
+    once(first, 'session').then(([s]) => s as Buffer),
+    new Promise<undefined>((r) => setTimeout(() => r(undefined), 300)),
+  ]);
+  first.destroy();
+  const again = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    ca: root.certPem,
+    key: (creds.frontend as MeshCredentials).key,
+    cert: (creds.frontend as MeshCredentials).cert,
+    checkServerIdentity: () => undefined,
+    ...(session === undefined ? {} : { session }),
+  });
+  again.on('error', () => undefined);
+  await once(again, 'secureConnect');
+  assert.equal(again.isSessionReused(), false);
+  again.destroy();
+});

@@ -20,6 +20,7 @@
  * update): new connections are judged by the new allow-list, and open connections of a peer it
  * no longer admits are closed, so that a revoked workload loses its access at once.
  */
+import { constants as tlsConstants } from 'node:crypto';
 import { connect as netConnect, createServer as createNetServer, isIP } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { pipeline } from 'node:stream';
@@ -246,6 +247,11 @@ export async function startMeshProxy(options: MeshProxyOptions): Promise<MeshPro
         rejectUnauthorized: route.external !== true,
         handshakeTimeout: handshakeMs,
         allowHalfOpen: true,
+        // No session tickets, hence no resumption: a resumed session skips the certificate
+        // check, so a peer whose certificate has expired since could come back for the
+        // ticket's lifetime (300 s). Every connection does a full handshake and its
+        // certificate is judged now.
+        secureOptions: tlsConstants.SSL_OP_NO_TICKET,
       });
       server.on('connection', track);
       // With a listener here Node leaves the socket open: destroy it, or a client that never
