@@ -8,7 +8,7 @@ import { importSimHardware, simReportFrom } from '@cloister/evidence';
 import { DerivedKeySealer } from '@cloister/coordinator';
 import { generateOwnerKey } from '../src/client/local.js';
 import { cli, makeSim, simManifest, startDeployment, tempDir } from './helpers.js';
-import type { Deployment } from './helpers.js';
+import type { CliRun, Deployment } from './helpers.js';
 
 describe('cloister verify and the owner commands', () => {
   let d: Deployment;
@@ -162,6 +162,66 @@ describe('cloister verify and the owner commands', () => {
     const old = await cli([...base(), '--allow-simulation', '--manifest', manifestFile, '--json']);
     assert.equal(old.code, 10);
     assert.equal((old.json()['reason'] as { code: string }).code, 'VERIFY_MANIFEST_MISMATCH');
+  });
+
+  it('--history-file records the history and refuses a rolled-back or forked one', async () => {
+    const file = join(d.dir, 'history.json');
+    const verify = (): Promise<CliRun> =>
+      cli([...base(), '--allow-simulation', '--history-file', file, '--json']);
+    // First use: nothing recorded yet, the attested history is recorded.
+    const first = await verify();
+    assert.equal(first.code, 0, first.out);
+    const seen = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    assert.equal(seen['historyLength'], first.json()['historyLength']);
+    assert.equal(seen['historyHead'], first.json()['historyHead']);
+    assert.equal((await verify()).code, 0);
+    // A client that saw a longer history: the coordinator's state was rolled back.
+    const longer = JSON.stringify({
+      historyLength: (seen['historyLength'] as number) + 1,
+      historyHead: 'ab'.repeat(32),
+    });
+    await writeFile(file, longer);
+    const rolledBack = await verify();
+    assert.equal(rolledBack.code, 10, rolledBack.out);
+    const reason = rolledBack.json()['reason'] as { code: string; details: { rule: string } };
+    assert.equal(reason.code, 'VERIFY_HISTORY_ROLLBACK');
+    assert.equal(reason.details.rule, 'history.rollback');
+    assert.equal(await readFile(file, 'utf8'), longer, 'a refused verification records nothing');
+    // The same length with another head: a forked (replaced) history.
+    await writeFile(file, JSON.stringify({ ...seen, historyHead: 'cd'.repeat(32) }));
+    const forked = await verify();
+    assert.equal(forked.code, 10);
+    assert.equal(
+      (forked.json()['reason'] as { details: { rule: string } }).details.rule,
+      'history.fork',
+    );
+    // A prefix of the real history (the first transition) is extended, and the file moves on.
+    const h = await cli([
+      'manifest',
+      'history',
+      '--coordinator',
+      d.coord.url,
+      '--root-ca',
+      join(d.dir, 'root.pem'),
+      '--json',
+    ]);
+    const entries = h.json()['entries'] as { prevHash: string }[];
+    assert.ok(entries.length >= 2);
+    await writeFile(
+      file,
+      JSON.stringify({
+        historyLength: 1,
+        historyHead: (entries[1] as { prevHash: string }).prevHash,
+      }),
+    );
+    assert.equal((await verify()).code, 0);
+    assert.equal(
+      (JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>)['historyLength'],
+      entries.length,
+    );
+    // A file that is not a history record is a usage problem, not a verdict.
+    await writeFile(file, '{"historyLength":-1}');
+    assert.equal((await verify()).code, 30);
   });
 
   it('an update signed by a key that is not an owner is refused', async () => {

@@ -63,6 +63,11 @@ export const CLIENT_ERRORS = defineErrorCodes({
     summary:
       'The coordinator enforces a different manifest than the one given with --manifest (canonical hashes differ).',
   },
+  VERIFY_HISTORY_ROLLBACK: {
+    kind: 'rejected',
+    summary:
+      "The coordinator's attested history is shorter than, or forks from, the one this client saw before (--history-file): its state was rolled back or replaced.",
+  },
   VERIFY_NO_MANIFEST: {
     kind: 'rejected',
     summary: '--manifest was given but the coordinator has no manifest set yet.',

@@ -160,6 +160,14 @@ export async function generateOwnerKey(
 
 /** Saves a verified root CA (replacing an older one atomically: write, fsync, rename). */
 export async function writeRootCa(path: string, pem: string): Promise<void> {
+  await writePublicFile(path, pem);
+}
+
+/**
+ * Replaces `path` with `text` (mode 0644) through a fresh temporary file renamed into place, so
+ * a reader sees the old or the new content, never a part.
+ */
+export async function writePublicFile(path: string, text: string): Promise<void> {
   // An unpredictable name opened with O_EXCL: in a shared directory another user could plant a
   // symlink (written through) or a file of theirs (renamed into place, theirs to change later)
   // at a name they can guess.
@@ -168,7 +176,7 @@ export async function writeRootCa(path: string, pem: string): Promise<void> {
   const fh = await open(tmp, 'wx', 0o644);
   try {
     try {
-      await fh.writeFile(pem.endsWith('\n') ? pem : `${pem}\n`);
+      await fh.writeFile(text.endsWith('\n') ? text : `${text}\n`);
       await fh.sync();
     } finally {
       await fh.close();

@@ -38,8 +38,9 @@ import {
   newNonce,
   toHex,
   verifyHistory,
+  ZERO_HASH,
 } from '@cloister/protocol';
-import type { AttestResponse, EvidenceType, Manifest } from '@cloister/protocol';
+import type { AttestResponse, EvidenceType, HistoryEntry, Manifest } from '@cloister/protocol';
 import { CoordinatorApi } from './api.js';
 import { clientError } from './error-codes.js';
 import { sha256Hex } from './http.js';
@@ -59,8 +60,54 @@ export interface VerifyCoordinatorOptions {
   readonly simRootPem?: string;
   /** The manifest the caller expects the coordinator to enforce. */
   readonly expectedManifest?: Manifest;
+  /**
+   * A history this client saw before: the attested history must extend it (as long or longer,
+   * with the same transition at its last position), else VERIFY_HISTORY_ROLLBACK.
+   */
+  readonly knownHistory?: KnownHistory;
   readonly now?: Date;
   readonly timeoutMs?: number;
+}
+
+/** How far a client has seen a coordinator's history: its length and its head (hex). */
+export interface KnownHistory {
+  readonly length: number;
+  readonly head: string;
+}
+
+/**
+ * Throws VERIFY_HISTORY_ROLLBACK unless the verified chain `entries` (head `head`) extends
+ * `known`. Entry i + 1's prevHash is entry i's hash, so the hash at `known.length` is read off
+ * the chain. Stops a host from restoring an older coordinator state (say, a manifest from
+ * before a package update raised the minimum SVN) unnoticed by a client that saw the newer one.
+ */
+function checkExtends(entries: readonly HistoryEntry[], head: string, known: KnownHistory): void {
+  if (entries.length < known.length) {
+    throw clientError(
+      'VERIFY_HISTORY_ROLLBACK',
+      `the coordinator's history has ${entries.length} transition(s); ${known.length} were seen before`,
+      {
+        details: {
+          rule: 'history.rollback',
+          expected: `at least ${known.length} transitions, head ${known.head} at ${known.length}`,
+          actual: entries.length,
+        },
+      },
+    );
+  }
+  const at =
+    known.length === 0
+      ? ZERO_HASH
+      : known.length === entries.length
+        ? head
+        : (entries[known.length] as HistoryEntry).prevHash;
+  if (at !== known.head) {
+    throw clientError(
+      'VERIFY_HISTORY_ROLLBACK',
+      `the coordinator's history forks from the one seen before at transition ${known.length}`,
+      { details: { rule: 'history.fork', expected: known.head, actual: at } },
+    );
+  }
 }
 
 /** The verified facts about a coordinator. */
@@ -214,6 +261,9 @@ export async function verifyCoordinator(o: VerifyCoordinatorOptions): Promise<Ve
         },
       );
     }
+
+    // The attested history extends what this client saw before.
+    if (o.knownHistory !== undefined) checkExtends(res.history, history.head, o.knownHistory);
 
     // 6 (first half): the current manifest is the last one of the attested history.
     const last = res.history.at(-1);

@@ -1,18 +1,20 @@
 /**
  * `cloister verify --coordinator URL [--manifest FILE] [--allow-simulation] [--sim-root DIR]
- * [--save-root FILE] [--json]`: attests a coordinator against this release's reference values,
- * checks the binding, the manifest history and (optionally) the manifest, and saves the root CA
- * that later commands pin. A rejected verdict prints its structured reason and exits 10.
+ * [--save-root FILE] [--history-file FILE] [--json]`: attests a coordinator against this
+ * release's reference values, checks the binding, the manifest history (and that it extends the
+ * one recorded in the history file) and optionally the manifest, and saves the root CA that
+ * later commands pin. A rejected verdict prints its structured reason and exits 10.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { EXIT_CODES, exitCodeFor, isCloisterError } from '@cloister/errors';
 import { SIM_HARDWARE_FILES } from '@cloister/evidence';
 import { parseManifestText } from '@cloister/protocol';
 import type { CommandContext } from '../main.js';
-import { ENV_COORDINATOR, readInputText, writeRootCa } from '../client/local.js';
+import { ENV_COORDINATOR, readInputText, writePublicFile, writeRootCa } from '../client/local.js';
 import { verifyCoordinator } from '../client/verify.js';
-import type { VerifiedCoordinator } from '../client/verify.js';
+import type { KnownHistory, VerifiedCoordinator } from '../client/verify.js';
 import { cliError } from '../error-codes.js';
 import { printJson } from '../output.js';
 
@@ -22,7 +24,43 @@ interface VerifyFlags {
   allowSimulation?: boolean;
   simRoot?: string;
   saveRoot?: string;
+  historyFile?: string;
   json?: boolean;
+}
+
+/**
+ * The history a `--history-file` remembers (none yet when the file does not exist: the first
+ * verification trusts what it sees and records it).
+ */
+function readKnownHistory(path: string): KnownHistory | undefined {
+  if (!existsSync(path)) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(readInputText(path, 'history file'));
+  } catch (cause) {
+    if (isCloisterError(cause)) throw cause;
+    throw cliError('CLI_BAD_INPUT', `history file ${path} is not JSON`, {
+      cause,
+      details: { file: path },
+    });
+  }
+  const o = (typeof v === 'object' && v !== null ? v : {}) as Record<string, unknown>;
+  const length = o['historyLength'];
+  const head = o['historyHead'];
+  if (
+    typeof length !== 'number' ||
+    !Number.isSafeInteger(length) ||
+    length < 0 ||
+    typeof head !== 'string' ||
+    !/^[0-9a-f]{64}$/.test(head)
+  ) {
+    throw cliError(
+      'CLI_BAD_INPUT',
+      `history file ${path} needs historyLength (an integer >= 0) and historyHead (64 hex)`,
+      { details: { file: path } },
+    );
+  }
+  return { length, head };
 }
 
 /** The `--json` document of `cloister verify`. */
@@ -53,6 +91,8 @@ async function verifyCommand(flags: VerifyFlags, ctx: CommandContext): Promise<v
     flags.simRoot === undefined
       ? undefined
       : readInputText(join(flags.simRoot, SIM_HARDWARE_FILES.rootCert), 'sim root certificate');
+  const knownHistory =
+    flags.historyFile === undefined ? undefined : readKnownHistory(flags.historyFile);
   let v: VerifiedCoordinator;
   try {
     v = await verifyCoordinator({
@@ -60,6 +100,7 @@ async function verifyCommand(flags: VerifyFlags, ctx: CommandContext): Promise<v
       allowSimulation: flags.allowSimulation === true,
       ...(simRootPem === undefined ? {} : { simRootPem }),
       ...(expectedManifest === undefined ? {} : { expectedManifest }),
+      ...(knownHistory === undefined ? {} : { knownHistory }),
     });
   } catch (e) {
     // A verdict, not a crash: print why, exit 10. Anything else (unreachable, bug) propagates.
@@ -75,6 +116,16 @@ async function verifyCommand(flags: VerifyFlags, ctx: CommandContext): Promise<v
     return;
   }
   if (flags.saveRoot !== undefined) await writeRootCa(flags.saveRoot, v.rootCaPem);
+  if (flags.historyFile !== undefined) {
+    await writePublicFile(
+      flags.historyFile,
+      JSON.stringify({
+        coordinator: url,
+        historyLength: v.historyLength,
+        historyHead: v.historyHead,
+      }),
+    );
+  }
   const out: VerifyOutput = {
     verdict: 'verified',
     coordinator: url,
@@ -116,6 +167,10 @@ export function registerVerify(program: Command, ctx: CommandContext): void {
     .option('--allow-simulation', 'accept a coordinator on the simulation TEE (development only)')
     .option('--sim-root <dir>', 'sim hardware directory whose root.crt.pem to pin')
     .option('--save-root <file>', 'write the verified root CA (PEM) here')
+    .option(
+      '--history-file <file>',
+      'refuse a history shorter than, or forking from, the one recorded here; record the new one',
+    )
     .option('--json', 'print one JSON document')
     .action((flags: VerifyFlags) => verifyCommand(flags, ctx));
 }
