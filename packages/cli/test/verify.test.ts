@@ -224,6 +224,32 @@ describe('cloister verify and the owner commands', () => {
     assert.equal((await verify()).code, 30);
   });
 
+  it('--owner-key: the attested history must start with a manifest that key signed', async () => {
+    const ours = join(d.dir, 'install-owner.pub.pem');
+    await writeFile(ours, d.ownerPub);
+    const ok = await cli([...base(), '--allow-simulation', '--owner-key', ours, '--json']);
+    assert.equal(ok.code, 0, ok.out);
+    // Another key (a coordinator someone else installed would have been set by theirs).
+    await generateOwnerKey('installer', d.dir);
+    const r = await cli([
+      ...base(),
+      '--allow-simulation',
+      '--owner-key',
+      join(d.dir, 'installer.pub.pem'),
+      '--json',
+    ]);
+    assert.equal(r.code, 10, r.out);
+    const reason = r.json()['reason'] as { code: string; details: { rule: string } };
+    assert.equal(reason.code, 'VERIFY_OWNER_MISMATCH');
+    assert.equal(reason.details.rule, 'history.owner');
+    // A file that is not an owner key is bad input, not a verdict.
+    const notKey = join(d.dir, 'not-a-key.pem');
+    await writeFile(notKey, 'hello');
+    const bad = await cli([...base(), '--allow-simulation', '--owner-key', notKey, '--json']);
+    assert.notEqual(bad.code, 0);
+    assert.notEqual(bad.code, 10);
+  });
+
   it('an update signed by a key that is not an owner is refused', async () => {
     const ep = ['--coordinator', d.coord.url, '--root-ca', join(d.dir, 'root.pem'), '--json'];
     const mallory = await generateOwnerKey('mallory', d.dir);

@@ -68,6 +68,11 @@ export const CLIENT_ERRORS = defineErrorCodes({
     summary:
       "The coordinator's attested history is shorter than, or forks from, the one this client saw before (--history-file): its state was rolled back or replaced.",
   },
+  VERIFY_OWNER_MISMATCH: {
+    kind: 'rejected',
+    summary:
+      'The first manifest of the attested history carries no valid signature by the owner key given with --owner-key: the coordinator was installed with another owner.',
+  },
   VERIFY_NO_MANIFEST: {
     kind: 'rejected',
     summary: '--manifest was given but the coordinator has no manifest set yet.',

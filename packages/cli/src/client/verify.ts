@@ -37,7 +37,10 @@ import {
   manifestHash,
   newNonce,
   toHex,
+  transitionHash,
+  transitionSignedBytes,
   verifyHistory,
+  verifyOwnerSignature,
   ZERO_HASH,
 } from '@cloister/protocol';
 import type { AttestResponse, EvidenceType, HistoryEntry, Manifest } from '@cloister/protocol';
@@ -65,6 +68,12 @@ export interface VerifyCoordinatorOptions {
    * with the same transition at its last position), else VERIFY_HISTORY_ROLLBACK.
    */
   readonly knownHistory?: KnownHistory;
+  /**
+   * PEM of the owner key the coordinator was installed with (`cloister coordinator
+   * --owner-key`): the first manifest of the history must carry its signature, else
+   * VERIFY_OWNER_MISMATCH. Later transitions are checked against each manifest's owners.
+   */
+  readonly ownerKeyPem?: string;
   readonly now?: Date;
   readonly timeoutMs?: number;
 }
@@ -108,6 +117,41 @@ function checkExtends(entries: readonly HistoryEntry[], head: string, known: Kno
       { details: { rule: 'history.fork', expected: known.head, actual: at } },
     );
   }
+}
+
+/**
+ * Throws VERIFY_OWNER_MISMATCH unless the first transition of the verified chain `entries`
+ * carries a valid signature by `ownerKeyPem` over its transition hash. The chain is bound to
+ * the evidence through its head, so this ties the whole manifest history to the key the client
+ * trusts: a coordinator installed by someone else (with their own owner key and manifest) is
+ * refused even when the client does not pin the manifest itself.
+ */
+async function checkFirstSetBy(
+  entries: readonly HistoryEntry[],
+  ownerKeyPem: string,
+): Promise<void> {
+  const first = entries[0];
+  if (first === undefined) return;
+  const message = transitionSignedBytes(await transitionHash(first));
+  for (const sig of first.signatures) {
+    try {
+      await verifyOwnerSignature(sig, message, ownerKeyPem);
+      return;
+    } catch {
+      // another owner's signature, or not a valid one: try the next
+    }
+  }
+  throw clientError(
+    'VERIFY_OWNER_MISMATCH',
+    'the first manifest was not signed by the given owner key',
+    {
+      details: {
+        rule: 'history.owner',
+        expected: 'a signature by --owner-key over transition 0',
+        actual: first.signatures.map((s) => s.owner),
+      },
+    },
+  );
 }
 
 /** The verified facts about a coordinator. */
@@ -264,6 +308,8 @@ export async function verifyCoordinator(o: VerifyCoordinatorOptions): Promise<Ve
 
     // The attested history extends what this client saw before.
     if (o.knownHistory !== undefined) checkExtends(res.history, history.head, o.knownHistory);
+    // ... and starts with a manifest the client's owner key set.
+    if (o.ownerKeyPem !== undefined) await checkFirstSetBy(res.history, o.ownerKeyPem);
 
     // 6 (first half): the current manifest is the last one of the attested history.
     const last = res.history.at(-1);

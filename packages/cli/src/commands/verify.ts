@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { EXIT_CODES, exitCodeFor, isCloisterError } from '@cloister/errors';
 import { SIM_HARDWARE_FILES } from '@cloister/evidence';
-import { parseManifestText } from '@cloister/protocol';
+import { ownerKeyType, parseManifestText } from '@cloister/protocol';
 import type { CommandContext } from '../main.js';
 import { ENV_COORDINATOR, readInputText, writePublicFile, writeRootCa } from '../client/local.js';
 import { verifyCoordinator } from '../client/verify.js';
@@ -25,6 +25,7 @@ interface VerifyFlags {
   simRoot?: string;
   saveRoot?: string;
   historyFile?: string;
+  ownerKey?: string;
   json?: boolean;
 }
 
@@ -93,6 +94,10 @@ async function verifyCommand(flags: VerifyFlags, ctx: CommandContext): Promise<v
       : readInputText(join(flags.simRoot, SIM_HARDWARE_FILES.rootCert), 'sim root certificate');
   const knownHistory =
     flags.historyFile === undefined ? undefined : readKnownHistory(flags.historyFile);
+  // Checked now: an unusable key is a bad input, not a coordinator that failed the check.
+  const ownerKeyPem =
+    flags.ownerKey === undefined ? undefined : readInputText(flags.ownerKey, 'owner key');
+  if (ownerKeyPem !== undefined) ownerKeyType(ownerKeyPem, flags.ownerKey);
   let v: VerifiedCoordinator;
   try {
     v = await verifyCoordinator({
@@ -101,6 +106,7 @@ async function verifyCommand(flags: VerifyFlags, ctx: CommandContext): Promise<v
       ...(simRootPem === undefined ? {} : { simRootPem }),
       ...(expectedManifest === undefined ? {} : { expectedManifest }),
       ...(knownHistory === undefined ? {} : { knownHistory }),
+      ...(ownerKeyPem === undefined ? {} : { ownerKeyPem }),
     });
   } catch (e) {
     // A verdict, not a crash: print why, exit 10. Anything else (unreachable, bug) propagates.
@@ -167,6 +173,10 @@ export function registerVerify(program: Command, ctx: CommandContext): void {
     .option('--allow-simulation', 'accept a coordinator on the simulation TEE (development only)')
     .option('--sim-root <dir>', 'sim hardware directory whose root.crt.pem to pin')
     .option('--save-root <file>', 'write the verified root CA (PEM) here')
+    .option(
+      '--owner-key <file>',
+      'the owner public key the coordinator was installed with: the first manifest must be signed by it',
+    )
     .option(
       '--history-file <file>',
       'refuse a history shorter than, or forking from, the one recorded here; record the new one',
