@@ -229,6 +229,7 @@ describe('cloister verify and the owner commands', () => {
     await writeFile(ours, d.ownerPub);
     const ok = await cli([...base(), '--allow-simulation', '--owner-key', ours, '--json']);
     assert.equal(ok.code, 0, ok.out);
+    assert.equal(ok.json()['ownerKeyChecked'], true);
     // Another key (a coordinator someone else installed would have been set by theirs).
     await generateOwnerKey('installer', d.dir);
     const r = await cli([

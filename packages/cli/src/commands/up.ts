@@ -4,6 +4,8 @@
  * coordinator and the ingress addresses, then waits: it finishes when every one-shot workload
  * has exited (unless --keep-running), or on SIGINT / SIGTERM, and stops everything it started.
  */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { EXIT_CODES } from '@cloister/errors';
 import type { CommandContext } from '../main.js';
@@ -93,13 +95,15 @@ async function runUp(
     };
     printJson(ctx.io, { event: 'ready', ...ready });
   } else {
+    // The owner key `up` installs the coordinator with: verify can check the history starts there.
+    const ownerPub = join(resolve(dir), 'owner.pub.pem');
     const lines = [
       `coordinator  ${handle.coordinator}  (sim TEE; root CA ${handle.rootCa})`,
       `manifest     ${handle.manifestHash}`,
       ...handle.ingress.map(
         (i) => `ingress      ${i.workload.padEnd(12)} mTLS on ${i.address} -> port ${i.to}`,
       ),
-      `verify with: cloister verify --coordinator ${handle.coordinator} --allow-simulation --sim-root ${handle.simRoot}`,
+      `verify with: cloister verify --coordinator ${handle.coordinator} --allow-simulation --sim-root ${handle.simRoot}${existsSync(ownerPub) ? ` --owner-key ${ownerPub}` : ''}`,
       flags.keepRunning === true
         ? 'running; Ctrl-C stops everything'
         : 'running until the one-shot workloads finish; Ctrl-C stops everything',

@@ -74,6 +74,8 @@ export interface VerifyOutput {
   manifestHash?: string | null;
   historyLength?: number;
   historyHead?: string;
+  /** With --owner-key: whether there was a first manifest to check against it (it passed). */
+  ownerKeyChecked?: boolean;
   rootCaFingerprint?: string;
   rootCaSaved?: string;
   reason?: Record<string, unknown>;
@@ -141,6 +143,7 @@ async function verifyCommand(flags: VerifyFlags, ctx: CommandContext): Promise<v
     manifestHash: v.manifestHash,
     historyLength: v.historyLength,
     historyHead: v.historyHead,
+    ...(flags.ownerKey === undefined ? {} : { ownerKeyChecked: v.historyLength > 0 }),
     rootCaFingerprint: v.rootCaFingerprint,
     ...(flags.saveRoot === undefined ? {} : { rootCaSaved: flags.saveRoot }),
   };
@@ -156,6 +159,13 @@ async function verifyCommand(flags: VerifyFlags, ctx: CommandContext): Promise<v
     `  history:      ${v.historyLength} transition(s), head ${v.historyHead}`,
     `  root CA:      SHA-256 ${v.rootCaFingerprint}`,
   ];
+  if (flags.ownerKey !== undefined) {
+    lines.push(
+      v.historyLength > 0
+        ? `  owner:        the first manifest is signed by ${flags.ownerKey}`
+        : '  owner:        no manifest set yet: nothing signed to check',
+    );
+  }
   if (flags.saveRoot !== undefined) lines.push(`  saved root CA to ${flags.saveRoot}`);
   ctx.io.out(lines.join('\n'));
 }
