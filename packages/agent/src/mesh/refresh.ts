@@ -90,18 +90,9 @@ export function meshRefresher(o: MeshRefresherOptions): MeshRefresher {
   let tail: Promise<void> = Promise.resolve();
   let waiting = false;
 
+  // A failed fetch (or anything else) is reported by `refresh`, which never rejects.
   const once = async (): Promise<void> => {
-    let answer: ManifestResponse;
-    try {
-      answer = await o.fetch(abort.signal);
-    } catch (e) {
-      if (!stopped) {
-        o.log.warn('manifest refresh failed; the mesh keeps its current allow-lists', {
-          code: isCloisterError(e) ? e.code : 'INTERNAL',
-        });
-      }
-      return;
-    }
+    const answer = await o.fetch(abort.signal);
     if (stopped || answer.manifestHash === seen.manifestHash) return;
     const at = { manifestHash: answer.manifestHash, seq: answer.seq };
     // History only grows: an answer older than the manifest already applied (a stale replica
@@ -150,6 +141,8 @@ export function meshRefresher(o: MeshRefresherOptions): MeshRefresher {
           return stopped ? undefined : once();
         })
         .catch((e: unknown) => {
+          // After stop, the fetch was aborted on purpose.
+          if (stopped) return;
           o.log.warn('manifest refresh failed; the mesh keeps its current allow-lists', {
             code: isCloisterError(e) ? e.code : 'INTERNAL',
           });
