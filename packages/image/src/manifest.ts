@@ -133,9 +133,10 @@ export function ociLayerMediaType(mediaType: string): string {
 }
 
 /**
- * The struct fields read below, per document (json.ts `refuseGoFieldTwins`): image-spec's
- * Descriptor, Platform, Manifest and Index (Docker's schema 2 uses the same names), and the
- * parts of the image config Cloister reads.
+ * The struct fields of each document that Cloister reads below, or that Go tools act on
+ * (a descriptor's `urls`, a manifest's `subject`), for json.ts `refuseGoFieldTwins`:
+ * image-spec's Descriptor, Platform, Manifest and Index (Docker's schema 2 uses the same
+ * names), and the parts of the image config Cloister reads.
  */
 const DESCRIPTOR_FIELDS = ['mediaType', 'digest', 'size', 'annotations', 'platform', 'urls'];
 const PLATFORM_FIELDS = ['os', 'architecture', 'variant'];
@@ -149,6 +150,8 @@ const MANIFEST_FIELDS = [
   'subject',
 ];
 const CONFIG_FIELDS = ['os', 'architecture', 'variant', 'config', 'rootfs'];
+const ROOTFS_FIELDS = ['type', 'diff_ids'];
+const RUN_CONFIG_FIELDS = ['Entrypoint', 'Cmd', 'Env', 'WorkingDir', 'User'];
 
 function safeSize(v: unknown, field: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
@@ -293,7 +296,7 @@ export function parseConfig(bytes: Uint8Array, maxBytes: number = MAX_METADATA_B
   const raw = parseStrictJson(bytes, 'config', maxBytes);
   refuseGoFieldTwins(raw, CONFIG_FIELDS, 'config');
   const rootfs = obj(raw.rootfs, 'config.rootfs');
-  refuseGoFieldTwins(rootfs, ['type', 'diff_ids'], 'config.rootfs');
+  refuseGoFieldTwins(rootfs, ROOTFS_FIELDS, 'config.rootfs');
   if (rootfs.type !== 'layers')
     throw imageError('IMAGE_MALFORMED', 'config.rootfs.type must be "layers"', {
       details: { field: 'config.rootfs.type' },
@@ -302,7 +305,7 @@ export function parseConfig(bytes: Uint8Array, maxBytes: number = MAX_METADATA_B
     parseDigest(d, `config.rootfs.diff_ids[${i}]`),
   );
   const c = raw.config === undefined || raw.config === null ? {} : obj(raw.config, 'config.config');
-  refuseGoFieldTwins(c, ['Entrypoint', 'Cmd', 'Env', 'WorkingDir', 'User'], 'config.config');
+  refuseGoFieldTwins(c, RUN_CONFIG_FIELDS, 'config.config');
   const entrypoint = optStrArray(c, 'Entrypoint', 'config.config');
   const cmd = optStrArray(c, 'Cmd', 'config.config');
   const env = optStrArray(c, 'Env', 'config.config');
