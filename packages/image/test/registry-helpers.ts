@@ -7,8 +7,6 @@ import { join } from 'node:path';
 import * as jose from 'jose';
 import { freePort, opensslSelfSignedP256 } from '@cloister/testkit';
 
-export { freePort };
-
 export interface TokenServer {
   realm: string;
   certFile: string;

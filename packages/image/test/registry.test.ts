@@ -25,7 +25,8 @@ import {
 } from '@cloister/image';
 import { makeLayout } from './fixtures.js';
 import { keyPair, layoutImage, skipWithout, skopeo, tempDir, have } from './helpers.js';
-import { freePort, startRegistry, startTokenServer } from './registry-helpers.js';
+import { freePort } from '@cloister/testkit';
+import { startRegistry, startTokenServer } from './registry-helpers.js';
 
 const coord = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const coordPub = loadPublicKey(
